@@ -1,0 +1,134 @@
+"""Draw a 12-lead waveform as a paper ECG: grid, calibration pulse, 3x4 leads and a rhythm strip.
+
+The same renderer turns DICOM waveforms into pages at intake and makes synthetic training pages,
+so the model sees one drawing convention from both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+LAYOUT_3X4 = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
+
+_WHITE = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class PaperStyle:
+    """Physical drawing conventions; colours are BGR as OpenCV uses them."""
+
+    dpi: int = 200
+    paper_mm: tuple[float, float] = (297.0, 210.0)
+    speed_mm_s: float = 25.0
+    gain_mm_mv: float = 10.0
+    grid_minor_bgr: tuple[int, int, int] = (215, 210, 255)
+    grid_major_bgr: tuple[int, int, int] = (140, 130, 240)
+    trace_bgr: tuple[int, int, int] = (20, 20, 20)
+    trace_mm: float = 0.3
+    rhythm_lead: str | None = "II"
+    header: Sequence[str] = field(default_factory=tuple)
+
+
+def _mm_to_px(mm: float, dpi: int) -> float:
+    return mm * dpi / 25.4
+
+
+def _draw_grid(image: np.ndarray, style: PaperStyle, box_mm: tuple[float, float, float, float]) -> None:
+    left, top, right, bottom = box_mm
+    dpi = style.dpi
+    xs_mm = np.arange(left, right + 1e-6, 1.0)
+    ys_mm = np.arange(top, bottom + 1e-6, 1.0)
+    y0, y1 = round(_mm_to_px(top, dpi)), round(_mm_to_px(bottom, dpi))
+    x0, x1 = round(_mm_to_px(left, dpi)), round(_mm_to_px(right, dpi))
+    major_width = max(1, round(dpi / 150))
+    for major in (False, True):
+        colour = style.grid_major_bgr if major else style.grid_minor_bgr
+        width = major_width if major else 1
+        for index, x_mm in enumerate(xs_mm):
+            if (index % 5 == 0) == major:
+                x = round(_mm_to_px(x_mm, dpi))
+                image[y0 : y1 + 1, x : x + width] = colour
+        for index, y_mm in enumerate(ys_mm):
+            if (index % 5 == 0) == major:
+                y = round(_mm_to_px(y_mm, dpi))
+                image[y : y + width, x0 : x1 + 1] = colour
+
+
+def _polyline(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, style: PaperStyle) -> None:
+    points = np.stack([xs, ys], axis=1) * 16.0  # 4 fractional bits for sub-pixel placement
+    thickness = max(1, round(_mm_to_px(style.trace_mm, style.dpi)))
+    cv2.polylines(image, [points.astype(np.int32)], False, style.trace_bgr, thickness, cv2.LINE_AA, shift=4)
+
+
+def _label(image: np.ndarray, text: str, x_px: float, y_px: float, style: PaperStyle, scale: float = 1.0) -> None:
+    font_scale = 0.55 * scale * style.dpi / 100
+    cv2.putText(image, text, (round(x_px), round(y_px)), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                style.trace_bgr, max(1, round(style.dpi / 120)), cv2.LINE_AA)
+
+
+def render_paper(
+    signals_mv: np.ndarray, fs: float, leads: Sequence[str], style: PaperStyle | None = None
+) -> np.ndarray:
+    """Render `signals_mv` (leads x samples, millivolts) as a BGR uint8 page in the 3x4 + rhythm layout."""
+    style = style or PaperStyle()
+    signals_mv = np.asarray(signals_mv, dtype=np.float64)
+    if signals_mv.ndim != 2 or signals_mv.shape[0] != len(leads):
+        raise ValueError(f"signals shape {signals_mv.shape} does not match {len(leads)} lead names")
+    by_name = {name: signals_mv[i] for i, name in enumerate(leads)}
+    missing = [name for row in LAYOUT_3X4 for name in row if name not in by_name]
+    if missing:
+        raise ValueError(f"leads missing for the 3x4 layout: {missing}")
+
+    dpi = style.dpi
+    width_mm, height_mm = style.paper_mm
+    page = np.full((round(_mm_to_px(height_mm, dpi)), round(_mm_to_px(width_mm, dpi)), 3), _WHITE, np.uint8)
+
+    rows = [list(row) for row in LAYOUT_3X4]
+    has_rhythm = style.rhythm_lead is not None and style.rhythm_lead in by_name
+    n_rows = len(rows) + (1 if has_rhythm else 0)
+    grid_box = (10.0, 25.0, width_mm - 10.0, height_mm - 5.0)
+    _draw_grid(page, style, grid_box)
+
+    strip_mm = 10.0 * style.speed_mm_s
+    pulse_mm = 0.2 * style.speed_mm_s
+    x_start_mm = (width_mm - strip_mm - pulse_mm - 2.0) / 2
+    trace_x0_mm = x_start_mm + pulse_mm + 2.0
+    row_height_mm = (grid_box[3] - grid_box[1]) / n_rows
+    px = _mm_to_px(1.0, dpi)
+    column_seconds = 10.0 / len(rows[0])
+    samples_per_column = round(column_seconds * fs)
+
+    for text_row, text in enumerate(style.header):
+        _label(page, text, 10.0 * px, (8.0 + 6.0 * text_row) * px, style, scale=0.9)
+
+    def draw_row(row_index: int, segments: list[tuple[str, int, int]]) -> None:
+        baseline_mm = grid_box[1] + (row_index + 0.5) * row_height_mm
+        pulse_x = np.array([0, 0.5, 0.5, pulse_mm - 0.5, pulse_mm - 0.5, pulse_mm]) + x_start_mm
+        pulse_y = np.array([0, 0, 1, 1, 0, 0]) * -style.gain_mm_mv + baseline_mm
+        _polyline(page, pulse_x * px, pulse_y * px, style)
+        for name, start, stop in segments:
+            trace = by_name[name][start:stop]
+            t_mm = trace_x0_mm + (start + np.arange(trace.size)) / fs * style.speed_mm_s
+            _polyline(page, t_mm * px, (baseline_mm - trace * style.gain_mm_mv) * px, style)
+            label_x = trace_x0_mm + start / fs * style.speed_mm_s + 1.0
+            _label(page, name, label_x * px, (baseline_mm - 0.35 * row_height_mm) * px, style)
+            if start > 0:
+                x_sep = (trace_x0_mm + start / fs * style.speed_mm_s) * px
+                y_sep = baseline_mm * px
+                cv2.line(page, (round(x_sep), round(y_sep - 3 * px)), (round(x_sep), round(y_sep + 3 * px)),
+                         style.trace_bgr, max(1, round(dpi / 150)))
+
+    for row_index, row in enumerate(rows):
+        draw_row(row_index, [(name, col * samples_per_column, (col + 1) * samples_per_column)
+                             for col, name in enumerate(row)])
+    if has_rhythm:
+        draw_row(len(rows), [(style.rhythm_lead, 0, round(10.0 * fs))])
+
+    footer = f"{style.speed_mm_s:g} mm/s   {style.gain_mm_mv:g} mm/mV"
+    _label(page, footer, 10.0 * px, (height_mm - 1.5) * px, style, scale=0.8)
+    return page

@@ -1,0 +1,208 @@
+"""Watch inbox folders, wait until each new file is complete, and claim it by an atomic rename.
+
+A file is claimed by renaming it into `<inbox>/.claimed/`; `os.rename` within one file system is
+atomic, so when two watchers race for the same file exactly one rename succeeds. Files that are
+still in `.claimed/` when a watcher starts were claimed by a process that died before finishing;
+`recover` offers them again (the processing side is idempotent on the file's sha256).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CLAIM_DIR = ".claimed"
+TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".swp")
+TEMP_PREFIXES = (".", "~$")
+
+
+@dataclass(frozen=True)
+class Inbox:
+    path: Path
+    source: str = "default"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A file this process owns: `claimed` is where it lies now, `original` where it was dropped."""
+
+    claimed: Path
+    original: Path
+    source: str
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(TEMP_PREFIXES) or name.lower().endswith(TEMP_SUFFIXES)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def candidates(inbox: Inbox) -> Iterator[Path]:
+    """Files in the inbox (sub-folders included) that may be ECG documents."""
+    for root, dirs, files in os.walk(inbox.path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(root) / name
+            if is_temporary(name):
+                continue
+            if path.is_symlink() and not _inside(path, inbox.path):
+                log.warning("refusing symlink that points outside the inbox: %s", path.name)
+                continue
+            yield path
+
+
+def claim(path: Path, inbox: Inbox) -> Claim | None:
+    """Atomically move `path` into the claim area; None when another process took it first."""
+    relative_parent = path.parent.relative_to(inbox.path)
+    target_dir = inbox.path / CLAIM_DIR / relative_parent
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{time.time_ns():x}-{os.getpid()}__{path.name}"
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None
+    return Claim(claimed=target, original=path, source=inbox.source)
+
+
+def recover(inbox: Inbox) -> list[Claim]:
+    """Claims left behind by a process that stopped before the file reached archive or quarantine."""
+    claim_root = inbox.path / CLAIM_DIR
+    found = []
+    for root, _dirs, files in os.walk(claim_root):
+        for name in sorted(files):
+            claimed = Path(root) / name
+            original_name = name.split("__", 1)[1] if "__" in name else name
+            original = inbox.path / claimed.parent.relative_to(claim_root) / original_name
+            found.append(Claim(claimed=claimed, original=original, source=inbox.source))
+    return found
+
+
+class StabilityTracker:
+    """Says a file is complete once its size and mtime have not changed for `stable_seconds`."""
+
+    def __init__(self, stable_seconds: float) -> None:
+        self.stable_seconds = stable_seconds
+        self._seen: dict[Path, tuple[int, int, float]] = {}
+
+    def is_stable(self, path: Path, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self._seen.pop(path, None)
+            return False
+        signature = (stat.st_size, stat.st_mtime_ns)
+        previous = self._seen.get(path)
+        if previous is None or previous[:2] != signature:
+            self._seen[path] = (*signature, now)
+            return False
+        return now - previous[2] >= self.stable_seconds
+
+    def forget(self, path: Path) -> None:
+        self._seen.pop(path, None)
+
+    def pending(self) -> int:
+        return len(self._seen)
+
+
+class Watcher:
+    """Finds complete files in a set of inboxes and hands each claim to `on_claim` exactly once."""
+
+    def __init__(
+        self,
+        inboxes: list[Inbox],
+        on_claim: Callable[[Claim], None],
+        stable_seconds: float = 2.0,
+        poll_interval: float = 1.0,
+        use_events: bool = True,
+    ) -> None:
+        self.inboxes = inboxes
+        self.on_claim = on_claim
+        self.poll_interval = poll_interval
+        self.use_events = use_events
+        self.tracker = StabilityTracker(stable_seconds)
+        self._wake = threading.Event()
+        for inbox in inboxes:
+            inbox.path.mkdir(parents=True, exist_ok=True)
+
+    def recover(self) -> list[Claim]:
+        claims = [c for inbox in self.inboxes for c in recover(inbox)]
+        for found in claims:
+            log.info("re-offering claimed file left by an earlier run: %s", found.claimed.name)
+            self.on_claim(found)
+        return claims
+
+    def scan(self) -> list[Claim]:
+        """One pass over every inbox: claim what is stable, remember what is not yet."""
+        claims = []
+        present: set[Path] = set()
+        for inbox in self.inboxes:
+            for path in candidates(inbox):
+                present.add(path)
+                if not self.tracker.is_stable(path):
+                    continue
+                self.tracker.forget(path)
+                taken = claim(path, inbox)
+                if taken is None:
+                    continue
+                claims.append(taken)
+                self.on_claim(taken)
+        for gone in set(self.tracker._seen) - present:
+            self.tracker.forget(gone)
+        return claims
+
+    def run_once(self) -> list[Claim]:
+        """Recover, then claim everything present, waiting for files that are still being written."""
+        claims = self.recover()
+        claims += self.scan()
+        while self.tracker.pending():
+            time.sleep(self.poll_interval)
+            claims += self.scan()
+        return claims
+
+    def run(self, stop: threading.Event) -> None:
+        """Watch until `stop` is set; filesystem events only wake the loop early, polling is the truth."""
+        observer = self._start_observer() if self.use_events else None
+        try:
+            self.recover()
+            while not stop.is_set():
+                self.scan()
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+        finally:
+            if observer is not None:
+                observer.stop()
+                observer.join(timeout=5)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _start_observer(self):
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        watcher = self
+
+        class _Wake(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                if f"/{CLAIM_DIR}" not in str(event.src_path):
+                    watcher.wake()
+
+        observer = Observer()
+        try:
+            for inbox in self.inboxes:
+                observer.schedule(_Wake(), str(inbox.path), recursive=True)
+            observer.start()
+        except OSError as exc:
+            log.warning("filesystem events unavailable (%s); polling every %.1fs", exc, self.poll_interval)
+            return None
+        return observer

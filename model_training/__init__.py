@@ -1,0 +1,1 @@
+"""Synthetic data, datasets, the ConvNeXt model, training, evaluation and the model bundle."""

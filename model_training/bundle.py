@@ -1,0 +1,132 @@
+"""The model bundle: a directory with `manifest.json` and weights, the contract between training and serving.
+
+Like timm's pretrained configs, the manifest carries everything a caller needs (labels, thresholds,
+input size, preprocessing version, backbone), so the worker never needs to know model internals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ingest.preprocess import PREPROCESS_VERSION
+from model_training.model import create_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LABELS = ("MI", "AF", "STTC", "CD", "HYP")
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+
+
+class BundleError(Exception):
+    """A bundle that cannot be served as it is; the message says which field and why."""
+
+
+class Manifest(BaseModel):
+    name: str
+    version: str = ""
+    labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS))
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    backbone: str = "convnext_atto"
+    in_chans: int = 1
+    input_size: tuple[int, int] = (384, 512)
+    preprocess_version: str = PREPROCESS_VERSION
+    trained: bool = False
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    data: str = ""
+    command: str = ""
+    git_commit: str = ""
+    created: str = ""
+    weights: str = WEIGHTS
+
+    def threshold(self, label: str) -> float:
+        return self.thresholds.get(label, 0.5)
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def save_bundle(model: nn.Module, manifest: Manifest, directory: Path) -> Manifest:
+    """Write weights and manifest; the version is the weights' content hash, so it names them exactly."""
+    directory.mkdir(parents=True, exist_ok=True)
+    weights_path = directory / manifest.weights
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(weights_path))
+    digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()[:12]
+    manifest = manifest.model_copy(update={
+        "version": digest,
+        "created": manifest.created or datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": manifest.git_commit or _git_commit(),
+        "command": manifest.command or " ".join(sys.argv),
+    })
+    (directory / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def load_manifest(directory: Path) -> Manifest:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"no {MANIFEST} in bundle directory {directory}")
+    try:
+        return Manifest.model_validate(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{path}: invalid manifest: {exc}") from exc
+
+
+def check_compatible(manifest: Manifest) -> None:
+    """Refuse a bundle whose pages were prepared differently from what this code produces."""
+    if manifest.preprocess_version != PREPROCESS_VERSION:
+        raise BundleError(
+            f"bundle {manifest.model_version} was trained with preprocessing version "
+            f"{manifest.preprocess_version!r}, this code runs {PREPROCESS_VERSION!r}; retrain or use a matching bundle"
+        )
+
+
+def load_model(directory: Path) -> tuple[nn.Module, Manifest]:
+    """The model in eval mode on CPU, with its manifest, after the compatibility checks."""
+    directory = Path(directory)
+    manifest = load_manifest(directory)
+    check_compatible(manifest)
+    model = create_model(manifest.backbone, len(manifest.labels), manifest.in_chans)
+    weights = directory / manifest.weights
+    if not weights.is_file():
+        raise BundleError(f"bundle {directory} has no weights file {manifest.weights}")
+    model.load_state_dict(load_file(str(weights)))
+    model.eval()
+    if not manifest.trained:
+        log.warning("bundle %s is UNTRAINED (random weights): its predictions mean nothing",
+                    manifest.model_version)
+    return model, manifest
+
+
+def create_untrained_bundle(
+    directory: Path, backbone: str = "convnext_atto", input_size: tuple[int, int] = (384, 512), seed: int = 0
+) -> Manifest:
+    """A randomly initialised bundle, marked `trained: false`, for plumbing and tests before a real model."""
+    torch.manual_seed(seed)
+    model = create_model(backbone, len(DEFAULT_LABELS))
+    manifest = Manifest(name=f"untrained-{backbone}", backbone=backbone, input_size=input_size, trained=False,
+                        data="none: random initialisation")
+    return save_bundle(model, manifest, directory)

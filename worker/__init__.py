@@ -1,0 +1,1 @@
+"""The service: settings, database, Celery tasks, inference engines, review and the CLI."""

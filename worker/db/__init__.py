@@ -1,0 +1,1 @@
+"""Database models, the session factory, queries and migrations."""

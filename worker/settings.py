@@ -1,0 +1,80 @@
+"""The one Settings object; every option can be set as an `ECG_INTAKE_*` environment variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_BUNDLE = REPO_ROOT / "models" / "default"
+
+
+class Settings(BaseSettings):
+    """Embedded defaults (SQLite, file-backed broker) unless a database or broker URL is given."""
+
+    model_config = SettingsConfigDict(env_prefix="ECG_INTAKE_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("ecg-intake-data"), description="data directory: database, archive, quarantine, pages")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under home")
+    broker_url: str | None = Field(None, description="Celery broker URL; default a file-backed queue under home")
+    bundle: Path | None = Field(None, description="model bundle directory; default the shipped model")
+
+    inboxes: list[Path] = Field(default_factory=list, description="folders to watch (JSON list in the env var)")
+    stable_seconds: float = Field(2.0, ge=0, description="size and mtime must hold this long before a claim")
+    poll_interval: float = Field(1.0, gt=0, description="seconds between inbox scans")
+    use_fs_events: bool = True
+
+    pdf_dpi: int = Field(200, ge=50, le=600)
+    engine: Literal["auto", "cpu"] = "auto"
+    batch_size: int = Field(8, ge=1, le=512)
+    torch_threads: int = Field(0, ge=0, description="0: let torch decide")
+    visibility_timeout: int = Field(4 * 3600, description="Redis redelivery timeout; longer than any task")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.home_dir / "archive"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home_dir / "quarantine"
+
+    @property
+    def pages_dir(self) -> Path:
+        return self.home_dir / "pages"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home_dir / "broker"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'ecg-intake.db'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.celery_broker_url.startswith("filesystem://")
+
+    @property
+    def bundle_dir(self) -> Path:
+        return (self.bundle or SHIPPED_BUNDLE).expanduser().resolve()
+
+    def ensure_dirs(self) -> None:
+        for folder in (self.home_dir, self.archive_dir, self.quarantine_dir, self.pages_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
