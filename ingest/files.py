@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -45,30 +46,34 @@ def _unique(folder: Path, name: str) -> Path:
     return candidate
 
 
-def _move(src: Path, dest: Path) -> Path:
+def move(src: Path, dest: Path) -> Path:
+    """Move without ever overwriting: if `dest` was taken meanwhile, a numbered sibling is used."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        dest = _unique(dest.parent, dest.name)
     try:
-        os.replace(src, dest)
-    except OSError:  # another file system: copy, flush, then remove the source
-        shutil.copy2(src, dest)
+        os.rename(src, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copy2(src, dest)  # another file system: copy, flush, then remove the source
         with open(dest, "rb") as handle:
             os.fsync(handle.fileno())
         src.unlink()
     return dest
 
 
-def archive_destination(root: Path, sha256: str, claimed: Path) -> Path:
-    """Where `archive` will put a file; computed first so the database can record it before the move."""
+def destination(root: Path, sha256: str, claimed: Path) -> Path:
+    """Where an original goes in the archive or quarantine: `<root>/<date>/<sha12>__<name>`.
+
+    Planned before the move, so the database records the place first and a crash in between
+    leaves a record that says exactly where the file must still go.
+    """
     return _unique(_dated_dir(root), f"{sha256[:12]}__{original_name(claimed)}")
 
 
-def archive(claimed: Path, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return _move(claimed, dest)
-
-
-def quarantine(claimed: Path, root: Path, reason: Reason, message: str, **details: Any) -> Path:
-    """Move a file into the quarantine with a `<name>.reason.json` beside it; returns the new path."""
-    dest = _unique(_dated_dir(root), original_name(claimed))
+def write_reason(dest: Path, reason: Reason, message: str, **details: Any) -> Path:
+    """The `<name>.reason.json` a person reads beside a quarantined file."""
     report = {
         "reason": reason.value,
         "description": DESCRIPTIONS[reason],
@@ -77,5 +82,6 @@ def quarantine(claimed: Path, root: Path, reason: Reason, message: str, **detail
         **details,
     }
     reason_path = dest.with_name(dest.name + ".reason.json")
+    reason_path.parent.mkdir(parents=True, exist_ok=True)
     reason_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return _move(claimed, dest)
+    return reason_path

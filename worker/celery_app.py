@@ -1,0 +1,55 @@
+"""The Celery app: broker from settings, the ingest/infer/train queues, and reliability options.
+
+Late acks, reject-on-worker-lost and prefetch 1 mean a task whose worker dies is delivered again
+rather than lost; every task is idempotent on the document's sha256, so a second delivery is harmless.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from worker.settings import Settings, get_settings
+
+QUEUES = ("ingest", "infer", "train")
+TASK_ROUTES = {
+    "ecg_intake.intake_file": {"queue": "ingest"},
+    "ecg_intake.classify_document": {"queue": "infer"},
+}
+
+
+def broker_options(settings: Settings) -> dict:
+    if settings.embedded_broker:
+        queue_dir = settings.broker_dir / "queue"
+        processed_dir = settings.broker_dir / "processed"
+        for folder in (queue_dir, processed_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return {"data_folder_in": str(queue_dir), "data_folder_out": str(queue_dir),
+                "processed_folder": str(processed_dir), "store_processed": False}
+    return {"visibility_timeout": settings.visibility_timeout}
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("ecg_intake", broker=settings.celery_broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="ingest",
+        task_routes=TASK_ROUTES,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options=broker_options(settings),
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,  # keep the CLI's own output on the terminal
+        # The file transport has no broadcast exchange; remote control needs one.
+        worker_enable_remote_control=not settings.embedded_broker,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+app = create_celery(get_settings())

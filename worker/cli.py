@@ -1,0 +1,275 @@
+"""The `ecg-intake` command: run, watch, worker, results, db, model, samples."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.panel import Panel
+from rich.table import Table
+
+from worker.settings import Settings, get_settings
+
+app = typer.Typer(help="Classify scanned ECGs dropped into watched folders.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+model_app = typer.Typer(help="Model bundles.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(model_app, name="model")
+
+console = Console(stderr=True)
+out = Console(soft_wrap=True)
+log = logging.getLogger("ecg_intake")
+
+InboxOption = Annotated[list[Path] | None, typer.Option("--inbox", help="folder to watch; repeat for several")]
+
+
+def _inboxes(paths: list[Path] | None, settings: Settings) -> list:
+    from ingest.watch import Inbox
+
+    chosen = paths or settings.inboxes
+    if not chosen:
+        console.print("[red]no inbox: pass --inbox DIR or set ECG_INTAKE_INBOXES='[\"/path\"]'")
+        raise typer.Exit(2)
+    return [Inbox(path=Path(p).expanduser().resolve(), source=Path(p).name) for p in chosen]
+
+
+def _prepare(settings: Settings, need_model: bool = True) -> None:
+    """Data folders, schema at head, and a usable bundle (with a loud warning if it is untrained)."""
+    from model_training.bundle import BundleError, check_compatible, load_manifest
+    from worker.db.migrate import upgrade
+
+    settings.ensure_dirs()
+    upgrade(settings.sqlalchemy_url)
+    if not need_model:
+        return
+    try:
+        manifest = load_manifest(settings.bundle_dir)
+        check_compatible(manifest)
+    except BundleError as exc:
+        console.print(f"[red]model bundle problem: {exc}\n"
+                      "Set ECG_INTAKE_BUNDLE to a bundle directory, or make a placeholder with "
+                      "`ecg-intake model init-untrained DIR`.")
+        raise typer.Exit(2) from exc
+    if not manifest.trained:
+        console.print(Panel(f"Model bundle {manifest.model_version} at {settings.bundle_dir} is UNTRAINED "
+                            "(random weights).\nIts probabilities are meaningless: do not use them for care.",
+                            title="WARNING: untrained model", style="bold red"))
+
+
+def _celery_worker(queues: list[str], pool: str = "solo", concurrency: int = 1, loglevel: str = "INFO"):
+    from worker.celery_app import app as celery
+
+    return celery.Worker(hostname=f"ecg-intake-{os.getpid()}@{socket.gethostname()}", pool_cls=pool,
+                         concurrency=concurrency, queues=queues, loglevel=loglevel, quiet=True)
+
+
+@app.command()
+def run(
+    inbox: InboxOption = None,
+    once: Annotated[bool, typer.Option(help="process what is there now, wait for the results, exit")] = False,
+    poll: Annotated[bool, typer.Option(help="poll only, no filesystem events (network shares)")] = False,
+) -> None:
+    """Watcher plus an in-process worker on one machine: the embedded default needs no servers."""
+    from celery.signals import task_failure
+
+    from ingest.watch import Watcher
+    from worker import tasks
+
+    settings = get_settings()
+    _prepare(settings)
+    watcher = Watcher(_inboxes(inbox, settings), tasks.submit_claim, settings.stable_seconds,
+                      settings.poll_interval, use_events=settings.use_fs_events and not poll)
+    tasks.engine_for_worker()
+    worker = _celery_worker(["ingest", "infer"])
+    if not once:
+        stop = threading.Event()
+        threading.Thread(target=watcher.run, args=(stop,), name="watcher", daemon=True).start()
+        try:
+            worker.start()
+        finally:
+            stop.set()
+        return
+
+    claims = watcher.run_once()
+    console.print(f"claimed {len(claims)} file(s)")
+    if not claims:
+        return
+    failures: list[str] = []
+    task_failure.connect(lambda sender=None, exception=None, **_: failures.append(f"{sender.name}: {exception}"),
+                         weak=False)
+
+    def stop_when_settled() -> None:
+        while any(c.claimed.exists() for c in claims) and not failures:
+            time.sleep(0.2)
+        worker.stop(in_sighandler=False)
+
+    threading.Thread(target=stop_when_settled, name="once-waiter", daemon=True).start()
+    worker.start()
+    left = [c for c in claims if c.claimed.exists()]
+    if failures or left:
+        console.print(f"[red]{len(failures)} task(s) failed; {len(left)} file(s) stay claimed and are retried at "
+                      f"the next start: {failures[:3]}")
+        raise typer.Exit(1)
+    console.print(f"processed {len(claims)} file(s)")
+
+
+@app.command()
+def watch(
+    inbox: InboxOption = None,
+    once: Annotated[bool, typer.Option(help="claim what is there now, enqueue it, exit")] = False,
+    poll: Annotated[bool, typer.Option(help="poll only, no filesystem events (network shares)")] = False,
+) -> None:
+    """The watcher half: claims complete files and queues them for workers."""
+    from ingest.watch import Watcher
+    from worker import tasks
+
+    settings = get_settings()
+    _prepare(settings, need_model=False)
+    watcher = Watcher(_inboxes(inbox, settings), tasks.submit_claim, settings.stable_seconds,
+                      settings.poll_interval, use_events=settings.use_fs_events and not poll)
+    if once:
+        console.print(f"queued {len(watcher.run_once())} file(s)")
+        return
+    stop = threading.Event()
+    try:
+        watcher.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@app.command("worker")
+def worker_command(
+    queues: Annotated[str, typer.Option(help="comma-separated queues to consume")] = "ingest,infer",
+    pool: Annotated[str, typer.Option(help="Celery pool: solo keeps one model per process")] = "solo",
+    concurrency: int = 1,
+    loglevel: str = "INFO",
+) -> None:
+    """The worker half: consumes the queues, decodes, classifies and stores."""
+    settings = get_settings()
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    _prepare(settings, need_model="infer" in names)
+    if "infer" in names and pool == "solo":
+        from worker import tasks
+
+        tasks.engine_for_worker()
+    _celery_worker(names, pool, concurrency, loglevel).start()
+
+
+@app.command()
+def results(
+    format: Annotated[str, typer.Option("--format", "-f", help="table, json or csv")] = "table",
+) -> None:
+    """One row per page: file, status, the model's probabilities and the labels over threshold."""
+    from worker.db.migrate import upgrade
+    from worker.db.queries import result_rows
+    from worker.db.session import session_scope
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade(settings.sqlalchemy_url)
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = result_rows(session)
+    labels = list(dict.fromkeys(label for row in rows for label in row["probabilities"]))
+    if format == "json":
+        out.print_json(json.dumps(rows))
+    elif format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["sha256", "path", "page", "status", "reason", "model_version", *labels, "labels"])
+        for row in rows:
+            writer.writerow([row["sha256"], row["path"], row["page"], row["status"], row["reason"] or "",
+                             row["model_version"] or "", *[row["probabilities"].get(lb, "") for lb in labels],
+                             " ".join(row["labels"])])
+        sys.stdout.write(buffer.getvalue())
+    elif format == "table":
+        table = Table(title=f"{len(rows)} page(s)")
+        for column in ("document", "file", "page", "status", *labels, "labels"):
+            table.add_column(column, justify="right" if column in labels else "left")
+        for row in rows:
+            status = row["status"] + (f" ({row['reason']})" if row["reason"] else "")
+            table.add_row(row["sha256"][:12], Path(row["path"]).name, str(row["page"] or "-"), status,
+                          *[f"{row['probabilities'][lb]:.3f}" if lb in row["probabilities"] else "-" for lb in labels],
+                          ",".join(row["labels"]) or "-")
+        out.print(table)
+    else:
+        console.print("[red]--format must be table, json or csv")
+        raise typer.Exit(2)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Bring the schema to `revision` (default: the newest)."""
+    from worker.db.migrate import current_revision, upgrade
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade(settings.sqlalchemy_url, revision)
+    console.print(f"database at revision {current_revision(settings.sqlalchemy_url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision of the configured database."""
+    from worker.db.migrate import current_revision
+
+    out.print(current_revision(get_settings().sqlalchemy_url) or "empty")
+
+
+@model_app.command("init-untrained")
+def model_init_untrained(
+    directory: Path,
+    backbone: str = "convnext_atto",
+    input_size: Annotated[str, typer.Option(help="HEIGHTxWIDTH of the model input")] = "384x512",
+) -> None:
+    """Write a randomly initialised bundle (`trained: false`) for plumbing checks before a real model."""
+    from model_training.bundle import create_untrained_bundle
+
+    height, width = (int(v) for v in input_size.lower().split("x"))
+    manifest = create_untrained_bundle(directory, backbone, (height, width))
+    console.print(f"wrote untrained bundle {manifest.model_version} to {directory}")
+
+
+@model_app.command("show")
+def model_show(directory: Annotated[Path | None, typer.Argument()] = None) -> None:
+    """Print a bundle's manifest (default: the configured bundle)."""
+    from model_training.bundle import load_manifest
+
+    out.print_json(load_manifest(directory or get_settings().bundle_dir).model_dump_json())
+
+
+@app.command()
+def samples(
+    directory: Path,
+    bad: Annotated[bool, typer.Option(help="also write a broken file that must be quarantined")] = True,
+) -> None:
+    """Write sample ECG files (DICOM waveform, PNG, JPEG, two-page PDF) drawn from a real 12-lead recording."""
+    from worker.samples import write_samples
+
+    for path in write_samples(directory, with_bad=bad):
+        out.print(str(path))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    logging.getLogger("celery").setLevel(logging.WARNING)
+    for noisy in ("kombu", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    main()

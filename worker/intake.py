@@ -1,0 +1,135 @@
+"""Step one of a claimed file: hash, dedup, decode, preprocess and store its pages.
+
+Every function here is safe to run twice for the same file: the document key is its sha256,
+and a file whose record is already final only finishes its move.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ingest.decode import decode
+from ingest.files import destination, move, sha256_file
+from ingest.preprocess import PREPROCESS_VERSION, preprocess
+from ingest.reasons import IngestError, Reason
+from ingest.watch import Claim
+from model_training.bundle import load_manifest
+from worker.db.models import Document, DocumentStatus, Event, Page
+from worker.db.session import session_scope
+from worker.disposition import settle
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_WIDTH = 480
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """What happened to one claim; `classify` is True when its pages now wait for the model."""
+
+    sha256: str
+    status: str
+    classify: bool = False
+
+
+def _find(session: Session, sha256: str) -> Document | None:
+    return session.scalar(select(Document).where(Document.sha256 == sha256))
+
+
+def _record_duplicate(settings: Settings, session: Session, original: Document, claim: Claim) -> IntakeResult:
+    """A re-dropped file: logged as a sighting of the first document, kept next to it, not processed again."""
+    root = settings.quarantine_dir if original.status == DocumentStatus.QUARANTINED else settings.archive_dir
+    dest = destination(root / "duplicates", original.sha256, claim.claimed)
+    session.add(Event(action="duplicate_sighting", document_id=original.id,
+                      details={"path": str(claim.original), "source": claim.source, "stored_at": str(dest)}))
+    session.commit()
+    move(claim.claimed, dest)
+    log.info("document %s seen again; recorded as a duplicate sighting", original.sha256[:12])
+    return IntakeResult(original.sha256, "duplicate")
+
+
+def _quarantine(settings: Settings, session: Session, document: Document, claimed: Path, error: IngestError) -> None:
+    document.status = DocumentStatus.QUARANTINED
+    document.reason = error.reason.value
+    document.reason_message = error.message
+    document.current_path = str(destination(settings.quarantine_dir, document.sha256, claimed))
+    document.processed_at = datetime.now(UTC)
+    session.add(Event(action="quarantined", document_id=document.id, details={"reason": error.reason.value}))
+    session.commit()
+    settle(document, claimed)
+    log.warning("document %s quarantined: %s", document.sha256[:12], error)
+
+
+def _save_pages(settings: Settings, document: Document, pages: list, input_size: tuple[int, int]) -> list[dict]:
+    folder = settings.pages_dir / document.sha256[:2] / document.sha256
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for page in pages:
+        model_input = preprocess(page.image, input_size)
+        image_path = folder / f"page-{page.page_no:03d}.png"
+        cv2.imwrite(str(image_path), model_input)
+        scale = THUMBNAIL_WIDTH / page.image.shape[1]
+        thumbnail = cv2.resize(page.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        thumbnail_path = folder / f"thumb-{page.page_no:03d}.jpg"
+        cv2.imwrite(str(thumbnail_path), thumbnail, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        rows.append({"page_no": page.page_no, "image_path": str(image_path), "thumbnail_path": str(thumbnail_path),
+                     "source": page.source})
+    return rows
+
+
+def intake(settings: Settings, claim: Claim) -> IntakeResult | None:
+    """Turn one claimed file into stored pages; None when the file was already handled by another run."""
+    if not claim.claimed.exists():
+        log.info("claim %s already handled", claim.claimed.name.split("__", 1)[0])
+        return None
+    sha256 = sha256_file(claim.claimed)
+    with session_scope(settings.sqlalchemy_url) as session:
+        document = _find(session, sha256)
+        if document is not None and document.current_path != str(claim.claimed):
+            if document.status in DocumentStatus.FINAL and not Path(document.current_path).exists():
+                settle(document, claim.claimed)  # an earlier run recorded the outcome but died before the move
+                return IntakeResult(sha256, document.status)
+            return _record_duplicate(settings, session, document, claim)
+        if document is None:
+            document = Document(sha256=sha256, path=str(claim.original), current_path=str(claim.claimed),
+                                source=claim.source, size_bytes=claim.claimed.stat().st_size)
+            session.add(document)
+            try:
+                session.commit()
+            except IntegrityError:  # the same bytes claimed by another worker a moment ago
+                session.rollback()
+                return _record_duplicate(settings, session, _find(session, sha256), claim)
+
+        try:
+            file_type, pages = decode(claim.claimed, pdf_dpi=settings.pdf_dpi)
+        except IngestError as error:
+            _quarantine(settings, session, document, claim.claimed, error)
+            return IntakeResult(sha256, DocumentStatus.QUARANTINED)
+        except Exception as exc:  # a decoder failing on odd input must not stop the worker
+            log.exception("decoder failed on document %s", sha256[:12])
+            error = IngestError(Reason.CORRUPT, f"decoder error {type(exc).__name__}: {exc}")
+            _quarantine(settings, session, document, claim.claimed, error)
+            return IntakeResult(sha256, DocumentStatus.QUARANTINED)
+
+        manifest = load_manifest(settings.bundle_dir)
+        rows = _save_pages(settings, document, pages, tuple(manifest.input_size))
+        existing = {page.page_no: page for page in document.pages}
+        for row in rows:
+            page = existing.get(row["page_no"]) or Page(document_id=document.id, page_no=row["page_no"])
+            page.image_path, page.thumbnail_path = row["image_path"], row["thumbnail_path"]
+            page.source, page.preprocess_version = row["source"], PREPROCESS_VERSION
+            session.add(page)
+        document.file_type = file_type.value
+        document.source_metadata = pages[0].metadata
+        document.status = DocumentStatus.DECODED
+    log.info("document %s decoded: %d page(s)", sha256[:12], len(rows))
+    return IntakeResult(sha256, DocumentStatus.DECODED, classify=True)

@@ -1,0 +1,48 @@
+"""Sample ECG files for the demo and for tests, drawn from the real 12-lead recording that pydicom ships."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from ingest.decode.dicom import decode_dicom
+
+
+def reference_dicom() -> Path:
+    """pydicom's 12-lead ECG waveform object (10 s, 1000 Hz, 12 leads)."""
+    return Path(get_testdata_file("waveform_ecg.dcm"))
+
+
+def _photo_like(page: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A slightly rotated page with a soft shadow, as a phone photo of a printout looks."""
+    rng = np.random.default_rng(seed)
+    h, w = page.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-3, 3)), 1.0)
+    rotated = cv2.warpAffine(page, matrix, (w, h), borderValue=(235, 235, 235))
+    shade = np.linspace(0.65, 1.0, w, dtype=np.float32)[None, :, None]
+    return np.clip(rotated.astype(np.float32) * shade, 0, 255).astype(np.uint8)
+
+
+def write_samples(folder: Path, with_bad: bool = True) -> list[Path]:
+    """Write a DICOM waveform, PNG scan, JPEG photo and two-page PDF (and optionally a broken file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = reference_dicom()
+    page = decode_dicom(source)[0].image
+    second = _photo_like(page, seed=1)
+    written = [folder / "ecg-waveform.dcm", folder / "ecg-scan.png", folder / "ecg-photo.jpg",
+               folder / "ecg-report.pdf"]
+    shutil.copyfile(source, written[0])
+    cv2.imwrite(str(written[1]), page)
+    cv2.imwrite(str(written[2]), _photo_like(page), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    rgb = [Image.fromarray(img[:, :, ::-1]) for img in (page, second)]
+    rgb[0].save(written[3], save_all=True, append_images=rgb[1:], resolution=200.0)
+    if with_bad:
+        bad = folder / "scrambled.pdf"
+        bad.write_bytes(np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        written.append(bad)
+    return written
