@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingest.decode import decode
-from ingest.files import destination, move, sha256_file
+from ingest.files import destination, move, sha256_file, write_reason
 from ingest.preprocess import PREPROCESS_VERSION, preprocess
 from ingest.reasons import IngestError, Reason
 from ingest.watch import Claim
@@ -52,6 +52,9 @@ def _record_duplicate(settings: Settings, session: Session, original: Document, 
     session.add(Event(action="duplicate_sighting", document_id=original.id,
                       details={"path": str(claim.original), "source": claim.source, "stored_at": str(dest)}))
     session.commit()
+    if original.status == DocumentStatus.QUARANTINED:
+        write_reason(dest, Reason(original.reason), f"same bytes as quarantined document {original.sha256[:12]}: "
+                     f"{original.reason_message}", sha256=original.sha256, original_path=str(claim.original))
     move(claim.claimed, dest)
     log.info("document %s seen again; recorded as a duplicate sighting", original.sha256[:12])
     return IntakeResult(original.sha256, "duplicate")

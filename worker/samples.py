@@ -42,7 +42,7 @@ def write_samples(folder: Path, with_bad: bool = True) -> list[Path]:
     rgb = [Image.fromarray(img[:, :, ::-1]) for img in (page, second)]
     rgb[0].save(written[3], save_all=True, append_images=rgb[1:], resolution=200.0)
     if with_bad:
-        bad = folder / "scrambled.pdf"
+        bad = folder / "bad-random-bytes.pdf"  # sorts first: the worker must go on after it
         bad.write_bytes(np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes())
         written.append(bad)
     return written

@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_HOME := ecg-intake-data
+DEMO_INBOX := demo-inbox
+UNTRAINED := $(DEMO_HOME)/models/untrained
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev,onnx]'
+	touch $(STAMP)
+
+# Sets up, writes sample ECGs into an inbox, processes them on the embedded default, prints the results.
+demo: $(STAMP)
+	@if [ ! -f models/default/manifest.json ] && [ -z "$$ECG_INTAKE_BUNDLE" ] && [ ! -f $(UNTRAINED)/manifest.json ]; then \
+		$(BIN)/ecg-intake model init-untrained $(UNTRAINED); fi
+	$(BIN)/ecg-intake samples $(DEMO_INBOX)
+	@if [ -f models/default/manifest.json ] || [ -n "$$ECG_INTAKE_BUNDLE" ]; then \
+		$(BIN)/ecg-intake run --inbox $(DEMO_INBOX) --once; \
+	else ECG_INTAKE_BUNDLE=$(UNTRAINED) $(BIN)/ecg-intake run --inbox $(DEMO_INBOX) --once; fi
+	$(BIN)/ecg-intake results
+
+# The whole default test suite (slow training tests excluded; run them with `make test PYTEST_ARGS="-m slow"`).
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(DEMO_HOME) $(DEMO_INBOX) .pytest_cache

@@ -1,0 +1,58 @@
+"""The model bundle contract: round trip, version by content, refusal of mismatched preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ingest.preprocess import PREPROCESS_VERSION, preprocess
+from model_training.bundle import BundleError, create_untrained_bundle, load_manifest, load_model
+from model_training.model import to_input
+from worker.engine import load_engine
+
+
+def test_round_trip_gives_the_same_outputs(tmp_path: Path, bundle_dir: Path) -> None:
+    model, manifest = load_model(bundle_dir)
+    assert manifest.labels == ["MI", "AF", "STTC", "CD", "HYP"]
+    assert manifest.trained is False
+    assert manifest.preprocess_version == PREPROCESS_VERSION
+    pages = np.random.default_rng(0).integers(0, 256, (2, *manifest.input_size), dtype=np.uint8)
+    with torch.inference_mode():
+        expected = torch.sigmoid(model(to_input(pages))).numpy()
+    engine = load_engine(bundle_dir, "cpu", batch_size=1)
+    np.testing.assert_allclose(engine.predict(pages), expected, atol=1e-5)
+    assert expected.shape == (2, 5)
+
+
+def test_version_is_the_weights_hash(tmp_path: Path) -> None:
+    a = create_untrained_bundle(tmp_path / "a", input_size=(64, 96), seed=1)
+    b = create_untrained_bundle(tmp_path / "b", input_size=(64, 96), seed=1)
+    c = create_untrained_bundle(tmp_path / "c", input_size=(64, 96), seed=2)
+    assert a.version == b.version != c.version
+    assert load_manifest(tmp_path / "a").model_version == a.model_version
+
+
+def test_bundle_from_other_preprocessing_is_refused(tmp_path: Path) -> None:
+    create_untrained_bundle(tmp_path, input_size=(64, 96))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["preprocess_version"] = "0-old"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="preprocessing version"):
+        load_model(tmp_path)
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"manifest\.json"):
+        load_manifest(tmp_path)
+
+
+def test_preprocess_keeps_aspect_ratio_with_white_padding() -> None:
+    page = np.zeros((100, 400, 3), np.uint8)  # a black 1:4 page into a 1:2 box
+    out = preprocess(page, (64, 128))
+    assert out.shape == (64, 128) and out.dtype == np.uint8
+    assert (out[:16] == 255).all() and (out[-16:] == 255).all()
+    assert (out[17:47] == 0).all()

@@ -1,0 +1,59 @@
+"""End to end on the embedded default (SQLite + file broker) through the real `ecg-intake` command."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import Cli
+from tests.pipeline_checks import check_sample_batch
+from worker.samples import write_samples
+
+
+def test_run_once_processes_a_batch_and_quarantines_bad_input(cli: Cli, home: Path, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    write_samples(inbox)
+    result = cli("run", "--inbox", str(inbox), "--once")
+    assert "UNTRAINED" in result.stderr  # the CLI warns loudly about the placeholder model
+    check_sample_batch(cli.results(), home, inbox)
+
+
+def test_same_file_dropped_twice_is_processed_once(cli: Cli, home: Path, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    paths = write_samples(tmp_path / "src", with_bad=False)
+    png = next(p for p in paths if p.suffix == ".png")
+    inbox.mkdir()
+    shutil.copy(png, inbox / "first.png")
+    shutil.copy(png, inbox / "copy-in-same-batch.png")
+    cli("run", "--inbox", str(inbox), "--once")
+    shutil.copy(png, inbox / "dropped-again-later.png")
+    cli("run", "--inbox", str(inbox), "--once")
+
+    rows = cli.results()
+    assert len(rows) == 1 and rows[0]["status"] == "done"
+    stored = sorted(p.name.split("__", 1)[1] for p in (home / "archive").rglob("*") if p.is_file())
+    assert len(stored) == 3  # nothing deleted: the first is archived, the two sightings beside it
+    assert sorted(p.parent.parent.name for p in (home / "archive").rglob("*.png")).count("duplicates") == 2
+
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{home / 'ecg-intake.db'}")
+    with engine.connect() as conn:
+        sightings = conn.execute(text("select count(*) from events where action='duplicate_sighting'")).scalar()
+        predictions = conn.execute(text("select count(*) from predictions")).scalar()
+    assert sightings == 2 and predictions == 1
+
+
+def test_run_once_with_nothing_to_do_exits_cleanly(cli: Cli, tmp_path: Path) -> None:
+    inbox = tmp_path / "empty-inbox"
+    inbox.mkdir()
+    result = cli("run", "--inbox", str(inbox), "--once")
+    assert "claimed 0 file(s)" in result.stderr
+    assert cli.results() == []
+
+
+def test_missing_bundle_is_a_clear_error(cli: Cli, tmp_path: Path) -> None:
+    cli.env["ECG_INTAKE_BUNDLE"] = str(tmp_path / "no-such-bundle")
+    result = cli("run", "--inbox", str(tmp_path / "inbox"), "--once", check=False)
+    assert result.returncode == 2
+    assert "manifest.json" in result.stderr
