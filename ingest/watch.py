@@ -38,6 +38,11 @@ class Claim:
     source: str
 
 
+def claim_id(claimed: Path) -> str:
+    """The claim's own token, safe to log: file names can carry patient identifiers."""
+    return claimed.name.split("__", 1)[0]
+
+
 def is_temporary(name: str) -> bool:
     return name.startswith(TEMP_PREFIXES) or name.lower().endswith(TEMP_SUFFIXES)
 
@@ -55,7 +60,7 @@ def candidates(inbox: Inbox) -> Iterator[Path]:
             if is_temporary(name):
                 continue
             if path.is_symlink() and not _inside(path, inbox.path):
-                log.warning("refusing symlink that points outside the inbox: %s", path.name)
+                log.warning("refusing a symlink that points outside inbox %s", inbox.source)
                 continue
             yield path
 
@@ -137,7 +142,7 @@ class Watcher:
     def recover(self) -> list[Claim]:
         claims = [c for inbox in self.inboxes for c in recover(inbox)]
         for found in claims:
-            log.info("re-offering claimed file left by an earlier run: %s", found.claimed.name)
+            log.info("re-offering claim %s left by an earlier run", claim_id(found.claimed))
             self.on_claim(found)
         return claims
 

@@ -20,7 +20,7 @@ from ingest.decode import decode
 from ingest.files import destination, move, sha256_file, write_reason
 from ingest.preprocess import PREPROCESS_VERSION, preprocess
 from ingest.reasons import IngestError, Reason
-from ingest.watch import Claim
+from ingest.watch import Claim, claim_id
 from model_training.bundle import load_manifest
 from worker.db.models import Document, DocumentStatus, Event, Page
 from worker.db.session import session_scope
@@ -69,7 +69,7 @@ def _quarantine(settings: Settings, session: Session, document: Document, claime
     session.add(Event(action="quarantined", document_id=document.id, details={"reason": error.reason.value}))
     session.commit()
     settle(document, claimed)
-    log.warning("document %s quarantined: %s", document.sha256[:12], error)
+    log.warning("document %s quarantined: %s", document.sha256[:12], error.reason.value)
 
 
 def _save_pages(settings: Settings, document: Document, pages: list, input_size: tuple[int, int]) -> list[dict]:
@@ -92,7 +92,7 @@ def _save_pages(settings: Settings, document: Document, pages: list, input_size:
 def intake(settings: Settings, claim: Claim) -> IntakeResult | None:
     """Turn one claimed file into stored pages; None when the file was already handled by another run."""
     if not claim.claimed.exists():
-        log.info("claim %s already handled", claim.claimed.name.split("__", 1)[0])
+        log.info("claim %s already handled", claim_id(claim.claimed))
         return None
     sha256 = sha256_file(claim.claimed)
     with session_scope(settings.sqlalchemy_url) as session:
