@@ -30,7 +30,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
 
 console = Console(stderr=True)
-out = Console(soft_wrap=True)
+out = Console(width=None if sys.stdout.isatty() else 150)  # piped output: wide enough for the table
 log = logging.getLogger("ecg_intake")
 
 InboxOption = Annotated[list[Path] | None, typer.Option("--inbox", help="folder to watch; repeat for several")]
@@ -197,7 +197,7 @@ def results(
     elif format == "table":
         table = Table(title=f"{len(rows)} page(s)")
         for column in ("document", "file", "page", "status", *labels, "labels"):
-            table.add_column(column, justify="right" if column in labels else "left")
+            table.add_column(column, justify="right" if column in labels else "left", no_wrap=column != "file")
         for row in rows:
             status = row["status"] + (f" ({row['reason']})" if row["reason"] else "")
             table.add_row(row["sha256"][:12], Path(row["path"]).name, str(row["page"] or "-"), status,
