@@ -284,7 +284,7 @@ def _beat_waves(p: Physiology, rr: float, with_p: bool) -> list[Wave]:
     waves.append(Wave(t_peak, 0.55 * (t_peak - d), t_right, t_vec))
     st = p.st_vector - (0.12 * main if p.lbbb else 0.0)
     if np.any(st):
-        waves.append(Wave(d + p.delta * 0.3, 0.006, 0.0, st, plateau_to=t_peak))
+        waves.append(Wave(d + 0.01, 0.012, 0.0, st, plateau_to=t_peak))
     return waves
 
 
@@ -419,10 +419,11 @@ def generate_record(seed: int, fs: int = 500, duration: float = 10.0, noise: flo
     independent = lead_vectors @ dipole
     level = float(rng.uniform(0.3, 1.6)) if noise is None else noise
     independent += _noise(rng, n, fs, level)
-    signals = _limb_and_precordial(independent) * rng.uniform(0.97, 1.03, (12, 1))
+    signals = _limb_and_precordial(independent)
 
     params = {
-        "heart_rate": round(60.0 / rr, 1), "pr_ms": round((physiology.pr - physiology.delta) * 1000, 1) if with_p else None,
+        "heart_rate": round(60.0 / rr, 1),
+        "pr_ms": round((physiology.pr - physiology.delta) * 1000, 1) if with_p else None,
         "qrs_ms": round((physiology.qrs + physiology.delta) * 1000, 1), "qtc_ms": round(physiology.qtc * 1000, 1),
         "qrs_axis": round(physiology.qrs_axis, 1), "rhythm": physiology.rhythm, "sex": sex,
         "age": int(rng.integers(18, 90)), "noise": round(level, 2),
