@@ -24,6 +24,7 @@ class Measurements:
     heart_rate: float
     rr_cv: float
     rr_successive: float
+    rr_irregularity: float
     p_amplitude: float
     pr_ms: float
     qrs_ms: float
@@ -150,6 +151,8 @@ def measure(signals: np.ndarray, fs: int) -> Measurements:
         heart_rate=60.0 / rr_mean,
         rr_cv=float(rr.std() / rr_mean) if rr.size > 1 else 0.0,
         rr_successive=float(np.abs(np.diff(rr)).mean() / rr_mean) if rr.size > 2 else 0.0,
+        # Median successive change: "irregularly irregular" without being fooled by one ectopic beat.
+        rr_irregularity=float(np.median(np.abs(np.diff(rr))) / np.median(rr)) if rr.size > 2 else 0.0,
         p_amplitude=p_amplitude,
         pr_ms=float(pr_ms),
         qrs_ms=float((offset - onset) * ms),

@@ -288,6 +288,18 @@ def _beat_waves(p: Physiology, rr: float, with_p: bool) -> list[Wave]:
     return waves
 
 
+def _ectopic_waves(p: Physiology, rng: np.random.Generator) -> list[Wave]:
+    """A premature ventricular beat: no P wave, a wide QRS from an ectopic focus, discordant T."""
+    focus = _unit(rng.normal(0, 1, 3))
+    width = rng.uniform(0.13, 0.17)
+    amp = p.r_amplitude * rng.uniform(1.1, 1.8)
+    return [
+        Wave(0.35 * width, 0.16 * width, 0.14 * width, focus * amp),
+        Wave(0.7 * width, 0.14 * width, 0.16 * width, focus * amp * 0.5),
+        Wave(width + 0.17, 0.09, 0.06, -focus * p.t_amplitude * 1.5),
+    ]
+
+
 def _beat_times(p: Physiology, duration: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """QRS onset times of every beat (from before the strip starts to after it ends) and mean RR."""
     rr0 = 60.0 / p.heart_rate
@@ -402,8 +414,16 @@ def generate_record(seed: int, fs: int = 500, duration: float = 10.0, noise: flo
     t = np.arange(n) / fs
     onsets, rr = _beat_times(physiology, duration, rng)
     with_p = physiology.rhythm == "sinus"
+    ectopic: set[int] = set()
+    if physiology.rhythm != "flutter" and rng.random() < 0.1:  # occasional PVCs, early with a compensatory pause
+        ectopic = {int(i) for i in rng.choice(np.arange(2, len(onsets) - 1), size=rng.integers(1, 3), replace=False)}
+        for index in sorted(ectopic):
+            onsets[index] = onsets[index - 1] + rng.uniform(0.55, 0.75) * (onsets[index] - onsets[index - 1])
     events = []
     for index, onset in enumerate(onsets):
+        if index in ectopic:
+            events += [(onset, wave) for wave in _ectopic_waves(physiology, rng)]
+            continue
         beat_rr = float(onsets[index + 1] - onset) if index + 1 < len(onsets) else rr
         events += [(onset, wave) for wave in _beat_waves(physiology, beat_rr if not with_p else rr, with_p)]
     dipole = _synthesise(events, t)
@@ -426,7 +446,7 @@ def generate_record(seed: int, fs: int = 500, duration: float = 10.0, noise: flo
         "pr_ms": round((physiology.pr - physiology.delta) * 1000, 1) if with_p else None,
         "qrs_ms": round((physiology.qrs + physiology.delta) * 1000, 1), "qtc_ms": round(physiology.qtc * 1000, 1),
         "qrs_axis": round(physiology.qrs_axis, 1), "rhythm": physiology.rhythm, "sex": sex,
-        "age": int(rng.integers(18, 90)), "noise": round(level, 2),
+        "age": int(rng.integers(18, 90)), "noise": round(level, 2), "ectopic_beats": len(ectopic),
     }
     return Record(signals=signals.astype(np.float32), fs=fs, labels={k: int(k in chosen) for k in LABELS},
                   subtypes=[f"{k}:{v}" for k, v in chosen.items()] or [f"NORM:{variant}"], variant=variant,
