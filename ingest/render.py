@@ -13,7 +13,21 @@ import cv2
 import numpy as np
 
 STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-LAYOUT_3X4 = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
+LAYOUTS = {
+    "3x4": (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6")),
+    "6x2": (("I", "V1"), ("II", "V2"), ("III", "V3"), ("aVR", "V4"), ("aVL", "V5"), ("aVF", "V6")),
+    "12x1": tuple((name,) for name in STANDARD_LEADS),
+}
+LAYOUT_3X4 = LAYOUTS["3x4"]
+PAPER_MM = {"a4": (297.0, 210.0), "letter": (279.4, 215.9)}
+GRID_COLOURS = {  # (minor, major) in BGR
+    "red": ((205, 205, 255), (110, 110, 235)),
+    "pink": ((225, 215, 255), (160, 140, 245)),
+    "green": ((205, 240, 205), (120, 200, 120)),
+    "blue": ((250, 225, 205), (215, 160, 110)),
+    "grey": ((215, 215, 215), (150, 150, 150)),
+    "none": (None, None),
+}
 
 _WHITE = (255, 255, 255)
 
@@ -26,12 +40,19 @@ class PaperStyle:
     paper_mm: tuple[float, float] = (297.0, 210.0)
     speed_mm_s: float = 25.0
     gain_mm_mv: float = 10.0
-    grid_minor_bgr: tuple[int, int, int] = (215, 210, 255)
-    grid_major_bgr: tuple[int, int, int] = (140, 130, 240)
+    grid_minor_bgr: tuple[int, int, int] | None = (215, 210, 255)
+    grid_major_bgr: tuple[int, int, int] | None = (140, 130, 240)
     trace_bgr: tuple[int, int, int] = (20, 20, 20)
     trace_mm: float = 0.3
     rhythm_lead: str | None = "II"
+    layout: str = "3x4"
     header: Sequence[str] = field(default_factory=tuple)
+
+    @classmethod
+    def named(cls, grid: str = "red", paper: str = "a4", **kwargs) -> PaperStyle:
+        """A style from a grid colour name and a paper size name."""
+        minor, major = GRID_COLOURS[grid]
+        return cls(grid_minor_bgr=minor, grid_major_bgr=major, paper_mm=PAPER_MM[paper], **kwargs)
 
 
 def _mm_to_px(mm: float, dpi: int) -> float:
@@ -39,6 +60,8 @@ def _mm_to_px(mm: float, dpi: int) -> float:
 
 
 def _draw_grid(image: np.ndarray, style: PaperStyle, box_mm: tuple[float, float, float, float]) -> None:
+    if style.grid_minor_bgr is None or style.grid_major_bgr is None:
+        return
     left, top, right, bottom = box_mm
     dpi = style.dpi
     xs_mm = np.arange(left, right + 1e-6, 1.0)
@@ -74,22 +97,23 @@ def _label(image: np.ndarray, text: str, x_px: float, y_px: float, style: PaperS
 def render_paper(
     signals_mv: np.ndarray, fs: float, leads: Sequence[str], style: PaperStyle | None = None
 ) -> np.ndarray:
-    """Render `signals_mv` (leads x samples, millivolts) as a BGR uint8 page in the 3x4 + rhythm layout."""
+    """Render `signals_mv` (leads x samples, millivolts) as a BGR uint8 page in `style.layout`."""
     style = style or PaperStyle()
     signals_mv = np.asarray(signals_mv, dtype=np.float64)
     if signals_mv.ndim != 2 or signals_mv.shape[0] != len(leads):
         raise ValueError(f"signals shape {signals_mv.shape} does not match {len(leads)} lead names")
     by_name = {name: signals_mv[i] for i, name in enumerate(leads)}
-    missing = [name for row in LAYOUT_3X4 for name in row if name not in by_name]
+    layout = LAYOUTS[style.layout]
+    missing = [name for row in layout for name in row if name not in by_name]
     if missing:
-        raise ValueError(f"leads missing for the 3x4 layout: {missing}")
+        raise ValueError(f"leads missing for the {style.layout} layout: {missing}")
 
     dpi = style.dpi
     width_mm, height_mm = style.paper_mm
     page = np.full((round(_mm_to_px(height_mm, dpi)), round(_mm_to_px(width_mm, dpi)), 3), _WHITE, np.uint8)
 
-    rows = [list(row) for row in LAYOUT_3X4]
-    has_rhythm = style.rhythm_lead is not None and style.rhythm_lead in by_name
+    rows = [list(row) for row in layout]
+    has_rhythm = style.layout != "12x1" and style.rhythm_lead is not None and style.rhythm_lead in by_name
     n_rows = len(rows) + (1 if has_rhythm else 0)
     grid_box = (10.0, 25.0, width_mm - 10.0, height_mm - 5.0)
     _draw_grid(page, style, grid_box)
@@ -116,7 +140,7 @@ def render_paper(
             t_mm = trace_x0_mm + (start + np.arange(trace.size)) / fs * style.speed_mm_s
             _polyline(page, t_mm * px, (baseline_mm - trace * style.gain_mm_mv) * px, style)
             label_x = trace_x0_mm + start / fs * style.speed_mm_s + 1.0
-            _label(page, name, label_x * px, (baseline_mm - 0.35 * row_height_mm) * px, style)
+            _label(page, name, label_x * px, (baseline_mm - min(0.35 * row_height_mm, 6.0)) * px, style)
             if start > 0:
                 x_sep = (trace_x0_mm + start / fs * style.speed_mm_s) * px
                 y_sep = baseline_mm * px

@@ -26,8 +26,10 @@ app = typer.Typer(help="Classify scanned ECGs dropped into watched folders.", no
                   pretty_exceptions_show_locals=False)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 model_app = typer.Typer(help="Model bundles.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks; each prints a table and can write JSON.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
+app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 150)  # piped output: wide enough for the table
@@ -260,6 +262,64 @@ def samples(
 
     for path in write_samples(directory, with_bad=bad):
         out.print(str(path))
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="output folder")],
+    n: Annotated[int, typer.Option("--n", help="number of records (one page each)")] = 100,
+    formats: Annotated[str, typer.Option(help="comma-separated: png, jpg, tiff, pdf")] = "png",
+    artifacts: Annotated[str, typer.Option(help="none, light or heavy")] = "heavy",
+    seed: Annotated[int, typer.Option(help="set seed; different seeds never share records")] = 0,
+    dpi: Annotated[int | None, typer.Option(help="fixed DPI (default: random 100-300)")] = None,
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+) -> None:
+    """Write synthetic labelled ECG pages and labels.csv (file, MI, AF, STTC, CD, HYP, subtypes, seed, style)."""
+    from rich.progress import Progress
+
+    from model_training.synth.dataset import write_dataset
+
+    with Progress(console=console) as progress:
+        task = progress.add_task("synthesising", total=n)
+        labels = write_dataset(out, n, tuple(f.strip() for f in formats.split(",") if f.strip()), artifacts, seed,
+                               dpi, workers, progress=lambda k: progress.advance(task, k))
+    console.print(f"wrote {n} record(s) and {labels}")
+
+
+@bench_app.command("synth")
+def bench_synth(
+    n: Annotated[int, typer.Option("--n")] = 200,
+    dpi: int = 200,
+    artifacts: str = "heavy",
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Synthetic pages per second (signal, render, artifacts, JPEG written to a temp folder)."""
+    import tempfile
+
+    from model_training.synth.dataset import write_dataset
+
+    workers = workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as folder:
+        write_dataset(Path(folder) / "warmup", min(8, n), ("jpg",), artifacts, 999, dpi, 1)
+        started = time.perf_counter()
+        write_dataset(Path(folder) / "set", n, ("jpg",), artifacts, 998, dpi, workers)
+        seconds = time.perf_counter() - started
+    result = {"benchmark": "synth", "pages": n, "seconds": round(seconds, 2),
+              "pages_per_second": round(n / seconds, 2), "workers": workers, "dpi": dpi, "artifacts": artifacts,
+              "cpu_count": os.cpu_count()}
+    _report(result, json_out)
+
+
+def _report(result: dict, json_out: Path | None) -> None:
+    table = Table(title=f"bench {result['benchmark']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, str(value))
+    out.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def main() -> None:

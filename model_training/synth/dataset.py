@@ -1,0 +1,92 @@
+"""Write a labelled synthetic set: one page per record in each requested file format, plus labels.csv."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from model_training.synth.paper import render_page
+from model_training.synth.signals import LABELS, generate_record
+
+IMAGE_FORMATS = {"png": ".png", "jpg": ".jpg", "tiff": ".tiff", "pdf": ".pdf"}
+SEED_STRIDE = 10_000_000  # set seed S owns item seeds S*stride .. S*stride+stride-1: sets never overlap
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    seed: int
+    out: str
+    formats: tuple[str, ...]
+    artifacts: str
+    dpi: int | None
+
+
+def item_seed(set_seed: int, index: int) -> int:
+    return set_seed * SEED_STRIDE + index
+
+
+def _write(image: np.ndarray, path: Path, fmt: str, dpi: int) -> None:
+    if fmt == "pdf":
+        Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).save(path, resolution=float(dpi))
+    elif fmt == "jpg":
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    elif fmt == "png":
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    else:
+        cv2.imwrite(str(path), image)
+
+
+def make_item(job: Job) -> list[dict[str, object]]:
+    """Generate, render and write one record; returns its labels.csv rows (one per file)."""
+    record = generate_record(job.seed)
+    image, page = render_page(record, job.seed, job.artifacts, job.dpi)
+    rows = []
+    for fmt in job.formats:
+        name = f"{job.index:06d}{IMAGE_FORMATS[fmt]}"
+        _write(image, Path(job.out) / name, fmt, page.dpi)
+        rows.append({"file": name, **{label: record.labels[label] for label in LABELS},
+                     "subtypes": ";".join(record.subtypes), "seed": job.seed, "format": fmt,
+                     "layout": page.layout, "grid": page.grid, "dpi": page.dpi,
+                     "artifacts": ";".join(page.artifacts)})
+    return rows
+
+
+def write_dataset(out: Path, n: int, formats: tuple[str, ...] = ("png",), artifacts: str = "heavy", seed: int = 0,
+                  dpi: int | None = None, workers: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> Path:
+    """Write `n` records into `out` and `out/labels.csv`; deterministic for a given `seed`."""
+    unknown = set(formats) - set(IMAGE_FORMATS)
+    if unknown:
+        raise ValueError(f"unsupported formats {sorted(unknown)}; available: {sorted(IMAGE_FORMATS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [Job(i, item_seed(seed, i), str(out), tuple(formats), artifacts, dpi) for i in range(n)]
+    labels_path = out / "labels.csv"
+    with open(labels_path, "w", newline="") as handle:
+        writer = None
+        for rows in _run(jobs, workers or os.cpu_count() or 1):
+            for row in rows:
+                if writer is None:
+                    writer = csv.DictWriter(handle, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+            if progress:
+                progress(1)
+    return labels_path
+
+
+def _run(jobs: list[Job], workers: int) -> Iterator[list[dict[str, object]]]:
+    if workers <= 1 or len(jobs) < 4:
+        yield from map(make_item, jobs)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
+    with context.Pool(workers) as pool:
+        yield from pool.imap(make_item, jobs, chunksize=4)

@@ -1,0 +1,199 @@
+"""Paper ECG pages from synthetic records: random print style, then scan and photo artifacts.
+
+Every artifact takes a strength in [0, 1]; the presets `none`, `light` and `heavy` decide which ones
+apply and how strongly. The random stream for style and artifacts is derived from the page seed apart
+from the signal's, and never reads the labels, so nothing in the picture can hint at the finding
+except the traces themselves. Header "machine measurements" are invented independently for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ingest.render import GRID_COLOURS, PaperStyle, render_paper
+from model_training.synth.signals import Record
+
+ARTIFACT_LEVELS = ("none", "light", "heavy")
+_PEN_COLOURS = [(20, 20, 20), (40, 30, 30), (90, 30, 20), (30, 30, 90), (60, 60, 60)]  # BGR
+
+
+@dataclass(frozen=True)
+class PageStyle:
+    """What was drawn, for labels.csv: nothing here depends on the diagnosis."""
+
+    layout: str
+    grid: str
+    paper: str
+    dpi: int
+    artifacts: tuple[str, ...]
+
+
+def _header(rng: np.random.Generator) -> tuple[str, ...]:
+    sex = rng.choice(["M", "F"])
+    return (
+        f"ID SYN-{rng.integers(10**6, 10**7)}   {rng.integers(18, 95)} y  {sex}   "
+        f"{rng.integers(1, 29):02d}-{rng.integers(1, 13):02d}-20{rng.integers(10, 26)}",
+        f"Vent rate {rng.integers(45, 140)} bpm   PR {rng.integers(110, 240)} ms   QRS {rng.integers(70, 150)} ms   "
+        f"QT/QTc {rng.integers(320, 480)}/{rng.integers(360, 500)} ms   Axes {rng.integers(-60, 120)}",
+    )
+
+
+def random_style(rng: np.random.Generator, dpi: int | None = None) -> tuple[PaperStyle, PageStyle]:
+    layout = str(rng.choice(["3x4", "6x2", "12x1"], p=[0.7, 0.2, 0.1]))
+    grid = str(rng.choice(list(GRID_COLOURS), p=[0.35, 0.25, 0.1, 0.1, 0.1, 0.1]))
+    paper = str(rng.choice(["a4", "letter"]))
+    dpi = dpi or int(rng.choice([100, 150, 200, 250, 300], p=[0.15, 0.2, 0.35, 0.15, 0.15]))
+    style = PaperStyle.named(grid, paper, layout=layout, dpi=dpi, trace_mm=float(rng.uniform(0.18, 0.5)),
+                             trace_bgr=_PEN_COLOURS[int(rng.integers(len(_PEN_COLOURS)))],
+                             header=_header(rng) if rng.random() < 0.85 else ())
+    return style, PageStyle(layout, grid, paper, dpi, ())
+
+
+# Each artifact: (image BGR uint8, strength 0..1, rng) -> image.
+def shadow(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h:8, 0:w:8].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * xx / w + np.sin(angle) * yy / h)
+    cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.2, 0.7) * max(h, w)
+    blob = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r**2)))
+    field = 1 - s * 0.55 * (0.6 * (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6) + 0.4 * blob)
+    tint = (rng.uniform(0.9, 1.0), rng.uniform(0.95, 1.0), 1.0)
+    small = cv2.merge([(field * t).astype(np.float32) for t in tint])
+    field3 = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.convertScaleAbs(cv2.multiply(image.astype(np.float32), field3))
+
+
+def crease(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape[:2]
+    out = image.astype(np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        vertical = rng.random() < 0.5
+        pos = rng.uniform(0.15, 0.85) * (w if vertical else h)
+        coord = np.arange(w if vertical else h, dtype=np.float32)
+        width = rng.uniform(2, 8) * (1 + s)
+        profile = 1 - s * 0.35 * np.exp(-0.5 * ((coord - pos) / width) ** 2) \
+            + s * 0.12 * np.exp(-0.5 * ((coord - pos - 2.5 * width) / (2 * width)) ** 2)
+        out *= profile[None, :, None] if vertical else profile[:, None, None]
+    return cv2.convertScaleAbs(out)
+
+
+def perspective(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    """Rotation plus a four-corner warp, as a phone photo of a page on a desk looks."""
+    h, w = image.shape[:2]
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    jitter = rng.uniform(-1, 1, (4, 2)) * s * 0.05 * np.float32([w, h])
+    angle = np.deg2rad(rng.uniform(-8, 8) * s)
+    centre = np.float32([w / 2, h / 2])
+    rot = np.float32([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = ((src - centre) @ rot.T + centre + jitter).astype(np.float32)
+    matrix = cv2.getPerspectiveTransform(src, dst)
+    desk = tuple(int(v) for v in rng.integers(40, 200, 3))
+    return cv2.warpPerspective(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=desk)
+
+
+def blur(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    sigma = 0.3 + 1.4 * s * rng.uniform(0.5, 1.0)
+    return cv2.GaussianBlur(image, (0, 0), sigma)
+
+
+def scanner_noise(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    cv2.setRNGSeed(int(rng.integers(2**31)))  # OpenCV's fast generator, seeded from ours: still deterministic
+    noise = np.empty(image.shape[:2], np.int16)
+    cv2.randn(noise, 0, 3 + 12 * s)
+    return cv2.add(image.astype(np.int16), cv2.merge([noise] * 3), dtype=cv2.CV_8U)
+
+
+def jpeg(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    quality = int(92 - 70 * s * rng.uniform(0.6, 1.0))
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else image
+
+
+def low_contrast(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    keep, floor = 1 - 0.55 * s, rng.uniform(0, 40) * s
+    lut = np.clip(255 - (255 - np.arange(256, dtype=np.float32)) * keep - floor, 0, 255).astype(np.uint8)
+    return cv2.LUT(image, lut)
+
+
+def binarise(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    """Fax-like: one bit per pixel, with the grid mostly gone or mostly black depending on the threshold."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    threshold = int(rng.uniform(140, 215))
+    binary = np.where(gray < threshold, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(binary, cv2.COLOR_GRAY2BGR)
+
+
+def stains(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape[:2]
+    overlay = image.copy()
+    for _ in range(int(rng.integers(1, 4))):
+        centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        axes = (int(rng.uniform(0.03, 0.12) * w), int(rng.uniform(0.03, 0.12) * h))
+        colour = (int(rng.uniform(60, 140)), int(rng.uniform(110, 170)), int(rng.uniform(150, 210)))
+        cv2.ellipse(overlay, centre, axes, rng.uniform(0, 180), 0, 360, colour, -1, cv2.LINE_AA)
+    alpha = 0.15 + 0.3 * s
+    return cv2.addWeighted(overlay, alpha, image, 1 - alpha, 0)
+
+
+def scribbles(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape[:2]
+    out = image.copy()
+    ink = [(140, 40, 20), (20, 20, 20), (30, 30, 160)][int(rng.integers(3))]
+    for _ in range(int(1 + 4 * s)):
+        start = rng.uniform([0, 0], [w, h])
+        steps = np.cumsum(rng.normal(0, 0.01 * w, (int(rng.integers(15, 60)), 2)), axis=0) + start
+        cv2.polylines(out, [steps.astype(np.int32)], False, ink, max(1, int(w / 800)), cv2.LINE_AA)
+    return out
+
+
+def partial_crop(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape[:2]
+    top, bottom, left, right = (int(rng.uniform(0, 0.08 * s) * d) for d in (h, h, w, w))
+    return image[top : h - bottom, left : w - right].copy()
+
+
+ARTIFACTS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {
+    "shadow": shadow, "crease": crease, "stains": stains, "scribbles": scribbles, "low_contrast": low_contrast,
+    "perspective": perspective, "partial_crop": partial_crop, "blur": blur, "binarise": binarise,
+    "scanner_noise": scanner_noise, "jpeg": jpeg,
+}
+_PROBABILITY = {  # per preset: chance each artifact applies, and the strength range
+    "light": ({"binarise": 0.0, "partial_crop": 0.1, "scribbles": 0.1, "stains": 0.1}, 0.35, (0.05, 0.4)),
+    "heavy": ({"binarise": 0.12, "partial_crop": 0.35, "scribbles": 0.4, "stains": 0.35}, 0.7, (0.3, 1.0)),
+}
+
+
+def apply_artifacts(image: np.ndarray, level: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Apply a preset's artifacts in physical order (paper, then camera, then sensor and encoding).
+
+    A fax-binarised page came through a scanner, so it gets no photo artifacts (desk, shadow, warp).
+    """
+    if level not in ARTIFACT_LEVELS:
+        raise ValueError(f"artifact level must be one of {ARTIFACT_LEVELS}")
+    if level == "none":
+        return image, ()
+    special, default_p, (low, high) = _PROBABILITY[level]
+    chosen = {name for name in ARTIFACTS if rng.random() < special.get(name, default_p)}
+    if "binarise" in chosen:
+        chosen -= {"shadow", "perspective", "low_contrast"}
+    applied = []
+    for name, artifact in ARTIFACTS.items():
+        if name in chosen:
+            image = artifact(image, float(rng.uniform(low, high)), rng)
+            applied.append(name)
+    return image, tuple(applied)
+
+
+def render_page(record: Record, page_seed: int, artifacts: str = "heavy", dpi: int | None = None
+                ) -> tuple[np.ndarray, PageStyle]:
+    """A printed-and-scanned page of `record`; `page_seed` drives everything visual and nothing else."""
+    rng = np.random.default_rng([page_seed, 0x9A9E5])
+    style, page = random_style(rng, dpi)
+    image = render_paper(record.signals, record.fs, record.leads, style)
+    image, applied = apply_artifacts(image, artifacts, rng)
+    return image, PageStyle(page.layout, page.grid, page.paper, page.dpi, applied)
