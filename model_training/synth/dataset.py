@@ -1,4 +1,8 @@
-"""Write a labelled synthetic set: one page per record in each requested file format, plus labels.csv."""
+"""Write a labelled synthetic set: one page per record in each requested file format, plus labels.csv.
+
+`wfdb` adds the raw signals in PTB-XL's layout under `<out>/ptbxl/` (records500, records100,
+ptbxl_database.csv, scp_statements.csv), readable by `model_training.ptbxl` like a real download.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from model_training.synth.dicom_out import write_encapsulated_pdf, write_secondary_capture, write_waveform
 from model_training.synth.paper import render_page
-from model_training.synth.signals import LABELS, generate_record
+from model_training.synth.signals import LABELS, Record, generate_record
+from model_training.synth.wfdb_out import write_record, write_tables
 
 IMAGE_FORMATS = {"png": ".png", "jpg": ".jpg", "tiff": ".tiff", "pdf": ".pdf"}
+DICOM_FORMATS = {"dicom-waveform": "-waveform.dcm", "dicom-sc": "-sc.dcm", "dicom-pdf": "-pdf.dcm"}
+FORMATS = {**IMAGE_FORMATS, **DICOM_FORMATS}
 SEED_STRIDE = 10_000_000  # set seed S owns item seeds S*stride .. S*stride+stride-1: sets never overlap
 
 
@@ -34,8 +42,14 @@ def item_seed(set_seed: int, index: int) -> int:
     return set_seed * SEED_STRIDE + index
 
 
-def _write(image: np.ndarray, path: Path, fmt: str, dpi: int) -> None:
-    if fmt == "pdf":
+def _write(record: Record, image: np.ndarray, path: Path, fmt: str, dpi: int) -> None:
+    if fmt == "dicom-waveform":
+        write_waveform(record, path)
+    elif fmt == "dicom-sc":
+        write_secondary_capture(record, image, path)
+    elif fmt == "dicom-pdf":
+        write_encapsulated_pdf(record, image, dpi, path)
+    elif fmt == "pdf":
         Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).save(path, resolution=float(dpi))
     elif fmt == "jpg":
         cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -45,34 +59,38 @@ def _write(image: np.ndarray, path: Path, fmt: str, dpi: int) -> None:
         cv2.imwrite(str(path), image)
 
 
-def make_item(job: Job) -> list[dict[str, object]]:
-    """Generate, render and write one record; returns its labels.csv rows (one per file)."""
+def make_item(job: Job) -> tuple[list[dict[str, object]], dict[str, object] | None]:
+    """Generate, render and write one record; returns its labels.csv rows and its PTB-XL database row."""
     record = generate_record(job.seed)
+    ptbxl_row = write_record(record, Path(job.out) / "ptbxl", job.index + 1) if "wfdb" in job.formats else None
     image, page = render_page(record, job.seed, job.artifacts, job.dpi)
     rows = []
-    for fmt in job.formats:
-        name = f"{job.index:06d}{IMAGE_FORMATS[fmt]}"
-        _write(image, Path(job.out) / name, fmt, page.dpi)
+    for fmt in (f for f in job.formats if f != "wfdb"):
+        name = f"{job.index:06d}{FORMATS[fmt]}"
+        _write(record, image, Path(job.out) / name, fmt, page.dpi)
         rows.append({"file": name, **{label: record.labels[label] for label in LABELS},
                      "subtypes": ";".join(record.subtypes), "seed": job.seed, "format": fmt,
                      "layout": page.layout, "grid": page.grid, "dpi": page.dpi,
                      "artifacts": ";".join(page.artifacts)})
-    return rows
+    return rows, ptbxl_row
 
 
 def write_dataset(out: Path, n: int, formats: tuple[str, ...] = ("png",), artifacts: str = "heavy", seed: int = 0,
                   dpi: int | None = None, workers: int | None = None,
                   progress: Callable[[int], None] | None = None) -> Path:
     """Write `n` records into `out` and `out/labels.csv`; deterministic for a given `seed`."""
-    unknown = set(formats) - set(IMAGE_FORMATS)
+    unknown = set(formats) - set(FORMATS) - {"wfdb"}
     if unknown:
-        raise ValueError(f"unsupported formats {sorted(unknown)}; available: {sorted(IMAGE_FORMATS)}")
+        raise ValueError(f"unsupported formats {sorted(unknown)}; available: {sorted(FORMATS)} and wfdb")
     out.mkdir(parents=True, exist_ok=True)
     jobs = [Job(i, item_seed(seed, i), str(out), tuple(formats), artifacts, dpi) for i in range(n)]
     labels_path = out / "labels.csv"
+    ptbxl_rows = []
     with open(labels_path, "w", newline="") as handle:
         writer = None
-        for rows in _run(jobs, workers or os.cpu_count() or 1):
+        for rows, ptbxl_row in _run(jobs, workers or os.cpu_count() or 1):
+            if ptbxl_row is not None:
+                ptbxl_rows.append(ptbxl_row)
             for row in rows:
                 if writer is None:
                     writer = csv.DictWriter(handle, fieldnames=list(row))
@@ -80,10 +98,12 @@ def write_dataset(out: Path, n: int, formats: tuple[str, ...] = ("png",), artifa
                 writer.writerow(row)
             if progress:
                 progress(1)
+    if ptbxl_rows:
+        write_tables(out / "ptbxl", ptbxl_rows)
     return labels_path
 
 
-def _run(jobs: list[Job], workers: int) -> Iterator[list[dict[str, object]]]:
+def _run(jobs: list[Job], workers: int) -> Iterator[tuple[list[dict[str, object]], dict[str, object] | None]]:
     if workers <= 1 or len(jobs) < 4:
         yield from map(make_item, jobs)
         return
