@@ -36,6 +36,7 @@ out = Console(width=None if sys.stdout.isatty() else 150)  # piped output: wide 
 log = logging.getLogger("ecg_intake")
 
 InboxOption = Annotated[list[Path] | None, typer.Option("--inbox", help="folder to watch; repeat for several")]
+PollOption = Annotated[bool, typer.Option(help="poll only, no filesystem events (network shares)")]
 
 
 def _inboxes(paths: list[Path] | None, settings: Settings) -> list:
@@ -46,6 +47,15 @@ def _inboxes(paths: list[Path] | None, settings: Settings) -> list:
         console.print("[red]no inbox: pass --inbox DIR or set ECG_INTAKE_INBOXES='[\"/path\"]'")
         raise typer.Exit(2)
     return [Inbox(path=Path(p).expanduser().resolve(), source=Path(p).name) for p in chosen]
+
+
+def _watcher(paths: list[Path] | None, poll: bool, settings: Settings):
+    """The watcher for `run` and `watch`: each claim becomes one message on the ingest queue."""
+    from ingest.watch import Watcher
+    from worker import tasks
+
+    return Watcher(_inboxes(paths, settings), tasks.submit_claim, settings.stable_seconds, settings.poll_interval,
+                   use_events=settings.use_fs_events and not poll)
 
 
 def _prepare(settings: Settings, need_model: bool = True) -> None:
@@ -82,18 +92,16 @@ def _celery_worker(queues: list[str], pool: str = "solo", concurrency: int = 1, 
 def run(
     inbox: InboxOption = None,
     once: Annotated[bool, typer.Option(help="process what is there now, wait for the results, exit")] = False,
-    poll: Annotated[bool, typer.Option(help="poll only, no filesystem events (network shares)")] = False,
+    poll: PollOption = False,
 ) -> None:
     """Watcher plus an in-process worker on one machine: the embedded default needs no servers."""
     from celery.signals import task_failure
 
-    from ingest.watch import Watcher
     from worker import tasks
 
     settings = get_settings()
     _prepare(settings)
-    watcher = Watcher(_inboxes(inbox, settings), tasks.submit_claim, settings.stable_seconds,
-                      settings.poll_interval, use_events=settings.use_fs_events and not poll)
+    watcher = _watcher(inbox, poll, settings)
     tasks.engine_for_worker()
     worker = _celery_worker(["ingest", "infer"])
     if not once:
@@ -132,16 +140,12 @@ def run(
 def watch(
     inbox: InboxOption = None,
     once: Annotated[bool, typer.Option(help="claim what is there now, enqueue it, exit")] = False,
-    poll: Annotated[bool, typer.Option(help="poll only, no filesystem events (network shares)")] = False,
+    poll: PollOption = False,
 ) -> None:
     """The watcher half: claims complete files and queues them for workers."""
-    from ingest.watch import Watcher
-    from worker import tasks
-
     settings = get_settings()
     _prepare(settings, need_model=False)
-    watcher = Watcher(_inboxes(inbox, settings), tasks.submit_claim, settings.stable_seconds,
-                      settings.poll_interval, use_events=settings.use_fs_events and not poll)
+    watcher = _watcher(inbox, poll, settings)
     if once:
         console.print(f"queued {len(watcher.run_once())} file(s)")
         return

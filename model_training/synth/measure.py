@@ -84,8 +84,6 @@ def measure(signals: np.ndarray, fs: int) -> Measurements:
     peaks = qrs_locations(signals, fs)
     before, after = int(0.4 * fs), int(0.65 * fs)
     usable = peaks[(peaks > before) & (peaks < x.shape[1] - after)]
-    if usable.size < 2:
-        usable = peaks[(peaks > before) & (peaks < x.shape[1] - after)] if peaks.size else np.array([])
     rr = np.diff(peaks) / fs
     rr_mean = float(rr.mean()) if rr.size else 1.0
     beat = np.median(np.stack([x[:, p - before : p + after] for p in usable]), axis=0) if usable.size else \

@@ -80,7 +80,6 @@ class Physiology:
     t_amplitude: float
     t_axis_offset: float
     st_vector: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    extra: list[Wave] = field(default_factory=list)
     rhythm: str = "sinus"
     sinus_arrhythmia: float = 0.02
     rbbb_terminal: float = 0.0
@@ -386,9 +385,7 @@ def draw_labels(rng: np.random.Generator, prevalence: dict[str, float] | None = 
             break
     if "AF" in chosen and chosen.get("CD") in ("avb1", "wpw"):  # no PR interval without P waves
         chosen["CD"] = str(rng.choice(("lbbb", "rbbb", "lafb", "lpfb")))
-    if chosen.get("CD") in ("lpfb",) and chosen.get("HYP") == "rvh":
-        chosen["CD"] = "rbbb"
-    if chosen.get("CD") in ("lafb", "lpfb") and chosen.get("HYP") == "rvh":
+    if chosen.get("CD") in ("lafb", "lpfb") and chosen.get("HYP") == "rvh":  # both set the frontal axis
         chosen["CD"] = "rbbb"
     return chosen
 
