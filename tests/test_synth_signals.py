@@ -53,6 +53,12 @@ def test_label_prevalence_is_close_to_ptbxl() -> None:
     assert np.mean([len(d) > 1 for d in drawn]) > 0.1  # multi-label overlap exists
 
 
+def test_prevalence_and_normal_fraction_are_configurable() -> None:
+    records = [generate_record(s, prevalence={"AF": 0.5}, normal_fraction=0.1) for s in range(300)]
+    assert np.mean([r.labels["AF"] for r in records]) > 0.3  # default is about 0.09
+    assert np.mean([not any(r.labels.values()) for r in records]) < 0.2
+
+
 def test_measurement_agrees_with_ground_truth_on_normal_records() -> None:
     """The independent measurement is within its stated tolerance of the generator's own intervals."""
     qrs_err, pr_err, hr_err = [], [], []

@@ -278,6 +278,8 @@ def synth(
     seed: Annotated[int, typer.Option(help="set seed; different seeds never share records")] = 0,
     dpi: Annotated[int | None, typer.Option(help="fixed DPI (default: random 100-300)")] = None,
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+    prevalence: Annotated[str | None, typer.Option(help="e.g. AF=0.3,HYP=0.2 (default: close to PTB-XL)")] = None,
+    normal_fraction: Annotated[float | None, typer.Option(help="share of normal records (default 0.4)")] = None,
 ) -> None:
     """Write synthetic labelled ECG pages and labels.csv (file, MI, AF, STTC, CD, HYP, subtypes, seed, style)."""
     from rich.progress import Progress
@@ -286,8 +288,10 @@ def synth(
 
     with Progress(console=console) as progress:
         task = progress.add_task("synthesising", total=n)
+        shares = {k.strip(): float(v) for k, v in (p.split("=") for p in prevalence.split(","))} if prevalence else None
         labels = write_dataset(out, n, tuple(f.strip() for f in formats.split(",") if f.strip()), artifacts, seed,
-                               dpi, workers, progress=lambda k: progress.advance(task, k))
+                               dpi, workers, progress=lambda k: progress.advance(task, k), prevalence=shares,
+                               normal_fraction=normal_fraction)
     console.print(f"wrote {n} record(s) and {labels}")
 
 

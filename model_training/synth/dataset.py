@@ -36,6 +36,8 @@ class Job:
     formats: tuple[str, ...]
     artifacts: str
     dpi: int | None
+    prevalence: tuple[tuple[str, float], ...] | None = None
+    normal_fraction: float | None = None
 
 
 def item_seed(set_seed: int, index: int) -> int:
@@ -61,7 +63,8 @@ def _write(record: Record, image: np.ndarray, path: Path, fmt: str, dpi: int) ->
 
 def make_item(job: Job) -> tuple[list[dict[str, object]], dict[str, object] | None]:
     """Generate, render and write one record; returns its labels.csv rows and its PTB-XL database row."""
-    record = generate_record(job.seed)
+    record = generate_record(job.seed, prevalence=dict(job.prevalence) if job.prevalence else None,
+                             normal_fraction=job.normal_fraction)
     ptbxl_row = write_record(record, Path(job.out) / "ptbxl", job.index + 1) if "wfdb" in job.formats else None
     image, page = render_page(record, job.seed, job.artifacts, job.dpi)
     rows = []
@@ -77,13 +80,16 @@ def make_item(job: Job) -> tuple[list[dict[str, object]], dict[str, object] | No
 
 def write_dataset(out: Path, n: int, formats: tuple[str, ...] = ("png",), artifacts: str = "heavy", seed: int = 0,
                   dpi: int | None = None, workers: int | None = None,
-                  progress: Callable[[int], None] | None = None) -> Path:
+                  progress: Callable[[int], None] | None = None, prevalence: dict[str, float] | None = None,
+                  normal_fraction: float | None = None) -> Path:
     """Write `n` records into `out` and `out/labels.csv`; deterministic for a given `seed`."""
     unknown = set(formats) - set(FORMATS) - {"wfdb"}
     if unknown:
         raise ValueError(f"unsupported formats {sorted(unknown)}; available: {sorted(FORMATS)} and wfdb")
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [Job(i, item_seed(seed, i), str(out), tuple(formats), artifacts, dpi) for i in range(n)]
+    frozen = tuple(sorted(prevalence.items())) if prevalence else None
+    jobs = [Job(i, item_seed(seed, i), str(out), tuple(formats), artifacts, dpi, frozen, normal_fraction)
+            for i in range(n)]
     labels_path = out / "labels.csv"
     ptbxl_rows = []
     with open(labels_path, "w", newline="") as handle:

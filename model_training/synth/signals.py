@@ -391,10 +391,17 @@ def draw_labels(rng: np.random.Generator, prevalence: dict[str, float] | None = 
 
 
 def generate_record(seed: int, fs: int = 500, duration: float = 10.0, noise: float | None = None,
-                    findings: dict[str, str] | None = None, prevalence: dict[str, float] | None = None) -> Record:
-    """One 12-lead record, deterministic in `seed`; `findings` (label -> subtype) overrides the random draw."""
+                    findings: dict[str, str] | None = None, prevalence: dict[str, float] | None = None,
+                    normal_fraction: float | None = None) -> Record:
+    """One 12-lead record, deterministic in `seed`; `findings` (label -> subtype) overrides the random draw.
+
+    `prevalence` (label -> share, missing labels keep the default) and `normal_fraction` steer the draw;
+    the realised shares are close to, not exactly, the requested ones because labels overlap.
+    """
     rng = np.random.default_rng(seed)
-    chosen = dict(findings) if findings is not None else draw_labels(rng, prevalence)
+    wanted = {**DEFAULT_PREVALENCE, **(prevalence or {})}
+    chosen = dict(findings) if findings is not None else draw_labels(
+        rng, wanted, DEFAULT_NORMAL_FRACTION if normal_fraction is None else normal_fraction)
     variant = "pathological" if chosen else str(rng.choice(NORMAL_VARIANTS, p=[0.5, 0.1, 0.12, 0.1, 0.09, 0.09]))
     physiology = _normal_physiology(rng, variant if not chosen else "plain")
     order = ["CD", "HYP", "MI", "STTC", "AF"]
