@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.files import original_name
+
 log = logging.getLogger(__name__)
 
 CLAIM_DIR = ".claimed"
@@ -85,8 +87,7 @@ def recover(inbox: Inbox) -> list[Claim]:
     for root, _dirs, files in os.walk(claim_root):
         for name in sorted(files):
             claimed = Path(root) / name
-            original_name = name.split("__", 1)[1] if "__" in name else name
-            original = inbox.path / claimed.parent.relative_to(claim_root) / original_name
+            original = inbox.path / claimed.parent.relative_to(claim_root) / original_name(claimed)
             found.append(Claim(claimed=claimed, original=original, source=inbox.source))
     return found
 
