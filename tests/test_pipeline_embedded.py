@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.conftest import Cli
 from tests.pipeline_checks import check_sample_batch
-from worker.samples import write_samples
+from worker.samples import reference_dicom, write_samples
 
 
 def test_run_once_processes_a_batch_and_quarantines_bad_input(cli: Cli, home: Path, tmp_path: Path) -> None:
@@ -16,6 +16,18 @@ def test_run_once_processes_a_batch_and_quarantines_bad_input(cli: Cli, home: Pa
     result = cli("run", "--inbox", str(inbox), "--once")
     assert "UNTRAINED" in result.stderr  # the CLI warns loudly about the placeholder model
     check_sample_batch(cli.results(), home, inbox)
+
+    # The DICOM's identifiers reach the document record, and never the log.
+    import pydicom
+    from sqlalchemy import create_engine, text
+
+    source = pydicom.dcmread(reference_dicom())
+    for identifier in (source.PatientID, str(source.PatientName), source.AccessionNumber, "ecg-waveform"):
+        assert identifier not in result.stdout + result.stderr
+    engine = create_engine(f"sqlite:///{home / 'ecg-intake.db'}")
+    with engine.connect() as conn:
+        stored = [row[0] for row in conn.execute(text("select source_metadata from documents where file_type='dicom'"))]
+    assert len(stored) == 1 and source.PatientID in stored[0]
 
 
 def test_same_file_dropped_twice_is_processed_once(cli: Cli, home: Path, tmp_path: Path) -> None:

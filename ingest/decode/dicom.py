@@ -1,18 +1,72 @@
-"""DICOM objects through pydicom: 12-lead waveforms are drawn as paper ECGs with `ingest.render`."""
+"""DICOM objects through pydicom.
+
+12-lead and general ECG waveforms are drawn as paper ECGs with `ingest.render`; secondary-capture and
+other image objects become pages (VOI LUT applied, MONOCHROME1 inverted, 16-bit scaled to 8); an
+encapsulated PDF goes through the PDF decoder. Imaging modalities (CT, MR, ...) and DICOMDIR indexes are
+`not_ecg`. Compressed pixel data decodes where pydicom has a decoder installed (Pillow covers JPEG
+baseline and JPEG 2000); otherwise the file is quarantined as `unsupported_type`, never guessed at.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_voi_lut
 
+from ingest.decode.pdf import decode_pdf
 from ingest.page import Page
 from ingest.reasons import IngestError, Reason
 from ingest.render import STANDARD_LEADS, render_paper
 
 _UNIT_TO_MV = {"uV": 1e-3, "mV": 1.0, "V": 1e3}
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+# Modalities that are pictures of anatomy, never a printed ECG.
+IMAGING_MODALITIES = {"CT", "MR", "PT", "NM", "US", "XA", "RF", "MG", "CR", "DX", "IO", "PX", "OP", "OPT", "SEG",
+                      "RTIMAGE", "RTDOSE", "RTSTRUCT", "RTPLAN", "SM", "BMD"}
+_METADATA = {"PatientID": "patient_id", "AccessionNumber": "accession_number",
+             "StudyInstanceUID": "study_instance_uid", "AcquisitionDateTime": "acquisition_time",
+             "Manufacturer": "manufacturer", "ManufacturerModelName": "device_model",
+             "DeviceSerialNumber": "device_serial", "Modality": "modality", "SOPClassUID": "sop_class_uid"}
+
+
+def _metadata(ds: pydicom.Dataset) -> dict[str, str]:
+    """Identifiers for the document record; they go to the database only, never into a log line."""
+    found = {key: str(ds.get(tag)) for tag, key in _METADATA.items() if ds.get(tag) not in (None, "")}
+    if "acquisition_time" not in found and ds.get("ContentDate"):
+        found["acquisition_time"] = f"{ds.ContentDate}{ds.get('ContentTime', '')}"
+    return found
+
+
+def _to_uint8(frame: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if frame.ndim == 3:  # colour: pydicom already returns RGB
+        if frame.dtype != np.uint8:
+            frame = (frame.astype(np.float64) / max(1, 2 ** int(ds.get("BitsStored", 16)) - 1) * 255)
+        return cv2.cvtColor(np.clip(frame, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+    values = apply_voi_lut(frame, ds).astype(np.float64) if frame.dtype != np.uint8 else frame.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    gray = np.zeros_like(values) if high <= low else (values - low) / (high - low) * 255
+    if photometric == "MONOCHROME1":  # high values are dark
+        gray = 255 - gray
+    return cv2.cvtColor(gray.astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+
+def _image_pages(ds: pydicom.Dataset) -> list[Page]:
+    try:
+        pixels = ds.pixel_array
+    except (NotImplementedError, RuntimeError) as exc:
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        raise IngestError(Reason.UNSUPPORTED_TYPE, f"no decoder installed for transfer syntax {syntax!s}") from exc
+    except (ValueError, AttributeError) as exc:
+        raise IngestError(Reason.CORRUPT, f"pixel data cannot be read: {type(exc).__name__}") from exc
+    if int(ds.get("NumberOfFrames", 1) or 1) == 1:
+        pixels = pixels[None]
+    return [Page(image=_to_uint8(frame, ds), page_no=i, source="dicom-image") for i, frame in enumerate(pixels, 1)]
 
 
 def _lead_name(channel) -> str:
@@ -50,7 +104,22 @@ def decode_dicom(path: Path) -> list[Page]:
         raise IngestError(Reason.CORRUPT, "not a valid DICOM file") from exc
     except (EOFError, OSError) as exc:
         raise IngestError(Reason.TRUNCATED, "the DICOM data ends early") from exc
+    sop_class = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        raise IngestError(Reason.NOT_ECG, "a DICOMDIR is an index of other files, not an ECG")
     if "WaveformSequence" in ds:
-        return [_waveform_page(ds)]
-    raise IngestError(Reason.UNSUPPORTED_TYPE, f"DICOM {ds.get('SOPClassUID', 'object')!s} is not a waveform "
-                                               "(image DICOM support is not built yet)")
+        pages = [_waveform_page(ds)]
+    elif sop_class == ENCAPSULATED_PDF or "EncapsulatedDocument" in ds:
+        document = bytes(ds.EncapsulatedDocument)
+        length = int(ds.get("EncapsulatedDocumentLength") or len(document))
+        pages = decode_pdf(document[:length])
+    elif str(ds.get("Modality", "")).upper() in IMAGING_MODALITIES:
+        raise IngestError(Reason.NOT_ECG, f"DICOM modality {ds.Modality} is an imaging study, not an ECG")
+    elif "PixelData" in ds:
+        pages = _image_pages(ds)
+    else:
+        raise IngestError(Reason.NOT_ECG, "DICOM object with neither waveform, image nor document")
+    metadata = _metadata(ds)
+    for page in pages:
+        page.metadata = {**page.metadata, **metadata}
+    return pages
