@@ -328,6 +328,25 @@ def bench_synth(
     _report(result, json_out)
 
 
+@bench_app.command("validity")
+def bench_validity(
+    n: Annotated[int, typer.Option("--n", help="records per group")] = 100,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the rows as JSON here")] = None,
+) -> None:
+    """Share of generated records meeting their group's criterion, measured blind from the signal."""
+    from model_training.synth.validity import validity_report
+
+    rows = validity_report(n)
+    table = Table(title=f"synthetic validity, {n} records per group")
+    for column in ("group", "criterion", "share", "required"):
+        table.add_column(column, justify="right" if column in ("share", "required") else "left")
+    for row in rows:
+        table.add_row(row["group"], row["criterion"], f"{row['share']:.2f}", f"{row['required']:.2f}")
+    out.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
 @bench_app.command("reference")
 def bench_reference(
     train_n: Annotated[int, typer.Option("--train")] = 3000,
