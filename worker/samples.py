@@ -11,21 +11,18 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from ingest.decode.dicom import decode_dicom
+from model_training.synth.paper import perspective, shadow
 
 
 def reference_dicom() -> Path:
     """pydicom's 12-lead ECG waveform object (10 s, 1000 Hz, 12 leads)."""
-    return Path(get_testdata_file("waveform_ecg.dcm"))
+    return Path(get_testdata_file("waveform_ecg.dcm", download=False))
 
 
 def _photo_like(page: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A slightly rotated page with a soft shadow, as a phone photo of a printout looks."""
+    """A slightly warped page with a soft shadow, as a phone photo of a printout looks."""
     rng = np.random.default_rng(seed)
-    h, w = page.shape[:2]
-    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-3, 3)), 1.0)
-    rotated = cv2.warpAffine(page, matrix, (w, h), borderValue=(235, 235, 235))
-    shade = np.linspace(0.65, 1.0, w, dtype=np.float32)[None, :, None]
-    return np.clip(rotated.astype(np.float32) * shade, 0, 255).astype(np.uint8)
+    return shadow(perspective(page, 0.35, rng), 0.5, rng)
 
 
 def write_samples(folder: Path, with_bad: bool = True) -> list[Path]:
