@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 CLAIM_DIR = ".claimed"
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".swp")
 TEMP_PREFIXES = (".", "~$")
+# inotify on a client sees only changes made by that client, never those other machines write to the share.
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "gpfs",
+                       "fuse.sshfs", "fuse.glusterfs", "fuse.davfs2", "davfs", "fuse.rclone", "fuse.s3fs"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,32 @@ def is_temporary(name: str) -> bool:
 
 def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
+
+
+def filesystem_type(path: Path, mounts: str | None = None) -> str:
+    """The type of the file system holding `path`, from /proc/mounts (`mounts` overrides it for tests)."""
+    if mounts is None:
+        proc = Path("/proc/mounts")
+        mounts = proc.read_text() if proc.exists() else ""
+    target = str(path.resolve())
+    best_point, best_type = "", "unknown"
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best_point):
+            best_point, best_type = point, fields[2]
+    return best_type
+
+
+def events_arrive(path: Path, mounts: str | None = None) -> tuple[bool, str]:
+    """Whether filesystem events can announce new files in `path`, and why not."""
+    fs_type = filesystem_type(path, mounts)
+    if fs_type in NETWORK_FILESYSTEMS:
+        return False, f"{fs_type} is a network file system; events miss files written by other machines"
+    return True, fs_type
 
 
 def candidates(inbox: Inbox) -> Iterator[Path]:
@@ -206,7 +235,11 @@ class Watcher:
         observer = Observer()
         try:
             for inbox in self.inboxes:
-                observer.schedule(_Wake(), str(inbox.path), recursive=True)
+                arrive, why = events_arrive(inbox.path)
+                if arrive:
+                    observer.schedule(_Wake(), str(inbox.path), recursive=True)
+                else:
+                    log.info("inbox %s: polling every %.1fs (%s)", inbox.source, self.poll_interval, why)
             observer.start()
         except OSError as exc:
             log.warning("filesystem events unavailable (%s); polling every %.1fs", exc, self.poll_interval)

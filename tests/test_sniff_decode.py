@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.decode import decode
+from ingest.decode import DecodeLimits, decode
 from ingest.reasons import IngestError, Reason
 from ingest.sniff import FileType, sniff
 from worker.samples import reference_dicom, write_samples
@@ -28,7 +28,7 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ("ecg-waveform.dcm", FileType.DICOM, 1),
 ])
 def test_decodes_each_sample_type(samples: dict[str, Path], name: str, expected: FileType, pages: int) -> None:
-    file_type, decoded = decode(samples[name], pdf_dpi=100)
+    file_type, decoded = decode(samples[name], DecodeLimits(pdf_dpi=100))
     assert file_type is expected
     assert [p.page_no for p in decoded] == list(range(1, pages + 1))
     for page in decoded:
@@ -46,7 +46,7 @@ def test_type_comes_from_bytes_not_extension(tmp_path: Path, samples: dict[str, 
 
 
 def test_pdf_at_200_dpi_is_a4_sized(samples: dict[str, Path]) -> None:
-    _, pages = decode(samples["ecg-report.pdf"], pdf_dpi=200)
+    _, pages = decode(samples["ecg-report.pdf"], DecodeLimits(pdf_dpi=200))
     height, width = pages[0].image.shape[:2]
     assert abs(width - 2339) <= 2 and abs(height - 1654) <= 2
 

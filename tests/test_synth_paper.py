@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ingest.decode import decode
+from ingest.decode import DecodeLimits, decode
 from ingest.render import GRID_COLOURS, LAYOUTS, PaperStyle, render_paper
 from model_training.synth.paper import ARTIFACTS, apply_artifacts, render_page
 from model_training.synth.signals import generate_record
@@ -83,7 +83,7 @@ def test_synth_command_writes_every_format_with_labels(cli: Cli, tmp_path: Path)
         rows = list(csv.DictReader(handle))
     assert len(rows) == 24 and {r["format"] for r in rows} == {"png", "jpg", "tiff", "pdf"}
     for row in rows:
-        file_type, pages = decode(out / row["file"], pdf_dpi=100)  # readable by our own intake decoders
+        file_type, pages = decode(out / row["file"], DecodeLimits(pdf_dpi=100))  # readable by our own intake decoders
         assert file_type.value == {"jpg": "jpeg"}.get(row["format"], row["format"]) and len(pages) == 1
         assert row["seed"] == str(5 * 10_000_000 + int(row["file"][:6]))
     again = tmp_path / "again"

@@ -35,21 +35,23 @@ console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 150)  # piped output: wide enough for the table
 log = logging.getLogger("ecg_intake")
 
-InboxOption = Annotated[list[Path] | None, typer.Option("--inbox", help="folder to watch; repeat for several")]
+InboxOption = Annotated[list[str] | None, typer.Option("--inbox", help="folder to watch, or SOURCE=FOLDER to name "
+                                                                      "where its files come from; repeat for several")]
 PollOption = Annotated[bool, typer.Option(help="poll only, no filesystem events (network shares)")]
 
 
-def _inboxes(paths: list[Path] | None, settings: Settings) -> list:
+def _inboxes(paths: list[str] | None, settings: Settings) -> list:
     from ingest.watch import Inbox
+    from worker.settings import InboxSetting
 
-    chosen = paths or settings.inboxes
+    chosen = [InboxSetting.model_validate(p) for p in paths] if paths else settings.inboxes
     if not chosen:
         console.print("[red]no inbox: pass --inbox DIR or set ECG_INTAKE_INBOXES='[\"/path\"]'")
         raise typer.Exit(2)
-    return [Inbox(path=Path(p).expanduser().resolve(), source=Path(p).name) for p in chosen]
+    return [Inbox(path=c.path.expanduser().resolve(), source=c.source_name) for c in chosen]
 
 
-def _watcher(paths: list[Path] | None, poll: bool, settings: Settings):
+def _watcher(paths: list[str] | None, poll: bool, settings: Settings):
     """The watcher for `run` and `watch`: each claim becomes one message on the ingest queue."""
     from ingest.watch import Watcher
     from worker import tasks
@@ -122,7 +124,12 @@ def run(
                          weak=False)
 
     def stop_when_settled() -> None:
-        while any(c.claimed.exists() for c in claims) and not failures:
+        failed_at = None
+        while any(c.claimed.exists() for c in claims):
+            if failures and failed_at is None:
+                failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > 10:
+                break  # a failed task quarantines its file; give it a moment, never wait forever
             time.sleep(0.2)
         worker.stop(in_sighandler=False)
 
@@ -130,8 +137,8 @@ def run(
     worker.start()
     left = [c for c in claims if c.claimed.exists()]
     if failures or left:
-        console.print(f"[red]{len(failures)} task(s) failed; {len(left)} file(s) stay claimed and are retried at "
-                      f"the next start: {failures[:3]}")
+        console.print(f"[red]{len(failures)} task(s) failed (their files are quarantined as internal_error); "
+                      f"{len(left)} file(s) stay claimed and are retried at the next start: {failures[:3]}")
         raise typer.Exit(1)
     console.print(f"processed {len(claims)} file(s)")
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ingest.decode import decode
+from ingest.decode.isolated import Decoder
 from ingest.files import destination, move, sha256_file, write_reason
 from ingest.preprocess import PREPROCESS_VERSION, preprocess
 from ingest.reasons import IngestError, Reason
@@ -89,7 +89,12 @@ def _save_pages(settings: Settings, document: Document, pages: list, input_size:
     return rows
 
 
-def intake(settings: Settings, claim: Claim) -> IntakeResult | None:
+def _is_retry(document: Document) -> bool:
+    """A file quarantined for our own failure, dropped in again by an operator, is processed afresh."""
+    return document.status == DocumentStatus.QUARANTINED and document.reason == Reason.INTERNAL_ERROR
+
+
+def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult | None:
     """Turn one claimed file into stored pages; None when the file was already handled by another run."""
     if not claim.claimed.exists():
         log.info("claim %s already handled", claim_id(claim.claimed))
@@ -97,6 +102,12 @@ def intake(settings: Settings, claim: Claim) -> IntakeResult | None:
     sha256 = sha256_file(claim.claimed)
     with session_scope(settings.sqlalchemy_url) as session:
         document = _find(session, sha256)
+        if document is not None and _is_retry(document) and document.current_path != str(claim.claimed):
+            document.status, document.reason, document.reason_message = DocumentStatus.RECEIVED, None, None
+            document.current_path, document.path = str(claim.claimed), str(claim.original)
+            document.source = claim.source
+            session.add(Event(action="retried", document_id=document.id, details={"after": "internal_error"}))
+            session.commit()
         if document is not None and document.current_path != str(claim.claimed):
             if document.status in DocumentStatus.FINAL and not Path(document.current_path).exists():
                 settle(document, claim.claimed)  # an earlier run recorded the outcome but died before the move
@@ -113,13 +124,13 @@ def intake(settings: Settings, claim: Claim) -> IntakeResult | None:
                 return _record_duplicate(settings, session, _find(session, sha256), claim)
 
         try:
-            file_type, pages = decode(claim.claimed, pdf_dpi=settings.pdf_dpi)
+            file_type, pages = decoder.decode(claim.claimed)
         except IngestError as error:
             _quarantine(settings, session, document, claim.claimed, error)
             return IntakeResult(sha256, DocumentStatus.QUARANTINED)
-        except Exception as exc:  # a decoder failing on odd input must not stop the worker
+        except Exception as exc:  # a decoder bug on odd input must not stop the worker
             log.exception("decoder failed on document %s", sha256[:12])
-            error = IngestError(Reason.CORRUPT, f"decoder error {type(exc).__name__}: {exc}")
+            error = IngestError(Reason.INTERNAL_ERROR, f"decoder error {type(exc).__name__}: {exc}")
             _quarantine(settings, session, document, claim.claimed, error)
             return IntakeResult(sha256, DocumentStatus.QUARANTINED)
 
@@ -136,3 +147,25 @@ def intake(settings: Settings, claim: Claim) -> IntakeResult | None:
         document.status = DocumentStatus.DECODED
     log.info("document %s decoded: %d page(s)", sha256[:12], len(rows))
     return IntakeResult(sha256, DocumentStatus.DECODED, classify=True)
+
+
+def give_up(settings: Settings, claimed: Path, original: Path, source: str, error: BaseException) -> None:
+    """Quarantine a claim whose task failed for good (retries spent), so no file waits in `.claimed` forever.
+
+    The reason is `internal_error`: the file may be fine. Dropping it into an inbox again retries it.
+    """
+    if not claimed.exists():
+        return
+    sha256 = sha256_file(claimed)
+    with session_scope(settings.sqlalchemy_url) as session:
+        document = _find(session, sha256)
+        if document is None:
+            document = Document(sha256=sha256, path=str(original), current_path=str(claimed), source=source,
+                                size_bytes=claimed.stat().st_size)
+            session.add(document)
+            session.flush()
+        elif document.status in DocumentStatus.FINAL:
+            settle(document, claimed)
+            return
+        _quarantine(settings, session, document, claimed,
+                    IngestError(Reason.INTERNAL_ERROR, f"{type(error).__name__}: {str(error)[:500]}"))

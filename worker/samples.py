@@ -29,7 +29,7 @@ def write_samples(folder: Path, with_bad: bool = True) -> list[Path]:
     """Write a DICOM waveform, PNG scan, JPEG photo and two-page PDF (and optionally a broken file)."""
     folder.mkdir(parents=True, exist_ok=True)
     source = reference_dicom()
-    page = decode_dicom(source)[0].image
+    page = decode_dicom(source.read_bytes())[0].image
     second = _photo_like(page, seed=1)
     written = [folder / "ecg-waveform.dcm", folder / "ecg-scan.png", folder / "ecg-photo.jpg",
                folder / "ecg-report.pdf"]

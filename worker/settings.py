@@ -4,13 +4,36 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from ingest.decode.limits import DecodeLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_BUNDLE = REPO_ROOT / "models" / "default"
+
+
+class InboxSetting(BaseModel):
+    """A watched folder; `source` names where its files come from (default: the folder's name)."""
+
+    path: Path
+    source: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: object) -> object:
+        if isinstance(value, str | Path):
+            text = str(value)
+            name, sep, folder = text.partition("=")
+            return {"path": folder, "source": name} if sep and name and "/" not in name else {"path": text}
+        return value
+
+    @property
+    def source_name(self) -> str:
+        return self.source or self.path.expanduser().resolve().name
 
 
 class Settings(BaseSettings):
@@ -23,16 +46,30 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="Celery broker URL; default a file-backed queue under home")
     bundle: Path | None = Field(None, description="model bundle directory; default the shipped model")
 
-    inboxes: list[Path] = Field(default_factory=list, description="folders to watch (JSON list in the env var)")
+    inboxes: list[InboxSetting] = Field(default_factory=list, description='folders to watch, JSON in the env var: '
+                                        '["/in/a", "cardiology=/in/b", {"path": "/in/c", "source": "er"}]')
     stable_seconds: float = Field(2.0, ge=0, description="size and mtime must hold this long before a claim")
     poll_interval: float = Field(1.0, gt=0, description="seconds between inbox scans")
     use_fs_events: bool = True
 
     pdf_dpi: int = Field(200, ge=50, le=600)
+    max_file_mb: float = Field(512, gt=0, description="larger files are quarantined as too_large")
+    max_pages: int = Field(50, ge=1, description="documents with more pages are quarantined as too_many_pages")
+    max_page_megapixels: float = Field(80, gt=0, description="decompression-bomb guard, checked before decoding")
+    decode_timeout: float = Field(120, gt=0, description="seconds one file may take to decode")
+    decode_isolation: bool = Field(True, description="decode in a child process that is killed on timeout")
+    allow_permission_only_pdf: bool = Field(False, description="accept encrypted PDFs that open without a password")
     engine: Literal["auto", "cpu"] = "auto"
     batch_size: int = Field(8, ge=1, le=512)
     torch_threads: int = Field(0, ge=0, description="0: let torch decide")
     visibility_timeout: int = Field(4 * 3600, description="Redis redelivery timeout; longer than any task")
+
+    def decode_limits(self) -> DecodeLimits:
+        from ingest.decode.limits import DecodeLimits  # imports the decoders; only workers need them
+
+        return DecodeLimits(max_file_bytes=int(self.max_file_mb * 2**20), max_pages=self.max_pages,
+                            max_page_pixels=int(self.max_page_megapixels * 1e6), timeout_s=self.decode_timeout,
+                            pdf_dpi=self.pdf_dpi, allow_permission_only_pdf=self.allow_permission_only_pdf)
 
     @property
     def home_dir(self) -> Path:

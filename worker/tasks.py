@@ -8,19 +8,34 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from celery import Task
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from ingest.decode.isolated import Decoder
 from ingest.watch import Claim
 from worker.celery_app import app
 from worker.classify import classify, register_model_version
+from worker.db.models import Document
+from worker.db.session import session_scope
 from worker.engine import Engine, load_engine
-from worker.intake import intake
+from worker.intake import give_up, intake
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 _engine: tuple[Engine, int] | None = None
+_decoder: Decoder | None = None
 RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": True, "max_retries": 8}
+
+
+def decoder_for_worker() -> Decoder:
+    """The process's decoder (a long-lived child process when isolation is on)."""
+    global _decoder
+    if _decoder is None:
+        settings = get_settings()
+        _decoder = Decoder(settings.decode_limits(), isolated=settings.decode_isolation)
+    return _decoder
 
 
 def engine_for_worker() -> tuple[Engine, int]:
@@ -33,9 +48,30 @@ def engine_for_worker() -> tuple[Engine, int]:
     return _engine
 
 
-@app.task(name="ecg_intake.intake_file", **RETRY)
+class _IntakeTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """Retries spent or an unexpected error: quarantine as internal_error rather than leave the file claimed."""
+        claimed, original, source = args
+        log.error("intake task %s failed for good: %s", task_id, type(exc).__name__)
+        give_up(get_settings(), Path(claimed), Path(original), source, exc)
+
+
+class _ClassifyTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        (sha256,) = args
+        log.error("classify task %s failed for good: %s", task_id, type(exc).__name__)
+        settings = get_settings()
+        with session_scope(settings.sqlalchemy_url) as session:
+            document = session.scalar(select(Document).where(Document.sha256 == sha256))
+            if document is None:
+                return
+            claimed, original, source = Path(document.current_path), Path(document.path), document.source
+        give_up(settings, claimed, original, source, exc)
+
+
+@app.task(name="ecg_intake.intake_file", base=_IntakeTask, **RETRY)
 def intake_file(claimed: str, original: str, source: str) -> str | None:
-    result = intake(get_settings(), Claim(Path(claimed), Path(original), source))
+    result = intake(get_settings(), Claim(Path(claimed), Path(original), source), decoder_for_worker())
     if result is None:
         return None
     if result.classify:
@@ -43,7 +79,7 @@ def intake_file(claimed: str, original: str, source: str) -> str | None:
     return result.status
 
 
-@app.task(name="ecg_intake.classify_document", **RETRY)
+@app.task(name="ecg_intake.classify_document", base=_ClassifyTask, **RETRY)
 def classify_document(sha256: str) -> int:
     engine, model_version_id = engine_for_worker()
     return classify(get_settings(), engine, model_version_id, sha256)

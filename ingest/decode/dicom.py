@@ -4,20 +4,24 @@
 other image objects become pages (VOI LUT applied, MONOCHROME1 inverted, 16-bit scaled to 8); an
 encapsulated PDF goes through the PDF decoder. Imaging modalities (CT, MR, ...) and DICOMDIR indexes are
 `not_ecg`. Compressed pixel data decodes where pydicom has a decoder installed (Pillow covers JPEG
-baseline and JPEG 2000); otherwise the file is quarantined as `unsupported_type`, never guessed at.
+baseline, pylibjpeg-libjpeg JPEG lossless/extended and JPEG-LS, pylibjpeg-openjpeg JPEG 2000, pydicom
+itself RLE and deflate); otherwise the file is quarantined as `unsupported_type`, never guessed at.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import struct
 
 import cv2
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_voi_lut
+from pydicom.pixels import apply_color_lut, apply_voi_lut
 
+from ingest.decode.limits import DecodeLimits
 from ingest.decode.pdf import decode_pdf
+from ingest.decode.pixels import stretch_to_uint8
 from ingest.page import Page
 from ingest.reasons import IngestError, Reason
 from ingest.render import STANDARD_LEADS, render_paper
@@ -25,6 +29,8 @@ from ingest.render import STANDARD_LEADS, render_paper
 _UNIT_TO_MV = {"uV": 1e-3, "mV": 1.0, "V": 1e3}
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+ECG_WAVEFORMS = {"1.2.840.10008.5.1.4.1.1.9.1.1", "1.2.840.10008.5.1.4.1.1.9.1.2", "1.2.840.10008.5.1.4.1.1.9.1.3"}
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # and its multi-frame variants .7.1 to .7.4
 # Modalities that are pictures of anatomy, never a printed ECG.
 IMAGING_MODALITIES = {"CT", "MR", "PT", "NM", "US", "XA", "RF", "MG", "CR", "DX", "IO", "PX", "OP", "OPT", "SEG",
                       "RTIMAGE", "RTDOSE", "RTSTRUCT", "RTPLAN", "SM", "BMD"}
@@ -44,27 +50,28 @@ def _metadata(ds: pydicom.Dataset) -> dict[str, str]:
 
 def _to_uint8(frame: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR":
+        frame = apply_color_lut(frame, ds)
     if frame.ndim == 3:  # colour: pydicom already returns RGB
         if frame.dtype != np.uint8:
-            frame = (frame.astype(np.float64) / max(1, 2 ** int(ds.get("BitsStored", 16)) - 1) * 255)
-        return cv2.cvtColor(np.clip(frame, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
-    values = apply_voi_lut(frame, ds).astype(np.float64) if frame.dtype != np.uint8 else frame.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    gray = np.zeros_like(values) if high <= low else (values - low) / (high - low) * 255
+            frame = stretch_to_uint8(frame)
+        return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+    gray = stretch_to_uint8(apply_voi_lut(frame, ds) if frame.dtype != np.uint8 else frame)
     if photometric == "MONOCHROME1":  # high values are dark
         gray = 255 - gray
-    return cv2.cvtColor(gray.astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
 
 
-def _image_pages(ds: pydicom.Dataset) -> list[Page]:
+def _image_pages(ds: pydicom.Dataset, limits: DecodeLimits) -> list[Page]:
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    limits.check_pages(frames)
+    limits.check_pixels(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
     try:
         pixels = ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
         syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
         raise IngestError(Reason.UNSUPPORTED_TYPE, f"no decoder installed for transfer syntax {syntax!s}") from exc
-    except (ValueError, AttributeError) as exc:
-        raise IngestError(Reason.CORRUPT, f"pixel data cannot be read: {type(exc).__name__}") from exc
-    if int(ds.get("NumberOfFrames", 1) or 1) == 1:
+    if frames == 1:
         pixels = pixels[None]
     return [Page(image=_to_uint8(frame, ds), page_no=i, source="dicom-image") for i, frame in enumerate(pixels, 1)]
 
@@ -97,26 +104,52 @@ def _waveform_page(ds: pydicom.Dataset) -> Page:
     return Page(image=image, page_no=1, source="dicom-waveform", metadata={"sampling_frequency": fs})
 
 
-def decode_dicom(path: Path) -> list[Page]:
+def _document_or_image(ds: pydicom.Dataset, sop_class: str, limits: DecodeLimits) -> list[Page]:
+    if sop_class == ENCAPSULATED_PDF or "EncapsulatedDocument" in ds:
+        document = bytes(ds.EncapsulatedDocument)
+        length = int(ds.get("EncapsulatedDocumentLength") or len(document))
+        return decode_pdf(document[:length], limits)
+    return _image_pages(ds, limits)
+
+
+# What pydicom raises on malformed elements; it parses lazily, so these can surface at any access.
+_MALFORMED = (ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error, UnicodeError,
+              OverflowError, MemoryError)
+
+
+def decode_dicom(data: bytes, limits: DecodeLimits | None = None) -> list[Page]:
+    """Pages of one DICOM file; every way a malformed file fails becomes a reason code."""
+    limits = limits or DecodeLimits()
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(io.BytesIO(data))
+        return _decode_dataset(ds, limits)
+    except IngestError:
+        raise
     except InvalidDicomError as exc:
         raise IngestError(Reason.CORRUPT, "not a valid DICOM file") from exc
     except (EOFError, OSError) as exc:
         raise IngestError(Reason.TRUNCATED, "the DICOM data ends early") from exc
+    except _MALFORMED as exc:
+        raise IngestError(Reason.CORRUPT, f"malformed DICOM data ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def _decode_dataset(ds: pydicom.Dataset, limits: DecodeLimits) -> list[Page]:
     sop_class = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
         raise IngestError(Reason.NOT_ECG, "a DICOMDIR is an index of other files, not an ECG")
+    if len(ds) == 0:
+        raise IngestError(Reason.TRUNCATED, "no data elements after the DICOM header")
     if "WaveformSequence" in ds:
         pages = [_waveform_page(ds)]
-    elif sop_class == ENCAPSULATED_PDF or "EncapsulatedDocument" in ds:
-        document = bytes(ds.EncapsulatedDocument)
-        length = int(ds.get("EncapsulatedDocumentLength") or len(document))
-        pages = decode_pdf(document[:length])
+    elif sop_class in ECG_WAVEFORMS or sop_class == ENCAPSULATED_PDF or sop_class.startswith(SECONDARY_CAPTURE):
+        if "PixelData" not in ds and "EncapsulatedDocument" not in ds:
+            raise IngestError(Reason.TRUNCATED, f"the header announces SOP class {sop_class} but its content is "
+                                                "missing")
+        pages = _document_or_image(ds, sop_class, limits)
     elif str(ds.get("Modality", "")).upper() in IMAGING_MODALITIES:
         raise IngestError(Reason.NOT_ECG, f"DICOM modality {ds.Modality} is an imaging study, not an ECG")
-    elif "PixelData" in ds:
-        pages = _image_pages(ds)
+    elif "EncapsulatedDocument" in ds or "PixelData" in ds:
+        pages = _document_or_image(ds, sop_class, limits)
     else:
         raise IngestError(Reason.NOT_ECG, "DICOM object with neither waveform, image nor document")
     metadata = _metadata(ds)

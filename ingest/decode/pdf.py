@@ -1,36 +1,83 @@
-"""PDF pages rasterised by poppler through pdf2image."""
+"""PDF pages rasterised by poppler through pdf2image.
+
+`pdfinfo` runs first: it says whether a password is needed, how many pages there are and how big
+each is, so the page and pixel limits hold before poppler allocates anything. Both poppler calls
+run under the decode time limit.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
+import time
 
 import numpy as np
-from pdf2image import convert_from_bytes, convert_from_path, pdfinfo_from_bytes, pdfinfo_from_path
-from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
+from pdf2image import convert_from_bytes, pdfinfo_from_bytes
+from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError, PDFSyntaxError
 
+from ingest.decode.limits import DecodeLimits
 from ingest.page import Page
 from ingest.reasons import IngestError, Reason
 
+_PAGE_SIZE = re.compile(r"([\d.]+) x ([\d.]+) pts")
+_METADATA = ("Title", "Author", "Producer", "Creator", "CreationDate", "ModDate")
 
-def _info(source: Path | bytes) -> dict:
+
+def _looks_cut_off(data: bytes) -> bool:
+    """Objects but no end-of-file marker: the usual shape of a PDF whose copy stopped early."""
+    return b" obj" in data and b"%%EOF" not in data[-2048:]
+
+
+def _info(data: bytes, timeout: float, last_page: int) -> dict:
+    """pdfinfo's fields, with a size line for each page up to `last_page`."""
     try:
-        return pdfinfo_from_bytes(source) if isinstance(source, bytes) else pdfinfo_from_path(str(source))
+        return pdfinfo_from_bytes(data, timeout=max(1, round(timeout)), first_page=1, last_page=last_page)
+    except PDFPopplerTimeoutError as exc:
+        raise IngestError(Reason.DECODE_TIMEOUT, f"pdfinfo took longer than {timeout:.0f}s") from exc
     except (PDFPageCountError, PDFSyntaxError) as exc:
         text = str(exc).lower()
         if "password" in text or "encrypt" in text:
-            raise IngestError(Reason.ENCRYPTED, "the PDF needs a password") from exc
+            raise IngestError(Reason.ENCRYPTED, "the PDF needs a password to open") from exc
+        if _looks_cut_off(data):
+            raise IngestError(Reason.TRUNCATED, "the PDF ends without its end-of-file marker") from exc
         raise IngestError(Reason.CORRUPT, "poppler cannot read the PDF structure") from exc
 
 
-def decode_pdf(source: Path | bytes, dpi: int = 200) -> list[Page]:
-    """All pages of a PDF file, or of PDF bytes (as an encapsulated-PDF DICOM carries them)."""
-    info = _info(source)
-    metadata = {key.lower(): info[key] for key in ("Title", "Producer", "Creator", "CreationDate") if info.get(key)}
+def _check(info: dict, limits: DecodeLimits) -> None:
+    encrypted = str(info.get("Encrypted", "no"))
+    if encrypted.startswith("yes") and not limits.allow_permission_only_pdf:
+        raise IngestError(Reason.ENCRYPTED, "the PDF is encrypted (it opens without a password but carries "
+                                            "permission restrictions; allow_permission_only_pdf accepts these)")
+    pages = int(info.get("Pages") or 0)
+    if pages == 0:
+        raise IngestError(Reason.CORRUPT, "the PDF has no pages")
+    limits.check_pages(pages)
+
+
+def _check_page_sizes(info: dict, limits: DecodeLimits) -> None:
+    for key, value in info.items():
+        match = _PAGE_SIZE.match(str(value)) if key.startswith("Page") and key.endswith("size") else None
+        if match:
+            width, height = (float(v) / 72 * limits.pdf_dpi for v in match.groups())
+            limits.check_pixels(round(height), round(width))
+
+
+def decode_pdf(data: bytes, limits: DecodeLimits | None = None) -> list[Page]:
+    """All pages of a PDF (a file's bytes, or the document an encapsulated-PDF DICOM carries)."""
+    limits = limits or DecodeLimits()
+    started = time.monotonic()
+    info = _info(data, limits.timeout_s, last_page=limits.max_pages)
+    _check(info, limits)
+    _check_page_sizes(info, limits)
+    metadata = {f"pdf_{key.lower()}": str(info[key]) for key in _METADATA if info.get(key)}
+    remaining = max(1, round(limits.timeout_s - (time.monotonic() - started)))
     try:
-        images = convert_from_bytes(source, dpi=dpi) if isinstance(source, bytes) else \
-            convert_from_path(str(source), dpi=dpi)
+        images = convert_from_bytes(data, dpi=limits.pdf_dpi, timeout=remaining)
+    except PDFPopplerTimeoutError as exc:
+        raise IngestError(Reason.DECODE_TIMEOUT, f"rasterising took longer than {limits.timeout_s:.0f}s") from exc
     except (PDFPageCountError, PDFSyntaxError) as exc:
         raise IngestError(Reason.CORRUPT, "poppler failed to rasterise the PDF") from exc
+    if not images:
+        raise IngestError(Reason.CORRUPT, "poppler produced no page images")
     pages = []
     for number, image in enumerate(images, start=1):
         rgb = np.asarray(image.convert("RGB"))

@@ -1,0 +1,107 @@
+"""Decoding in a separate, long-lived process, so a hung or crashing decoder cannot take the worker down.
+
+C decoders (OpenCV, pylibjpeg, Pillow) cannot be interrupted from Python, and a segfault on a
+malicious file would end the whole worker. The child process decodes one file at a time; when the
+time limit passes it is killed and replaced, and the file gets `decode_timeout`. A child that dies
+mid-file gives `corrupt`. Pages come back pickled (a 200-DPI A4 page is about 12 MB).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+from pathlib import Path
+
+from ingest.decode import DecodeLimits, decode
+from ingest.page import Page
+from ingest.reasons import IngestError, Reason
+from ingest.sniff import FileType
+
+log = logging.getLogger(__name__)
+
+
+STARTUP_TIMEOUT_S = 120.0
+
+
+def _serve(connection: multiprocessing.connection.Connection) -> None:
+    connection.send("ready")  # imports done: from here on the clock is the file's
+    while True:
+        try:
+            request = connection.recv()
+        except EOFError:
+            return
+        path, limits = request
+        try:
+            connection.send(("ok", decode(Path(path), limits)))
+        except IngestError as error:
+            connection.send(("error", (error.reason.value, error.message)))
+        except Exception as exc:  # sent back so the caller decides; the child stays up
+            connection.send(("exception", f"{type(exc).__name__}: {exc}"))
+
+
+class Decoder:
+    """`decode` with a hard time limit; `isolated=False` decodes in this process (limits still apply)."""
+
+    def __init__(self, limits: DecodeLimits, isolated: bool = True) -> None:
+        self.limits = limits
+        self.isolated = isolated
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._connection: multiprocessing.connection.Connection | None = None
+
+    def decode(self, path: Path) -> tuple[FileType, list[Page]]:
+        connection = self._ensure_child() if self.isolated else None
+        if connection is None:
+            return decode(path, self.limits)
+        self.limits.check_file_size(path.stat().st_size)
+        connection.send((str(path), self.limits))
+        if not connection.poll(self.limits.timeout_s):
+            self.close()
+            raise IngestError(Reason.DECODE_TIMEOUT, f"decoding took longer than {self.limits.timeout_s:g}s")
+        try:
+            status, payload = connection.recv()
+        except (EOFError, OSError) as exc:
+            code = self._process.exitcode if self._process else None
+            self.close()
+            raise IngestError(Reason.CORRUPT, f"the decoder process died on this file (exit code {code})") from exc
+        if status == "ok":
+            return payload
+        if status == "error":
+            raise IngestError(Reason(payload[0]), payload[1])
+        raise RuntimeError(f"decoder failed: {payload}")
+
+    def _ensure_child(self) -> multiprocessing.connection.Connection | None:
+        if self._process is not None and self._process.is_alive() and self._connection is not None:
+            return self._connection
+        self.close()
+        context = multiprocessing.get_context("spawn")  # no inherited threads or locks from torch or Celery
+        parent, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child,), name="ecg-intake-decoder", daemon=True)
+        try:
+            self._process.start()
+        except AssertionError as exc:  # a daemonic pool process (Celery prefork) may not have children
+            log.warning("decoding in-process, without the time limit: %s", exc)
+            self.isolated, self._process = False, None
+            return None
+        child.close()
+        self._connection = parent
+        if not parent.poll(STARTUP_TIMEOUT_S) or parent.recv() != "ready":
+            self.close()
+            raise RuntimeError("the decoder process did not start")
+        return parent
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(timeout=5)
+            self._process = None
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
