@@ -211,12 +211,18 @@ class Watcher:
             self.recover()
             while not stop.is_set():
                 self.scan()
-                self._wake.wait(self.poll_interval)
+                self._wake.wait(self._next_wait())
                 self._wake.clear()
         finally:
             if observer is not None:
                 observer.stop()
                 observer.join(timeout=5)
+
+    def _next_wait(self) -> float:
+        """A file waiting to settle is looked at again as soon as it could be stable, not a full poll later."""
+        if self.tracker.pending():
+            return min(self.poll_interval, max(0.05, self.tracker.stable_seconds / 2))
+        return self.poll_interval
 
     def wake(self) -> None:
         self._wake.set()

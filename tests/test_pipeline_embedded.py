@@ -69,3 +69,35 @@ def test_missing_bundle_is_a_clear_error(cli: Cli, tmp_path: Path) -> None:
     result = cli("run", "--inbox", str(tmp_path / "inbox"), "--once", check=False)
     assert result.returncode == 2
     assert "manifest.json" in result.stderr
+
+
+def test_unexpected_failure_quarantines_as_internal_error_and_a_redrop_retries(cli: Cli, home: Path,
+                                                                              tmp_path: Path) -> None:
+    """A fault that is ours, not the file's (here: its page folder cannot be created), must not strand the file."""
+    import hashlib
+
+    inbox = tmp_path / "inbox"
+    paths = write_samples(tmp_path / "src", with_bad=False)
+    inbox.mkdir()
+    for path in paths:
+        if path.suffix in (".png", ".jpg"):
+            shutil.copy(path, inbox / path.name)
+    victim = inbox / "ecg-scan.png"
+    sha = hashlib.sha256(victim.read_bytes()).hexdigest()
+    blocker = home / "pages" / sha[:2]
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where a folder must go")
+
+    result = cli("run", "--inbox", str(inbox), "--once", check=False)
+    assert result.returncode == 1 and "internal_error" in result.stderr
+    rows = {Path(r["path"]).name: r for r in cli.results()}
+    assert rows["ecg-photo.jpg"]["status"] == "done"  # the worker kept going
+    assert (rows["ecg-scan.png"]["status"], rows["ecg-scan.png"]["reason"]) == ("quarantined", "internal_error")
+    (stranded,) = (home / "quarantine").rglob("*__ecg-scan.png")
+    assert list(inbox.rglob("*")) == [] or all(p.is_dir() for p in inbox.rglob("*"))
+
+    blocker.unlink()  # the fault is fixed; the operator drops the file in again
+    shutil.move(stranded, inbox / "ecg-scan.png")
+    cli("run", "--inbox", str(inbox), "--once")
+    rows = {Path(r["path"]).name: r for r in cli.results()}
+    assert rows["ecg-scan.png"]["status"] == "done" and len(rows["ecg-scan.png"]["probabilities"]) == 5

@@ -93,3 +93,70 @@ def test_claims_left_by_a_dead_process_are_offered_again(tmp_path: Path) -> None
     offered: list[Claim] = []
     Watcher([inbox], offered.append, stable_seconds=0).run_once()
     assert offered == [Claim(claimed=first.claimed, original=inbox.path / "sub" / "a.pdf", source="ward-3")]
+
+
+def test_files_from_downtime_and_new_arrivals_are_both_claimed(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "batch").mkdir(parents=True)
+    (inbox / "batch" / "dropped-while-down.pdf").write_bytes(b"%PDF-1")
+    claims: list[Claim] = []
+    watcher = Watcher([Inbox(inbox)], claims.append, stable_seconds=0.2, poll_interval=5.0)  # events must wake it
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(claims) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (inbox / "arrived-later.pdf").write_bytes(b"%PDF-2")
+        while len(claims) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        watcher.wake()
+        thread.join(timeout=10)
+    assert sorted(c.original.name for c in claims) == ["arrived-later.pdf", "dropped-while-down.pdf"]
+
+
+def test_symlink_pointing_outside_the_inbox_is_refused(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    secret = tmp_path / "elsewhere" / "passwd.pdf"
+    secret.parent.mkdir()
+    secret.write_bytes(b"%PDF-")
+    (inbox / "link.pdf").symlink_to(secret)
+    (inbox / "real.pdf").write_bytes(b"%PDF-")
+    (inbox / "inside-link.pdf").symlink_to(inbox / "real.pdf")
+    claims: list[Claim] = []
+    Watcher([Inbox(inbox)], claims.append, stable_seconds=0).run_once()
+    assert sorted(c.original.name for c in claims) == ["inside-link.pdf", "real.pdf"]
+    assert secret.exists() and (inbox / "link.pdf").is_symlink()
+
+
+MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export/ecg /mnt/ecg nfs4 rw,relatime 0 0
+//filer/scans /mnt/scans cifs rw 0 0
+/dev/sdb1 /mnt/ecg/local ext4 rw 0 0
+"""
+
+
+def test_network_shares_are_polled_and_local_disks_use_events(tmp_path: Path) -> None:
+    from ingest.watch import events_arrive, filesystem_type
+
+    assert filesystem_type(Path("/mnt/ecg/ward-3"), MOUNTS) == "nfs4"
+    assert filesystem_type(Path("/mnt/ecg/local/in"), MOUNTS) == "ext4"  # the deepest mount point wins
+    assert filesystem_type(Path("/mnt/scans"), MOUNTS) == "cifs"
+    assert filesystem_type(Path("/mnt/scansXYZ"), MOUNTS) == "ext4"  # a prefix of a name is not a parent
+    assert events_arrive(Path("/mnt/ecg/ward-3"), MOUNTS)[0] is False
+    assert "network" in events_arrive(Path("/mnt/scans/in"), MOUNTS)[1]
+    assert events_arrive(tmp_path)[0] is True  # the real /proc/mounts of this machine
+
+
+def test_inbox_settings_name_their_source() -> None:
+    from worker.settings import InboxSetting, Settings
+
+    settings = Settings(inboxes=["/in/plain", "cardiology=/in/b", {"path": "/in/c", "source": "er"}])
+    assert [(i.path, i.source_name) for i in settings.inboxes] == [
+        (Path("/in/plain"), "plain"), (Path("/in/b"), "cardiology"), (Path("/in/c"), "er")]
+    assert InboxSetting.model_validate("/odd=name/folder").source_name == "folder"  # a path with '=' stays a path

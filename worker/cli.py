@@ -371,6 +371,30 @@ def bench_reference(
         json_out.write_text(json.dumps(result, indent=2) + "\n")
 
 
+@bench_app.command("decode")
+def bench_decode(
+    n: Annotated[int, typer.Option("--n", help="files per kind")] = 30,
+    dpi: int = 200,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Decode (+ preprocess) pages/s per input kind on one core, against the CPU model's images/s."""
+    from worker.benchmarks import bench_decode as run_bench
+
+    settings = get_settings()
+    result = run_bench(settings.bundle_dir, n=n, dpi=dpi)
+    table = Table(title=f"bench decode: {dpi} DPI, one process; CPU model {result['model_images_per_s']} images/s "
+                        f"at {result['input_size'][0]}x{result['input_size'][1]}")
+    columns = ("kind", "pages", "decode_pages_per_s", "decode_preprocess_pages_per_s", "ms_per_page",
+               "ratio_to_model")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for row in result["kinds"]:
+        table.add_row(*(str(row[c]) for c in columns))
+    out.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def _report(result: dict, json_out: Path | None) -> None:
     table = Table(title=f"bench {result['benchmark']}")
     table.add_column("metric")

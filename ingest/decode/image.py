@@ -41,43 +41,48 @@ def _header(data: bytes, limits: DecodeLimits) -> tuple[int, int, int]:
     return width, height, frames
 
 
-def _loads_fully(data: bytes) -> bool:
-    """Pillow refuses pixel data that stops early, where OpenCV returns a half-grey image."""
+def _ends_early(data: bytes, file_type: FileType) -> bool:
+    if file_type is FileType.BMP:  # the header states the file size
+        return len(data) < 6 or int.from_bytes(data[2:6], "little") > len(data)
+    if data.rstrip(b"\0").endswith(_END_MARKERS[file_type]):
+        return False
+    if file_type is FileType.JPEG:  # some cameras append data after the end marker; Pillow decides
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+        except OSError:
+            return True
+        return False
+    return True
+
+
+def _tiff_frames(data: bytes) -> list[np.ndarray]:
+    """Every frame through Pillow, which also reads bilevel fax TIFFs and refuses strips that stop early."""
+    frames = []
     try:
         with Image.open(io.BytesIO(data)) as image:
-            for frame in range(getattr(image, "n_frames", 1)):
-                image.seek(frame)
-                image.load()
-    except (OSError, ValueError, SyntaxError, EOFError):
-        return False
-    return True
-
-
-def _ends_early(data: bytes, file_type: FileType) -> bool:
-    marker = _END_MARKERS.get(file_type)
-    if file_type is FileType.TIFF:  # strips can end anywhere; only decoding tells
-        return not _loads_fully(data)
-    if marker is None or data.rstrip(b"\0").endswith(marker):
-        return False
-    if file_type is FileType.JPEG:  # some cameras append data after the end marker
-        return not _loads_fully(data)
-    return True
+            for index in range(getattr(image, "n_frames", 1)):
+                image.seek(index)
+                frame = image if image.mode in ("L", "RGB") or image.mode.startswith("I") else image.convert("RGB")
+                pixels = np.asarray(frame)
+                frames.append(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3 else pixels)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise IngestError(Reason.TRUNCATED if "truncated" in str(exc) else Reason.CORRUPT,
+                          f"TIFF pixel data cannot be read: {exc}") from exc
+    return frames
 
 
 def decode_image(data: bytes, file_type: FileType, limits: DecodeLimits) -> list[Page]:
     """One page per image, one per frame for multi-page TIFF."""
     _header(data, limits)
-    if _ends_early(data, file_type):
-        raise IngestError(Reason.TRUNCATED, f"the {file_type.value.upper()} pixel data stops before the image "
-                                            "is complete")
-    buffer = np.frombuffer(data, dtype=np.uint8)
     if file_type is FileType.TIFF:
-        ok, frames = cv2.imdecodemulti(buffer, _DEEP)
-        images = list(frames) if ok else []
+        images = _tiff_frames(data)
+    elif _ends_early(data, file_type):
+        raise IngestError(Reason.TRUNCATED, f"the {file_type.value.upper()} data stops before its stated end")
     elif file_type is FileType.JPEG:
-        images = [cv2.imdecode(buffer, cv2.IMREAD_COLOR)]  # applies EXIF orientation
+        images = [cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)]  # applies EXIF orientation
     else:
-        images = [cv2.imdecode(buffer, _DEEP)]
+        images = [cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _DEEP)]
     images = [image for image in images if image is not None and image.size]
     if not images:
         raise IngestError(Reason.CORRUPT, "image data could not be decoded")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 
+import cv2
 import numpy as np
 from pdf2image import convert_from_bytes, pdfinfo_from_bytes
 from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError, PDFSyntaxError
@@ -80,7 +81,6 @@ def decode_pdf(data: bytes, limits: DecodeLimits | None = None) -> list[Page]:
         raise IngestError(Reason.CORRUPT, "poppler produced no page images")
     pages = []
     for number, image in enumerate(images, start=1):
-        rgb = np.asarray(image.convert("RGB"))
-        pages.append(Page(image=np.ascontiguousarray(rgb[:, :, ::-1]), page_no=number, source="pdf",
-                          metadata=metadata))
+        bgr = cv2.cvtColor(np.asarray(image.convert("RGB") if image.mode != "RGB" else image), cv2.COLOR_RGB2BGR)
+        pages.append(Page(image=bgr, page_no=number, source="pdf", metadata=metadata))
     return pages
