@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ingest.preprocess import PREPROCESS_VERSION
+from ingest.preprocess import PREPROCESS_VERSION, STEPS
 from model_training.model import create_model
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class Manifest(BaseModel):
     in_chans: int = 1
     input_size: tuple[int, int] = (384, 512)
     preprocess_version: str = PREPROCESS_VERSION
+    preprocess_steps: tuple[str, ...] = STEPS  # intake cleans pages with exactly the steps the model learnt on
     trained: bool = False
     metrics: dict[str, Any] = Field(default_factory=dict)
     data: str = ""
@@ -102,6 +103,9 @@ def check_compatible(manifest: Manifest) -> None:
             f"bundle {manifest.model_version} was trained with preprocessing version "
             f"{manifest.preprocess_version!r}, this code runs {PREPROCESS_VERSION!r}; retrain or use a matching bundle"
         )
+    unknown = set(manifest.preprocess_steps) - set(STEPS)
+    if unknown:
+        raise BundleError(f"bundle {manifest.model_version} names unknown preprocessing steps {sorted(unknown)}")
 
 
 def load_model(directory: Path) -> tuple[nn.Module, Manifest]:

@@ -21,7 +21,7 @@ from ingest.files import destination, move, sha256_file, write_reason
 from ingest.preprocess import PREPROCESS_VERSION, preprocess
 from ingest.reasons import IngestError, Reason
 from ingest.watch import Claim, claim_id
-from model_training.bundle import load_manifest
+from model_training.bundle import Manifest, load_manifest
 from worker.db.models import Document, DocumentStatus, Event, Page
 from worker.db.session import session_scope
 from worker.disposition import settle
@@ -72,12 +72,12 @@ def _quarantine(settings: Settings, session: Session, document: Document, claime
     log.warning("document %s quarantined: %s", document.sha256[:12], error.reason.value)
 
 
-def _save_pages(settings: Settings, document: Document, pages: list, input_size: tuple[int, int]) -> list[dict]:
+def _save_pages(settings: Settings, document: Document, pages: list, manifest: Manifest) -> list[dict]:
     folder = settings.pages_dir / document.sha256[:2] / document.sha256
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for page in pages:
-        model_input = preprocess(page.image, input_size)
+        model_input = preprocess(page.image, tuple(manifest.input_size), manifest.preprocess_steps)
         image_path = folder / f"page-{page.page_no:03d}.png"
         cv2.imwrite(str(image_path), model_input)
         scale = THUMBNAIL_WIDTH / page.image.shape[1]
@@ -135,7 +135,7 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
             return IntakeResult(sha256, DocumentStatus.QUARANTINED)
 
         manifest = load_manifest(settings.bundle_dir)
-        rows = _save_pages(settings, document, pages, tuple(manifest.input_size))
+        rows = _save_pages(settings, document, pages, manifest)
         existing = {page.page_no: page for page in document.pages}
         for row in rows:
             page = existing.get(row["page_no"]) or Page(document_id=document.id, page_no=row["page_no"])

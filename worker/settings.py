@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.preprocess import STEPS
+
 if TYPE_CHECKING:
     from ingest.decode.limits import DecodeLimits
 
@@ -59,6 +61,8 @@ class Settings(BaseSettings):
     decode_timeout: float = Field(120, gt=0, description="seconds one file may take to decode")
     decode_isolation: bool = Field(True, description="decode in a child process that is killed on timeout")
     allow_permission_only_pdf: bool = Field(False, description="accept encrypted PDFs that open without a password")
+    preprocess_steps: tuple[Literal[STEPS], ...] = Field(  # type: ignore[valid-type]
+        STEPS, description="cleaning steps used for training; intake uses the steps recorded in the bundle")
     engine: Literal["auto", "cpu"] = "auto"
     batch_size: int = Field(8, ge=1, le=512)
     torch_threads: int = Field(0, ge=0, description="0: let torch decide")

@@ -1,0 +1,86 @@
+"""How well and how fast `ingest.preprocess` cleans pages whose distortions are known exactly.
+
+Synthetic pages are drawn clean, then given one distortion with a known value (a rotation, a
+shadow), so the cleaning can be scored against the truth rather than by eye.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import cv2
+import numpy as np
+
+from ingest.preprocess import brightest_channel, clean, flatten_illumination, rotate
+from model_training.synth.paper import ARTIFACTS, render_page
+from model_training.synth.signals import generate_record
+
+SEED_BASE = 7_700_000  # records and page styles of this benchmark, apart from any training set
+
+
+def _clean_page(index: int, dpi: int = 200) -> np.ndarray:
+    image, _ = render_page(generate_record(SEED_BASE + index), SEED_BASE + index, "none", dpi=dpi)
+    return image
+
+
+def deskew_errors(n: int = 200, max_deg: float = 8.0) -> dict:
+    """Rotate clean pages (with scanner noise and JPEG) by a known angle; compare the angle recovered."""
+    errors = []
+    for i in range(n):
+        rng = np.random.default_rng([SEED_BASE, i])
+        page = ARTIFACTS["jpeg"](ARTIFACTS["scanner_noise"](_clean_page(i), 0.5, rng), 0.5, rng)
+        angle = float(rng.uniform(-max_deg, max_deg))
+        skewed = rotate(brightest_channel(page), angle)
+        result = clean(cv2.cvtColor(skewed, cv2.COLOR_GRAY2BGR), (384, 768), steps=("illumination", "deskew"))
+        errors.append(abs(result.skew_deg + angle))
+    errors_arr = np.array(errors)
+    return {"pages": n, "max_rotation_deg": max_deg, "mean_error_deg": round(float(errors_arr.mean()), 3),
+            "p95_error_deg": round(float(np.percentile(errors_arr, 95)), 3),
+            "max_error_deg": round(float(errors_arr.max()), 3),
+            "share_under_0_5_deg": round(float((errors_arr < 0.5).mean()), 3)}
+
+
+def paper_unevenness(gray: np.ndarray, tiles: int = 12) -> float:
+    """Spread of the paper's brightness over a tiles x tiles grid (90th percentile per tile), 0..1."""
+    h, w = gray.shape
+    levels = [np.percentile(gray[r * h // tiles:(r + 1) * h // tiles, c * w // tiles:(c + 1) * w // tiles], 90)
+              for r in range(tiles) for c in range(tiles)]
+    return float((np.percentile(levels, 95) - np.percentile(levels, 5)) / 255)
+
+
+def flatness(n: int = 50) -> dict:
+    """Paper unevenness of strongly shadowed pages before and after illumination correction."""
+    before, after = [], []
+    for i in range(n):
+        rng = np.random.default_rng([SEED_BASE, 10_000 + i])
+        shadowed = brightest_channel(ARTIFACTS["shadow"](_clean_page(1000 + i), 1.0, rng))
+        small = cv2.resize(shadowed, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        before.append(paper_unevenness(small))
+        after.append(paper_unevenness(flatten_illumination(small)))
+    return {"pages": n, "unevenness_before": round(float(np.mean(before)), 3),
+            "unevenness_after": round(float(np.mean(after)), 3)}
+
+
+def timing(n: int = 40, size: tuple[int, int] = (384, 768)) -> dict:
+    """Milliseconds per 200-DPI page (heavy artifacts) on one core, all steps."""
+    pages = [render_page(generate_record(SEED_BASE + 20_000 + i), SEED_BASE + 20_000 + i, "heavy", dpi=200)[0]
+             for i in range(n)]
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        clean(pages[0], size)
+        started = time.perf_counter()
+        for page in pages:
+            clean(page, size)
+        seconds = time.perf_counter() - started
+    finally:
+        cv2.setNumThreads(threads)
+    return {"pages": n, "ms_per_page": round(1000 * seconds / n, 1), "input_size": list(size),
+            "page_pixels": f"{pages[0].shape[1]}x{pages[0].shape[0]}", "threads": 1}
+
+
+def bench_preprocess(n_deskew: int = 200, n_flat: int = 50, n_time: int = 40) -> dict:
+    speed = timing(n_time)
+    return {"benchmark": "preprocess", "ms_per_page": speed["ms_per_page"], "timing": speed,
+            "deskew": deskew_errors(n_deskew), "flatness": flatness(n_flat), "cpu_count": os.cpu_count()}
