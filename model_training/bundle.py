@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 DEFAULT_LABELS = ("MI", "AF", "STTC", "CD", "HYP")
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
+PROGRAM = "model.pt2"
+ONNX = "model.onnx"
+MAX_BATCH = 512
 
 
 class BundleError(Exception):
@@ -40,6 +43,7 @@ class Manifest(BaseModel):
     labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS))
     thresholds: dict[str, float] = Field(default_factory=dict)
     backbone: str = "convnext_atto"
+    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     in_chans: int = 1
     input_size: tuple[int, int] = (384, 512)
     preprocess_version: str = PREPROCESS_VERSION
@@ -51,6 +55,8 @@ class Manifest(BaseModel):
     git_commit: str = ""
     created: str = ""
     weights: str = WEIGHTS
+    program: str | None = None  # torch.export program (.pt2), for the TensorRT and CUDA engines
+    onnx: str | None = None  # ONNX file, for ONNX Runtime
 
     def threshold(self, label: str) -> float:
         return self.thresholds.get(label, 0.5)
@@ -113,7 +119,7 @@ def load_model(directory: Path) -> tuple[nn.Module, Manifest]:
     directory = Path(directory)
     manifest = load_manifest(directory)
     check_compatible(manifest)
-    model = create_model(manifest.backbone, len(manifest.labels), manifest.in_chans)
+    model = create_model(manifest.backbone, len(manifest.labels), manifest.in_chans, **manifest.backbone_kwargs)
     weights = directory / manifest.weights
     if not weights.is_file():
         raise BundleError(f"bundle {directory} has no weights file {manifest.weights}")
@@ -134,3 +140,36 @@ def create_untrained_bundle(
     manifest = Manifest(name=f"untrained-{backbone}", backbone=backbone, input_size=input_size, trained=False,
                         data="none: random initialisation")
     return save_bundle(model, manifest, directory)
+
+
+def _example(manifest: Manifest) -> torch.Tensor:
+    return torch.rand(2, manifest.in_chans, *manifest.input_size)
+
+
+def export_program(model: nn.Module, manifest: Manifest, directory: Path) -> Path:
+    """A `torch.export` program with a dynamic batch (1..MAX_BATCH); the serving engines compile from it."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    program = torch.export.export(model.eval(), (_example(manifest),), dynamic_shapes=({0: batch},))
+    path = Path(directory) / PROGRAM
+    torch.export.save(program, path)
+    return path
+
+
+def export_onnx(model: nn.Module, manifest: Manifest, directory: Path) -> Path:
+    """The same graph as ONNX (opset from the dynamo exporter), input `pages`, output `logits`."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    path = Path(directory) / ONNX
+    torch.onnx.export(model.eval(), (_example(manifest),), str(path), dynamo=True, input_names=["pages"],
+                      output_names=["logits"], dynamic_shapes=({0: batch},), external_data=False)
+    return path
+
+
+def export_bundle(directory: Path) -> Manifest:
+    """Add the exported program and ONNX file to a bundle and record them in its manifest."""
+    directory = Path(directory)
+    model, manifest = load_model(directory)
+    program = export_program(model, manifest, directory)
+    onnx_path = export_onnx(model, manifest, directory)
+    manifest = manifest.model_copy(update={"program": program.name, "onnx": onnx_path.name})
+    (directory / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import timm
 import torch
 from torch import nn
 
 
-def create_model(backbone: str, num_labels: int, in_chans: int = 1) -> nn.Module:
-    """A randomly initialised timm model; weights come from a bundle or from training, never a hub."""
-    return timm.create_model(backbone, pretrained=False, num_classes=num_labels, in_chans=in_chans)
+def create_model(backbone: str, num_labels: int, in_chans: int = 1, **kwargs: Any) -> nn.Module:
+    """A randomly initialised timm model; weights come from a bundle or from training, never a hub.
+
+    `kwargs` go to timm (e.g. `norm_layer`, `ls_init_value`, `drop_path_rate`) and are kept in the bundle.
+    """
+    return timm.create_model(backbone, pretrained=False, num_classes=num_labels, in_chans=in_chans, **kwargs)
 
 
 def to_input(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:

@@ -255,6 +255,15 @@ def model_init_untrained(
     console.print(f"wrote untrained bundle {manifest.model_version} to {directory}")
 
 
+@model_app.command("export")
+def model_export(directory: Annotated[Path | None, typer.Argument()] = None) -> None:
+    """Write a bundle's torch.export program (model.pt2) and ONNX file (model.onnx) next to its weights."""
+    from model_training.bundle import export_bundle
+
+    manifest = export_bundle(directory or get_settings().bundle_dir)
+    console.print(f"exported {manifest.model_version}: {manifest.program}, {manifest.onnx}")
+
+
 @model_app.command("show")
 def model_show(directory: Annotated[Path | None, typer.Argument()] = None) -> None:
     """Print a bundle's manifest (default: the configured bundle)."""
@@ -308,6 +317,80 @@ def synth_gallery(path: Annotated[Path, typer.Argument()] = Path("docs/synthetic
     from model_training.synth.gallery import write_gallery
 
     console.print(f"wrote {write_gallery(path)}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", help="TOML or YAML file, or a preset name: stage1, stage2")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: --set total_pages=500")] = None,
+    reviewed: Annotated[bool, typer.Option(help="add the database's reviewed pages as training data")] = False,
+    resume: Annotated[bool, typer.Option(help="continue from the run's checkpoint when there is one")] = True,
+) -> None:
+    """Train one stage; stop any time (the checkpoint is kept) and run the same command again to resume."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from model_training.config import load_config
+    from model_training.pages import Source
+    from model_training.train import train as run_training
+
+    overrides = {}
+    for item in set_ or []:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = json.loads(value) if value[:1] in "[{0123456789-tfn" else value
+    cfg = load_config(config, overrides)
+    if reviewed:
+        from worker.db.session import session_scope
+        from worker.review_export import export_reviewed
+
+        settings = get_settings()
+        folder = cfg.run_dir / "reviewed"
+        with session_scope(settings.sqlalchemy_url) as session:
+            count = export_reviewed(session, folder)
+        console.print(f"exported {count} reviewed page(s) to {folder}")
+        cfg.data.append(Source(kind="folder", path=folder, preprocessed=True))
+
+    def show(entry: dict) -> None:
+        if entry["event"] == "eval":
+            console.print(f"pages {entry['pages']:>7}  loss {entry['loss']:.4f}  lr {entry['lr']:.2e}  "
+                          f"macro AUROC {entry['macro_auroc']:.4f}  {entry['per_class_auroc']}")
+        elif entry["event"] in ("start", "resumed", "paused", "bundle"):
+            console.print({k: v for k, v in entry.items() if k != "time"})
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(what: str, advance: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total or None)
+            bar.advance(tasks[what], advance)
+
+        summary = run_training(cfg, resume=resume, on_log=show, progress=progress)
+    out.print_json(json.dumps(summary))
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="folder with labels.csv, as `ecg-intake synth` writes")],
+    bundle: Annotated[Path | None, typer.Option(help="model bundle (default: the configured one)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    plots: Annotated[Path | None, typer.Option(help="folder for roc.png and calibration.png")] = None,
+    bootstrap: int = 1000,
+) -> None:
+    """Macro and per-class AUROC with bootstrap 95% intervals, sensitivity/specificity at the bundle's thresholds."""
+    from model_training.evaluate import evaluate_bundle
+
+    report = evaluate_bundle(bundle or get_settings().bundle_dir, data, json_out, plots, n_bootstrap=bootstrap)
+    table = Table(title=f"{report['bundle']} on {data} ({report['n']} pages)")
+    for column in ("label", "AUROC", "95% CI", "sensitivity", "specificity", "threshold"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, auroc in report["per_class_auroc"].items():
+        low, high = report["per_class_auroc_ci"].get(label, [float("nan")] * 2)
+        table.add_row(label, f"{auroc:.4f}", f"{low:.3f}-{high:.3f}", f"{report['sensitivity'][label]:.3f}",
+                      f"{report['specificity'][label]:.3f}", f"{report['thresholds'][label]:.3f}")
+    low, high = report["macro_auroc_ci"]
+    table.add_row("macro", f"{report['macro_auroc']:.4f}", f"{low:.3f}-{high:.3f}", "", "", "")
+    out.print(table)
 
 
 @bench_app.command("synth")

@@ -7,9 +7,8 @@ ptbxl_database.csv, scp_statements.csv), readable by `model_training.ptbxl` like
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from model_training.parallel import parallel_map
 from model_training.synth.dicom_out import write_encapsulated_pdf, write_secondary_capture, write_waveform
 from model_training.synth.paper import render_page
 from model_training.synth.signals import LABELS, Record, generate_record
@@ -94,7 +94,7 @@ def write_dataset(out: Path, n: int, formats: tuple[str, ...] = ("png",), artifa
     ptbxl_rows = []
     with open(labels_path, "w", newline="") as handle:
         writer = None
-        for rows, ptbxl_row in _run(jobs, workers or os.cpu_count() or 1):
+        for rows, ptbxl_row in parallel_map(make_item, jobs, workers or os.cpu_count() or 1):
             if ptbxl_row is not None:
                 ptbxl_rows.append(ptbxl_row)
             for row in rows:
@@ -107,12 +107,3 @@ def write_dataset(out: Path, n: int, formats: tuple[str, ...] = ("png",), artifa
     if ptbxl_rows:
         write_tables(out / "ptbxl", ptbxl_rows)
     return labels_path
-
-
-def _run(jobs: list[Job], workers: int) -> Iterator[tuple[list[dict[str, object]], dict[str, object] | None]]:
-    if workers <= 1 or len(jobs) < 4:
-        yield from map(make_item, jobs)
-        return
-    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
-    with context.Pool(workers) as pool:
-        yield from pool.imap(make_item, jobs, chunksize=4)

@@ -1,0 +1,277 @@
+"""The trainer: one loop for both stages, resumable from its checkpoint, logging every evaluation as JSONL.
+
+Stage 1 learns from synthetic and external pages; stage 2 starts from stage 1's weights (`init`) and
+fine-tunes on target-domain pages. Both write a bundle whose manifest carries the thresholds chosen
+on the validation split, the validation metrics, the data description and the exact command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from model_training.bundle import WEIGHTS, Manifest, export_bundle, save_bundle
+from model_training.config import TrainConfig
+from model_training.evaluate import choose_thresholds, metrics
+from model_training.model import create_model, to_input
+from model_training.pages import PageSet, concatenate, load_pages
+from model_training.synth.signals import LABELS
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+def lr_at(pages: int, config: TrainConfig) -> float:
+    """Linear warm-up over `warmup_pages`, then a cosine down to `lr * min_lr_ratio` at `total_pages`."""
+    if pages < config.warmup_pages:
+        return config.lr * max(pages / config.warmup_pages, 0.01)
+    progress = min(1.0, (pages - config.warmup_pages) / max(1, config.total_pages - config.warmup_pages))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Small shifts, zooms and tilts with white borders: what preprocessing leaves of scan-to-scan variation."""
+    out = np.empty_like(images)
+    height, width = images.shape[1:]
+    for i, image in enumerate(images):
+        scale, angle = rng.uniform(0.94, 1.06), rng.uniform(-1.0, 1.0)
+        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
+        matrix[:, 2] += rng.uniform(-0.03, 0.03, 2) * (width, height)
+        out[i] = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=255)
+    return out
+
+
+def _initial_weights(path: Path) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        return load_file(str(path / WEIGHTS))
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return checkpoint.get("ema_model") or checkpoint["model"]
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on norms, biases and layer scales (1-D tensors), as timm does."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = to_input(np.array(images[start : start + batch_size])).to(device)  # a copy: memmaps are read-only
+        outputs.append(torch.sigmoid(model(batch).float()).cpu().numpy())
+    return np.concatenate(outputs)
+
+
+class Trainer:
+    """Holds the run's state so that `run` can stop at any checkpoint and a new process can resume it."""
+
+    def __init__(self, config: TrainConfig, on_log: Callable[[dict[str, Any]], None] | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> None:
+        self.config = config
+        self.on_log = on_log or (lambda _: None)
+        self.progress = progress
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.cuda = self.device.type == "cuda"
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = config.run_dir / "log.jsonl"
+        torch.manual_seed(config.seed)
+        self.model = create_model(config.backbone, len(LABELS), 1, **config.backbone_kwargs).to(self.device)
+        if config.init is not None:
+            self.model.load_state_dict(_initial_weights(Path(config.init)))
+        if self.cuda and config.amp == "auto":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimiser = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                 use_buffers=True) if config.ema_decay else None
+        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) \
+            if self.cuda and config.amp == "auto" else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        self.pages, self.epoch, self.offset, self.best = 0, 0, 0, 0.0
+
+    # ---- data -----------------------------------------------------------------------------------
+    def _load(self, sources: list, what: str) -> PageSet:
+        sets = []
+        for source in sources:
+            total = source.n or 0
+            callback = (lambda k, d=source.describe(), t=total: self.progress(f"{what}: {d}", k, t)) \
+                if self.progress else None
+            sets.append(load_pages(source, self.config.input_size, self.config.preprocess_steps, self.config.cache_dir,
+                                   self.config.workers, progress=callback))
+        return concatenate(sets)
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        path = self.config.run_dir / CHECKPOINT
+        state = {"model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
+                 "ema_model": self.ema.module.state_dict() if self.ema else None,
+                 "ema": self.ema.state_dict() if self.ema else None, "scaler": self.scaler.state_dict(),
+                 "pages": self.pages, "epoch": self.epoch, "offset": self.offset, "best": self.best,
+                 "torch_rng": torch.get_rng_state(), "config": self.config.model_dump(mode="json")}
+        partial = path.with_suffix(".partial")
+        torch.save(state, partial)
+        os.replace(partial, path)  # a crash mid-save leaves the previous checkpoint intact
+        return path
+
+    def resume(self) -> bool:
+        path = self.config.run_dir / CHECKPOINT
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        if self.ema and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.pages, self.epoch, self.offset, self.best = state["pages"], state["epoch"], state["offset"], state["best"]
+        torch.set_rng_state(state["torch_rng"])
+        self._log({"event": "resumed", "pages": self.pages})
+        return True
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        entry = {"time": round(time.time(), 1), **entry}
+        with open(self.log_path, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        self.on_log(entry)
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def _batches(self, n: int):
+        """Endless batches in a seeded order per epoch; `epoch` and `offset` make the stream resumable."""
+        size = self.config.batch_size
+        while True:
+            order = np.random.default_rng([self.config.seed, self.epoch]).permutation(n)
+            while self.offset + size <= n:
+                batch = order[self.offset : self.offset + size]
+                self.offset += size  # before the yield, so a checkpoint after this step resumes past it
+                yield batch
+            self.epoch, self.offset = self.epoch + 1, 0
+
+    def _step(self, images: np.ndarray, labels: np.ndarray, loss_fn: nn.Module) -> float:
+        self.model.train()
+        for group in self.optimiser.param_groups:
+            group["lr"] = lr_at(self.pages, self.config)
+        inputs, targets = to_input(images).to(self.device), torch.from_numpy(labels).to(self.device)
+        if self.cuda and self.config.amp == "auto":
+            inputs = inputs.to(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            loss = loss_fn(self.model(inputs).float(), targets)
+        self.optimiser.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.clip_grad:
+            self.scaler.unscale_(self.optimiser)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+        self.scaler.step(self.optimiser)
+        self.scaler.update()
+        if self.ema:
+            self.ema.update_parameters(self.model)
+        return float(loss.detach())
+
+    def evaluation_model(self) -> nn.Module:
+        return self.ema.module if self.ema else self.model
+
+    def evaluate(self, data: PageSet) -> dict[str, Any]:
+        probs = predict(self.evaluation_model(), data.images, self.device)
+        scores = metrics(data.labels.astype(int), probs, LABELS, dict.fromkeys(LABELS, 0.5), n_bootstrap=0)
+        return {"macro_auroc": scores["macro_auroc"], "per_class_auroc": scores["per_class_auroc"]}
+
+    def run(self, resume: bool = True) -> dict[str, Any]:
+        """Train to `total_pages` (or `max_minutes`), then write the bundle; returns the final summary."""
+        config = self.config
+        if resume:
+            self.resume()
+        train, validation = self._load(config.data, "train pages"), self._load(config.validation, "validation")
+        if len(train) < config.batch_size:
+            raise ValueError(f"{len(train)} training pages is fewer than one batch of {config.batch_size}")
+        self._log({"event": "start", "stage": config.stage, "train_pages": len(train),
+                   "validation_pages": len(validation), "data": train.description, "device": str(self.device)})
+        loss_fn = nn.BCEWithLogitsLoss()
+        rng = np.random.default_rng([config.seed, self.pages])
+        started, losses = time.monotonic(), []
+        next_eval = (self.pages // config.eval_every_pages + 1) * config.eval_every_pages
+        next_checkpoint = (self.pages // config.checkpoint_every_pages + 1) * config.checkpoint_every_pages
+        stopped_early = False
+        for batch in self._batches(len(train)):
+            if self.pages >= config.total_pages:
+                break
+            if config.max_minutes and time.monotonic() - started > 60 * config.max_minutes:
+                stopped_early = True
+                break
+            images = np.asarray(train.images[np.sort(batch)])
+            labels = train.labels[np.sort(batch)]
+            if config.augment:
+                images = augment(images, rng)
+            losses.append(self._step(images, labels, loss_fn))
+            self.pages += len(batch)
+            if self.progress:
+                self.progress("training", len(batch), config.total_pages)
+            if self.pages >= next_eval or self.pages >= config.total_pages:
+                scores = self.evaluate(validation)
+                self.best = max(self.best, scores["macro_auroc"])
+                self._log({"event": "eval", "pages": self.pages, "epoch": self.epoch, "lr": lr_at(self.pages, config),
+                           "loss": round(float(np.mean(losses)), 4),
+                           "minutes": round((time.monotonic() - started) / 60, 2), **scores})
+                losses, next_eval = [], next_eval + config.eval_every_pages
+            if self.pages >= next_checkpoint:
+                self.save_checkpoint()
+                next_checkpoint += config.checkpoint_every_pages
+        self.save_checkpoint()
+        if stopped_early:
+            self._log({"event": "paused", "pages": self.pages, "reason": f"max_minutes={config.max_minutes}"})
+            return {"finished": False, "pages": self.pages, "checkpoint": str(config.run_dir / CHECKPOINT)}
+        return self.finish(train, validation)
+
+    def finish(self, train: PageSet, validation: PageSet) -> dict[str, Any]:
+        """Thresholds from the validation split, metrics, and the bundle."""
+        config = self.config
+        model = self.evaluation_model()
+        probs = predict(model, validation.images, self.device)
+        truth = validation.labels.astype(int)
+        thresholds = choose_thresholds(truth, probs, LABELS)
+        scores = metrics(truth, probs, LABELS, thresholds, n_bootstrap=200)
+        manifest = Manifest(name=config.name, backbone=config.backbone, backbone_kwargs=config.backbone_kwargs,
+                            input_size=config.input_size, preprocess_steps=config.preprocess_steps,
+                            labels=list(LABELS), thresholds=thresholds, trained=True,
+                            metrics={"validation": scores, "pages_seen": self.pages, "stage": config.stage},
+                            data=f"train: {train.description}; validation: {validation.description}",
+                            command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+        cpu_model = create_model(config.backbone, len(LABELS), 1, **config.backbone_kwargs)
+        cpu_model.load_state_dict({k: v.float().cpu() for k, v in model.state_dict().items()})
+        saved = save_bundle(cpu_model.eval(), manifest, config.final_bundle_dir)
+        if config.export:
+            try:
+                saved = export_bundle(config.final_bundle_dir)
+            except Exception as exc:  # the weights are saved; an export can be retried with `ecg-intake model export`
+                log.warning("bundle saved, but exporting it failed: %s", exc)
+        (config.run_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
+        self._log({"event": "bundle", "path": str(config.final_bundle_dir), "model_version": saved.model_version,
+                   "macro_auroc": scores["macro_auroc"], "thresholds": thresholds})
+        return {"finished": True, "pages": self.pages, "bundle": str(config.final_bundle_dir),
+                "model_version": saved.model_version, "validation": scores}
+
+
+def train(config: TrainConfig, resume: bool = True, on_log: Callable[[dict[str, Any]], None] | None = None,
+          progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    return Trainer(config, on_log, progress).run(resume=resume)

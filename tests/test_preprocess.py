@@ -1,0 +1,134 @@
+"""Each cleaning step against a distortion whose true value is known: rotation, shadow, grid, sheet, crease, margin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ingest.preprocess import (
+    STEPS,
+    brightest_channel,
+    clean,
+    crop_to_ink,
+    find_page,
+    flatten_creases,
+    flatten_illumination,
+    preprocess,
+    rotate,
+    suppress_grid,
+)
+from ingest.render import PaperStyle, render_paper
+from model_training.preprocess_bench import deskew_errors, paper_unevenness
+from model_training.synth.paper import ARTIFACTS
+from model_training.synth.signals import generate_record
+
+SIZE = (384, 768)
+
+
+def _page(grid: str = "red", seed: int = 5, dpi: int = 150, **style: object) -> np.ndarray:
+    record = generate_record(seed)
+    return render_paper(record.signals, record.fs, record.leads, PaperStyle.named(grid, "a4", dpi=dpi, **style))
+
+
+def test_rotation_is_recovered_within_half_a_degree() -> None:
+    result = deskew_errors(n=12)
+    assert result["max_error_deg"] < 0.5, result
+
+
+def test_deskew_turns_a_rotated_page_back() -> None:
+    page = brightest_channel(_page())
+    for angle in (-6.5, 3.2):
+        cleaned = clean(cv2.cvtColor(rotate(page, angle), cv2.COLOR_GRAY2BGR), SIZE, ("illumination", "deskew"))
+        assert cleaned.skew_deg == pytest.approx(-angle, abs=0.5)
+
+
+def test_shadow_is_flattened() -> None:
+    rng = np.random.default_rng(3)
+    shadowed = brightest_channel(ARTIFACTS["shadow"](_page(), 1.0, rng))
+    before = paper_unevenness(shadowed)
+    after = paper_unevenness(flatten_illumination(shadowed))
+    assert before > 0.15 and after < 0.03, (before, after)
+
+
+def test_grid_is_removed_while_trace_pixels_survive() -> None:
+    with_grid, without = _page("red"), _page("none")
+    trace = brightest_channel(without) < 100  # where the pen drew, known from the grid-free twin
+    grid_only = (brightest_channel(with_grid) < 250) & ~cv2.dilate(trace.astype(np.uint8), np.ones((5, 5))).astype(
+        bool)
+    cleaned = suppress_grid(flatten_illumination(brightest_channel(with_grid)))
+    assert grid_only.mean() > 0.01  # the twin really has a grid
+    assert (cleaned[grid_only] > 230).mean() > 0.98  # the grid is gone
+    assert (cleaned[trace] < 128).mean() > 0.95  # the traces are not
+
+
+@pytest.mark.parametrize("grid", ["grey", "green", "blue"])
+def test_other_grid_colours_fade_too(grid: str) -> None:
+    with_grid, without = _page(grid), _page("none")
+    trace = brightest_channel(without) < 100
+    cleaned = suppress_grid(flatten_illumination(brightest_channel(with_grid)))
+    background = ~cv2.dilate(trace.astype(np.uint8), np.ones((5, 5))).astype(bool)
+    assert (cleaned[background] > 200).mean() > 0.97
+    assert (cleaned[trace] < 128).mean() > 0.95
+
+
+def test_sheet_in_a_photo_is_found_and_warped_flat() -> None:
+    page = brightest_channel(_page(dpi=100))
+    h, w = page.shape
+    desk = np.full((int(h * 1.5), int(w * 1.5)), 90, np.uint8)
+    truth = np.float32([[180, 140], [w + 140, 190], [w + 190, h + 170], [150, h + 120]])
+    matrix = cv2.getPerspectiveTransform(np.float32([[0, 0], [w, 0], [w, h], [0, h]]), truth)
+    photo = cv2.warpPerspective(page, matrix, desk.shape[::-1], dst=desk, borderMode=cv2.BORDER_TRANSPARENT)
+    corners = find_page(photo)
+    assert corners is not None
+    assert np.abs(corners - truth).max() < 0.02 * max(photo.shape)
+    assert find_page(page) is None  # a flat scan has nothing to warp
+    result = clean(cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR), SIZE)
+    assert result.page_found and abs(result.skew_deg) < 1.0
+
+
+def test_crease_bands_are_divided_out() -> None:
+    rng = np.random.default_rng(11)
+    page = flatten_illumination(brightest_channel(_page()))
+    creased = flatten_illumination(brightest_channel(ARTIFACTS["crease"](cv2.cvtColor(page, cv2.COLOR_GRAY2BGR),
+                                                                         1.0, rng)))
+
+    def worst_band(gray: np.ndarray) -> float:
+        rows, cols = np.percentile(gray, 80, axis=1), np.percentile(gray, 80, axis=0)
+        return float(min(rows.min(), cols.min()))
+
+    assert worst_band(creased) < 215  # a visible fold
+    assert worst_band(flatten_creases(creased)) > 240
+
+
+def test_crop_keeps_all_the_ink_and_drops_the_margin() -> None:
+    page = brightest_channel(_page("none"))
+    framed = cv2.copyMakeBorder(page, 300, 300, 400, 400, cv2.BORDER_CONSTANT, value=255)
+    cropped = crop_to_ink(framed)
+    assert cropped.shape[0] < framed.shape[0] - 400 and cropped.shape[1] < framed.shape[1] - 600
+    assert (cropped < 128).sum() >= 0.98 * (framed < 128).sum()
+
+
+def test_steps_switch_and_unknown_steps_are_refused() -> None:
+    page = _page()
+    everything, nothing = preprocess(page, SIZE), preprocess(page, SIZE, ())
+    assert everything.shape == nothing.shape == SIZE and everything.dtype == np.uint8
+    assert not np.array_equal(everything, nothing)
+    assert np.array_equal(everything, preprocess(page, SIZE))  # deterministic
+    with pytest.raises(ValueError, match="unknown preprocessing steps"):
+        preprocess(page, SIZE, ("grid", "sharpen"))
+    stages = [name for name, _ in clean(page, SIZE, STEPS, keep_stages=True).stages]
+    assert stages[0] == "input" and stages[-1] == "model_input" and {"illumination", "grid", "crop"} <= set(stages)
+
+
+def test_preprocess_command_writes_each_stage(cli, tmp_path: Path) -> None:
+    from worker.samples import write_samples
+
+    photo = next(p for p in write_samples(tmp_path / "src", with_bad=False) if p.suffix == ".jpg")
+    result = cli("preprocess", str(photo), "--steps", str(tmp_path / "stages"), "--out", str(tmp_path / "in.png"))
+    written = sorted(p.name for p in (tmp_path / "stages").iterdir())
+    assert written[0] == "page01-00-input.png" and written[-1].endswith("model_input.png")
+    assert len(written) >= 6 and "sheet found" in result.stderr
+    assert cv2.imread(str(tmp_path / "in.png"), cv2.IMREAD_GRAYSCALE).shape == (192, 256)

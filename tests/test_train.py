@@ -1,0 +1,108 @@
+"""The trainer on real (tiny) data: a bundle that serves, a reproducible run, resume, and every data source."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_training.bundle import load_manifest, load_model
+from model_training.config import TrainConfig, load_config
+from model_training.pages import Source, load_pages
+from model_training.synth.dataset import write_dataset
+from model_training.train import train
+
+SIZE = (64, 128)
+
+
+def _config(tmp_path: Path, name: str, **overrides: object) -> TrainConfig:
+    return TrainConfig.model_validate({
+        "name": name, "input_size": SIZE, "batch_size": 8, "total_pages": 32, "warmup_pages": 8,
+        "eval_every_pages": 16, "checkpoint_every_pages": 16, "workers": 1, "threads": 2, "export": False,
+        "out_dir": tmp_path / "runs", "cache_dir": tmp_path / "cache",
+        "data": [{"kind": "synthetic", "n": 24, "seed": 41, "artifacts": "light", "dpi": 50}],
+        "validation": [{"kind": "synthetic", "n": 16, "seed": 42, "artifacts": "light", "dpi": 50}],
+        **overrides})
+
+
+def _events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_writes_a_bundle_that_serves_and_reproduces(tmp_path: Path) -> None:
+    first = train(_config(tmp_path, "a", export=True))
+    assert first["finished"] and first["pages"] == 32
+    bundle = Path(first["bundle"])
+    manifest = load_manifest(bundle)
+    assert manifest.trained and manifest.input_size == SIZE and set(manifest.thresholds) == set(manifest.labels)
+    assert all(0.0 < t < 1.0 for t in manifest.thresholds.values())
+    assert manifest.metrics["validation"]["n"] == 16 and "macro_auroc" in manifest.metrics["validation"]
+    assert "synthetic n=24 seed=41" in manifest.data
+    events = [e["event"] for e in _events(tmp_path / "runs" / "a")]
+    assert events[0] == "start" and events.count("eval") == 2 and events[-1] == "bundle"
+
+    model, _ = load_model(bundle)
+    assert (bundle / manifest.program).exists() and (bundle / manifest.onnx).exists()
+    import onnxruntime
+    import torch
+
+    pages = torch.rand(3, 1, *SIZE)
+    session = onnxruntime.InferenceSession(str(bundle / manifest.onnx), providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {"pages": pages.numpy()})[0]
+    np.testing.assert_allclose(onnx_logits, model(pages).detach().numpy(), atol=1e-4)
+
+    again = train(_config(tmp_path, "b"))  # same seed, same data, same budget: the same weights
+    assert again["model_version"].split("@")[1] == first["model_version"].split("@")[1]
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    train(_config(tmp_path, "r", total_pages=16))
+    resumed = train(_config(tmp_path, "r", total_pages=40))
+    assert resumed["pages"] == 40
+    events = _events(tmp_path / "runs" / "r")
+    assert {"event": "resumed", "pages": 16} in [{k: e[k] for k in ("event", "pages") if k in e} for e in events]
+    assert [e["pages"] for e in events if e["event"] == "eval"] == [16, 32, 40]
+
+
+def test_stage_two_starts_from_stage_one_weights(tmp_path: Path) -> None:
+    stage1 = train(_config(tmp_path, "s1"))
+    data = tmp_path / "target"
+    write_dataset(data, 16, ("png",), "heavy", seed=43, dpi=50, workers=1)
+    stage2 = train(_config(tmp_path, "s2", stage=2, init=stage1["bundle"], lr=1e-4,
+                           data=[{"kind": "folder", "path": str(data)}]))
+    assert load_manifest(Path(stage2["bundle"])).metrics["stage"] == 2
+
+
+def test_ptbxl_and_folder_sources_carry_their_labels(tmp_path: Path) -> None:
+    out = tmp_path / "set"
+    write_dataset(out, 8, ("png", "wfdb"), "light", seed=44, dpi=50, workers=1)
+    with open(out / "labels.csv") as handle:
+        expected = np.array([[int(r[k]) for k in ("MI", "AF", "STTC", "CD", "HYP")] for r in csv.DictReader(handle)])
+    for source in (Source(kind="ptbxl", path=out / "ptbxl", dpi=50), Source(kind="folder", path=out)):
+        pages = load_pages(source, SIZE, ("grid", "crop"), tmp_path / "cache", workers=1)
+        assert pages.images.shape == (8, *SIZE) and pages.images.dtype == np.uint8
+        assert (pages.images < 128).mean() > 0.005  # ink, not blank pages
+        np.testing.assert_array_equal(pages.labels, expected)
+    cached = load_pages(Source(kind="folder", path=out), SIZE, ("grid", "crop"), tmp_path / "cache", workers=1)
+    assert isinstance(cached.images, np.memmap)  # the second call reads the cache
+
+
+def test_presets_are_valid_configs() -> None:
+    stage1, stage2 = load_config(Path("stage1")), load_config(Path("stage2"))
+    assert stage1.stage == 1 and stage1.data[0].kind == "synthetic"
+    assert stage2.stage == 2 and stage2.init is not None
+    with pytest.raises(ValueError):
+        TrainConfig.model_validate({"name": "x", "data": [{"kind": "mystery"}], "validation": []})
+
+
+def test_evaluate_command_reports_auroc_with_intervals(cli, tmp_path: Path, bundle_dir: Path) -> None:
+    data = tmp_path / "test-set"
+    write_dataset(data, 12, ("png",), "light", seed=45, dpi=50, workers=1)
+    cli("evaluate", "--data", str(data), "--json", str(tmp_path / "report.json"), "--bootstrap", "50")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["per_class_auroc"]) == {"MI", "AF", "STTC", "CD", "HYP"}
+    assert "macro_auroc" in report and len(report["macro_auroc_ci"]) == 2
+    assert all(Path(p).exists() for p in report["plots"])
