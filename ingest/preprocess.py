@@ -7,7 +7,7 @@ another version is refused at load.
 The steps, in order (each can be switched off):
   page          find the sheet in a photo and warp its four corners to a rectangle
   illumination  divide out a background estimated with a max filter at low resolution (shadows, stains)
-  deskew        rotate by the angle whose row projection of dark pixels is sharpest (grid and baselines)
+  deskew        rotate by the angle whose row projection of dark pixels is sharpest (grid lines, baselines)
   creases       divide each row and column by its paper brightness (folds are straight bands)
   grid          map the pen's darkness to black and anything near paper to white; a coloured grid is
                 already faint because the page is read as its brightest channel
@@ -139,16 +139,22 @@ def _row_sharpness(dark: np.ndarray, angle: float) -> float:
     return float(np.square(np.diff(rows)).sum())
 
 
-def estimate_skew(gray: np.ndarray) -> float:
+def estimate_skew(flat_luminance: np.ndarray, below: int = 235) -> float:
     """Rotation in degrees (counter-clockwise positive) that makes grid lines and baselines horizontal.
 
+    Works on illumination-flattened luminance, where paper is ~255 and every grid line counts as a dark
+    row: grid lines are the straightest reference a page has, traces alone drift with the baseline.
     Whole degrees, then quarter degrees on a 320-pixel copy; then 0.05 degrees on a 640-pixel one.
     """
-    fine = cv2.resize(gray, None, fx=640 / gray.shape[1], fy=640 / gray.shape[1], interpolation=cv2.INTER_AREA)
-    fine = np.where(fine < _ink_threshold(fine), 255, 0).astype(np.uint8)
+    scale = 640 / flat_luminance.shape[1]
+    fine = cv2.resize(flat_luminance, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    fine = np.where(fine < below, 255, 0).astype(np.uint8)
     coarse = cv2.pyrDown(fine)
+    # Blurring across the lines widens the peak of the sharpness curve so a coarse step cannot jump over it.
+    wide = cv2.GaussianBlur(coarse, (1, 0), sigmaX=0, sigmaY=4)
+    medium = cv2.GaussianBlur(coarse, (1, 0), sigmaX=0, sigmaY=1.5)
     angle = 0.0
-    for dark, span, step in ((coarse, MAX_SKEW_DEG, 1.0), (coarse, 0.75, 0.25), (fine, 0.2, 0.05)):
+    for dark, span, step in ((wide, MAX_SKEW_DEG, 1.0), (medium, 0.75, 0.25), (fine, 0.2, 0.05)):
         candidates = np.arange(angle - span, angle + span + 1e-6, step)
         angle = float(max(candidates, key=lambda a: _row_sharpness(dark, float(a))))
     return round(angle, 2)
@@ -224,15 +230,17 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
     if factor >= 2:  # an integer factor keeps INTER_AREA on its fast path
         image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
     gray = brightest_channel(image)
+    luminance = to_gray(image) if "deskew" in steps else gray  # the grid, faint in `gray`, anchors the angle
     record("input", gray)
     corners = find_page(gray) if "page" in steps else None
     if corners is not None:
         gray = record("page", warp_page(gray, corners))
+        luminance = warp_page(luminance, corners) if luminance is not gray else gray
     if "illumination" in steps:
         gray = record("illumination", flatten_illumination(gray))
     skew = 0.0
     if "deskew" in steps:
-        skew = estimate_skew(gray)
+        skew = estimate_skew(flatten_illumination(luminance))
         gray = record("deskew", rotate(gray, skew) if abs(skew) >= 0.1 else gray)
     for name, operation in (("creases", flatten_creases), ("grid", suppress_grid), ("crop", crop_to_ink)):
         if name in steps:

@@ -12,7 +12,7 @@ import time
 import cv2
 import numpy as np
 
-from ingest.preprocess import brightest_channel, clean, flatten_illumination, rotate
+from ingest.preprocess import brightest_channel, clean, flatten_illumination
 from model_training.synth.paper import ARTIFACTS, render_page
 from model_training.synth.signals import generate_record
 
@@ -31,8 +31,10 @@ def deskew_errors(n: int = 200, max_deg: float = 8.0) -> dict:
         rng = np.random.default_rng([SEED_BASE, i])
         page = ARTIFACTS["jpeg"](ARTIFACTS["scanner_noise"](_clean_page(i), 0.5, rng), 0.5, rng)
         angle = float(rng.uniform(-max_deg, max_deg))
-        skewed = rotate(brightest_channel(page), angle)
-        result = clean(cv2.cvtColor(skewed, cv2.COLOR_GRAY2BGR), (384, 768), steps=("illumination", "deskew"))
+        centre = (page.shape[1] / 2, page.shape[0] / 2)
+        skewed = cv2.warpAffine(page, cv2.getRotationMatrix2D(centre, angle, 1.0), page.shape[1::-1],
+                                flags=cv2.INTER_LINEAR, borderValue=(255, 255, 255))
+        result = clean(skewed, (384, 768), steps=("illumination", "deskew"))
         errors.append(abs(result.skew_deg + angle))
     errors_arr = np.array(errors)
     return {"pages": n, "max_rotation_deg": max_deg, "mean_error_deg": round(float(errors_arr.mean()), 3),
