@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ingest.preprocess import PREPROCESS_VERSION, preprocess
+from ingest.preprocess import PREPROCESS_VERSION, letterbox
 from model_training.bundle import BundleError, create_untrained_bundle, load_manifest, load_model
 from model_training.model import to_input
 from worker.engine import load_engine
@@ -50,9 +50,9 @@ def test_missing_manifest_is_a_clear_error(tmp_path: Path) -> None:
         load_manifest(tmp_path)
 
 
-def test_preprocess_keeps_aspect_ratio_with_white_padding() -> None:
-    page = np.zeros((100, 400, 3), np.uint8)  # a black 1:4 page into a 1:2 box
-    out = preprocess(page, (64, 128))
+def test_letterbox_keeps_aspect_ratio_with_white_padding() -> None:
+    page = np.zeros((100, 400), np.uint8)  # a black 1:4 page into a 1:2 box
+    out = letterbox(page, (64, 128))
     assert out.shape == (64, 128) and out.dtype == np.uint8
     assert (out[:16] == 255).all() and (out[-16:] == 255).all()
     assert (out[17:47] == 0).all()

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     allow_permission_only_pdf: bool = Field(False, description="accept encrypted PDFs that open without a password")
     preprocess_steps: tuple[Literal[STEPS], ...] = Field(  # type: ignore[valid-type]
         STEPS, description="cleaning steps used for training; intake uses the steps recorded in the bundle")
-    engine: Literal["auto", "cpu"] = "auto"
+    engine: Literal["auto", "tensorrt", "cuda", "onnx", "cpu"] = "auto"
     batch_size: int = Field(8, ge=1, le=512)
     torch_threads: int = Field(0, ge=0, description="0: let torch decide")
     visibility_timeout: int = Field(4 * 3600, description="Redis redelivery timeout; longer than any task")
@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     @property
     def pages_dir(self) -> Path:
         return self.home_dir / "pages"
+
+    @property
+    def engine_cache_dir(self) -> Path:
+        return self.home_dir / "engines"
 
     @property
     def broker_dir(self) -> Path:

@@ -43,7 +43,8 @@ def engine_for_worker() -> tuple[Engine, int]:
     global _engine
     if _engine is None:
         settings = get_settings()
-        engine = load_engine(settings.bundle_dir, settings.engine, settings.torch_threads, settings.batch_size)
+        engine = load_engine(settings.bundle_dir, settings.engine, settings.torch_threads, settings.batch_size,
+                             cache_dir=settings.engine_cache_dir)
         _engine = engine, register_model_version(settings.sqlalchemy_url, engine.manifest, settings.bundle_dir)
     return _engine
 
