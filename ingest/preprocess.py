@@ -28,6 +28,7 @@ PREPROCESS_VERSION = "2"
 STEPS = ("page", "illumination", "deskew", "creases", "grid", "crop")
 WORK_WIDTH = 1200
 MAX_SKEW_DEG = 10.0
+PAGE_ASPECT = (1.2, 1.6)  # long side over short side of A4 (1.41) and US letter (1.29), with perspective slack
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,14 @@ def find_page(gray: np.ndarray) -> np.ndarray | None:
     quad = cv2.approxPolyDP(hull, 0.02 * cv2.arcLength(hull, True), True)
     if len(quad) != 4 or not cv2.isContourConvex(quad):
         return None
-    return _order_corners(quad) / scale
+    corners = _order_corners(quad)
+    tl, tr, br, bl = corners
+    width = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
+    height = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
+    ratio = max(width, height) / max(min(width, height), 1.0)
+    if not PAGE_ASPECT[0] <= ratio <= PAGE_ASPECT[1]:  # a shadow or stain split the sheet: not a whole page
+        return None
+    return corners / scale
 
 
 def warp_page(gray: np.ndarray, corners: np.ndarray) -> np.ndarray:
@@ -157,6 +165,8 @@ def estimate_skew(flat_luminance: np.ndarray, below: int = 235) -> float:
     for dark, span, step in ((wide, MAX_SKEW_DEG, 1.0), (medium, 0.75, 0.25), (fine, 0.2, 0.05)):
         candidates = np.arange(angle - span, angle + span + 1e-6, step)
         angle = float(max(candidates, key=lambda a: _row_sharpness(dark, float(a))))
+        if span == MAX_SKEW_DEG and abs(angle) >= MAX_SKEW_DEG:
+            return 0.0  # the best angle is the edge of the search: no reliable horizontal structure
     return round(angle, 2)
 
 

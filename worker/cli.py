@@ -460,9 +460,11 @@ def preprocess_command(
     steps: Annotated[Path | None, typer.Option("--steps", help="write every intermediate stage as PNG here")] = None,
     use: Annotated[str | None, typer.Option(help="comma-separated steps (default: the bundle's)")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="write page 1's model input here")] = None,
+    sheet: Annotated[Path | None, typer.Option(help="write page 1's stages side by side as one PNG")] = None,
 ) -> None:
     """Clean one file's pages as intake would, and show what each step did."""
     import cv2
+    import numpy as np
 
     from ingest.decode import decode
     from ingest.preprocess import clean
@@ -475,8 +477,18 @@ def preprocess_command(
     if steps:
         steps.mkdir(parents=True, exist_ok=True)
     for page in pages:
-        result = clean(page.image, tuple(manifest.input_size), chosen, keep_stages=steps is not None)
-        for number, (name, image) in enumerate(result.stages):
+        result = clean(page.image, tuple(manifest.input_size), chosen, keep_stages=bool(steps or sheet))
+        if sheet and page.page_no == 1:
+            tiles = [cv2.copyMakeBorder(cv2.resize(image, (480, round(image.shape[0] * 480 / image.shape[1]))),
+                                        30, 4, 4, 4, cv2.BORDER_CONSTANT, value=255) for _, image in result.stages]
+            for tile, (name, _) in zip(tiles, result.stages, strict=True):
+                cv2.putText(tile, name, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 0, 2, cv2.LINE_AA)
+            height = max(t.shape[0] for t in tiles)
+            tiles = [cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 0, cv2.BORDER_CONSTANT, value=255) for t in tiles]
+            rows = [np.hstack(tiles[i : i + 4] + [np.full_like(tiles[0], 255)] * (4 - len(tiles[i : i + 4])))
+                    for i in range(0, len(tiles), 4)]
+            cv2.imwrite(str(sheet), np.vstack(rows))
+        for number, (name, image) in enumerate(result.stages if steps else []):
             path = steps / f"page{page.page_no:02d}-{number:02d}-{name}.png"
             cv2.imwrite(str(path), image)
             out.print(str(path))
