@@ -45,7 +45,8 @@ class TrainConfig(BaseModel):
     max_minutes: float | None = None  # stop cleanly (checkpoint saved) after this long; resume continues
     threads: int = 0
     workers: int | None = None  # processes that draw the page cache
-    amp: Literal["auto", "off"] = "auto"  # bfloat16/float16 autocast and channels_last on CUDA only
+    amp: Literal["auto", "off"] = "auto"  # bfloat16/float16 autocast on CUDA
+    channels_last: bool = True  # about twice as fast for ConvNeXt on CPU as well as GPU
 
     out_dir: Path = Path("runs")
     cache_dir: Path = Path("runs/cache")

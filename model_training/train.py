@@ -101,7 +101,7 @@ class Trainer:
         self.model = create_model(config.backbone, len(LABELS), 1, **config.backbone_kwargs).to(self.device)
         if config.init is not None:
             self.model.load_state_dict(_initial_weights(Path(config.init)))
-        if self.cuda and config.amp == "auto":
+        if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimiser = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
@@ -173,8 +173,8 @@ class Trainer:
         for group in self.optimiser.param_groups:
             group["lr"] = lr_at(self.pages, self.config)
         inputs, targets = to_input(images).to(self.device), torch.from_numpy(labels).to(self.device)
-        if self.cuda and self.config.amp == "auto":
-            inputs = inputs.to(memory_format=torch.channels_last)
+        if self.config.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             loss = loss_fn(self.model(inputs).float(), targets)
