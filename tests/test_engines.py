@@ -1,0 +1,67 @@
+"""Every backend that can run here against the PyTorch CPU reference, and `auto`'s choice with its reasons."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_training.bundle import export_bundle
+from worker.engine import AUTO_ORDER, load_engine, unavailable
+
+
+@pytest.fixture(scope="module")
+def exported_bundle(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    copy = tmp_path_factory.mktemp("exported") / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    export_bundle(copy)
+    return copy
+
+
+def _pages(manifest, n: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    pages = np.full((n, *manifest.input_size), 255, np.uint8)
+    for page in pages:  # dark strokes on paper, like a cleaned ECG page
+        rows = rng.integers(0, page.shape[0], 40)
+        page[rows, :] = rng.integers(0, 80, (40, page.shape[1]))
+    return pages
+
+
+@pytest.mark.parametrize("kind", [k for k in AUTO_ORDER if k != "cpu"])
+def test_backend_matches_the_cpu_reference(kind: str, exported_bundle: Path) -> None:
+    reason = unavailable(kind)
+    if reason:
+        pytest.skip(f"{kind} cannot run on this machine: {reason}")
+    reference = load_engine(exported_bundle, "cpu", batch_size=4)
+    engine = load_engine(exported_bundle, kind, batch_size=4)
+    pages = _pages(reference.manifest)
+    expected, got = reference.predict(pages), engine.predict(pages)
+    assert got.shape == expected.shape == (5, 5)
+    tolerance = 1e-2 if kind in ("cuda", "tensorrt") else 1e-4  # fp16 on the GPU, fp32 elsewhere
+    np.testing.assert_allclose(got, expected, atol=tolerance)
+
+
+def test_auto_explains_what_it_skipped(exported_bundle: Path, bundle_dir: Path,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="worker.engine"):
+        engine = load_engine(exported_bundle, "auto")
+    expected = next(k for k in AUTO_ORDER if unavailable(k) is None)
+    assert engine.name == expected
+    for kind in AUTO_ORDER[: AUTO_ORDER.index(expected)]:
+        assert f"{kind} skipped: {unavailable(kind)}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="worker.engine"):
+        assert load_engine(bundle_dir, "auto").name in ("cpu", "cuda", "tensorrt")  # no ONNX file: never onnx
+    if unavailable("onnx") is None and unavailable("cuda"):
+        assert "onnx skipped: the bundle has no ONNX file" in caplog.text
+
+
+def test_unknown_or_missing_engine_is_a_clear_error(bundle_dir: Path) -> None:
+    with pytest.raises(ValueError, match="unknown engine"):
+        load_engine(bundle_dir, "vulkan")
+    if unavailable("tensorrt"):
+        with pytest.raises(RuntimeError, match="tensorrt is not available"):
+            load_engine(bundle_dir, "tensorrt")
