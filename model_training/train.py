@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from model_training.bundle import WEIGHTS, Manifest, export_bundle, save_bundle
+from model_training.bundle import WEIGHTS, Manifest, export_bundle, load_manifest, save_bundle
 from model_training.config import TrainConfig
 from model_training.evaluate import choose_thresholds, metrics
 from model_training.model import create_model, to_input
@@ -64,6 +64,16 @@ def _initial_weights(path: Path) -> dict[str, torch.Tensor]:
     return checkpoint.get("ema_model") or checkpoint["model"]
 
 
+def _architecture_from_init(config: TrainConfig) -> TrainConfig:
+    """Stage 2 from a bundle takes the bundle's backbone unless the config names one, so presets need not repeat it."""
+    if config.init is None or not (Path(config.init) / "manifest.json").exists():
+        return config
+    if {"backbone", "backbone_kwargs"} & config.model_fields_set:
+        return config
+    manifest = load_manifest(Path(config.init))
+    return config.model_copy(update={"backbone": manifest.backbone, "backbone_kwargs": manifest.backbone_kwargs})
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on norms, biases and layer scales (1-D tensors), as timm does."""
     decay, no_decay = [], []
@@ -98,6 +108,7 @@ class Trainer:
         config.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = config.run_dir / "log.jsonl"
         torch.manual_seed(config.seed)
+        config = self.config = _architecture_from_init(config)
         self.model = create_model(config.backbone, len(LABELS), 1, **config.backbone_kwargs).to(self.device)
         if config.init is not None:
             self.model.load_state_dict(_initial_weights(Path(config.init)))

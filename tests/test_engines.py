@@ -65,3 +65,37 @@ def test_unknown_or_missing_engine_is_a_clear_error(bundle_dir: Path) -> None:
     if unavailable("tensorrt"):
         with pytest.raises(RuntimeError, match="tensorrt is not available"):
             load_engine(bundle_dir, "tensorrt")
+
+
+def test_micro_batching_shares_forward_passes_and_returns_each_caller_its_rows(bundle_dir: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from worker.engine.batching import BatchingEngine
+
+    reference = load_engine(bundle_dir, "cpu", batch_size=8)
+    pages = _pages(reference.manifest, n=12)
+    expected = reference.predict(pages)
+    batching = BatchingEngine(reference, batch_size=8, max_wait_ms=2000, callers=6)
+    try:
+        with ThreadPoolExecutor(6) as pool:  # six tasks of two pages each: two passes of up to 8 pages
+            results = list(pool.map(lambda i: batching.predict(pages[2 * i : 2 * i + 2]), range(6)))
+    finally:
+        batching.close()
+    np.testing.assert_allclose(np.concatenate(results), expected, atol=1e-5)
+    assert sum(batching.batches) == 12 and max(batching.batches) > 2 and all(b <= 9 for b in batching.batches)
+
+
+def test_micro_batching_does_not_hold_a_lone_caller(bundle_dir: Path) -> None:
+    import time
+
+    from worker.engine.batching import BatchingEngine
+
+    batching = BatchingEngine(load_engine(bundle_dir, "cpu"), batch_size=8, max_wait_ms=5000, callers=1)
+    page = _pages(batching.manifest, n=1)
+    try:
+        batching.predict(page)  # warm-up
+        started = time.monotonic()
+        batching.predict(page)
+        assert time.monotonic() - started < 2.5  # one possible caller: nobody to wait for (the wait is 5 s)
+    finally:
+        batching.close()

@@ -7,7 +7,9 @@ import io
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -90,22 +92,41 @@ def _celery_worker(queues: list[str], pool: str = "solo", concurrency: int = 1, 
                          concurrency=concurrency, queues=queues, loglevel=loglevel, quiet=True)
 
 
+def _inference_process(settings: Settings) -> subprocess.Popen:
+    """`run`'s second process: classify tasks in threads, so their pages share micro-batches and decoding
+    in the first process overlaps inference here."""
+    command = [sys.executable, "-m", "worker.cli", "worker", "--queues", "infer", "--pool", "threads",
+               "--concurrency", str(settings.batch_size)]
+    return subprocess.Popen(command, env={**os.environ, "ECG_INTAKE_HOME": str(settings.home_dir)})
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """A warm shutdown: Celery finishes the tasks it holds (their results commit), then exits."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @app.command()
 def run(
     inbox: InboxOption = None,
     once: Annotated[bool, typer.Option(help="process what is there now, wait for the results, exit")] = False,
     poll: PollOption = False,
 ) -> None:
-    """Watcher plus an in-process worker on one machine: the embedded default needs no servers."""
-    from celery.signals import task_failure
+    """Watcher plus workers on one machine: the embedded default needs no servers.
 
-    from worker import tasks
+    This process watches and decodes (ingest queue); a child process classifies (infer queue).
+    """
+    from celery.signals import task_failure
 
     settings = get_settings()
     _prepare(settings)
     watcher = _watcher(inbox, poll, settings)
-    tasks.engine_for_worker()
-    worker = _celery_worker(["ingest", "infer"])
+    inference = _inference_process(settings)
+    worker = _celery_worker(["ingest"])
     if not once:
         stop = threading.Event()
         threading.Thread(target=watcher.run, args=(stop,), name="watcher", daemon=True).start()
@@ -113,11 +134,14 @@ def run(
             worker.start()
         finally:
             stop.set()
+            _stop(inference)
         return
 
+    started = time.time()
     claims = watcher.run_once()
     console.print(f"claimed {len(claims)} file(s)")
     if not claims:
+        _stop(inference)
         return
     failures: list[str] = []
     task_failure.connect(lambda sender=None, exception=None, **_: failures.append(f"{sender.name}: {exception}"),
@@ -126,7 +150,7 @@ def run(
     def stop_when_settled() -> None:
         failed_at = None
         while any(c.claimed.exists() for c in claims):
-            if failures and failed_at is None:
+            if (failures or inference.poll() is not None) and failed_at is None:
                 failed_at = time.monotonic()
             if failed_at is not None and time.monotonic() - failed_at > 10:
                 break  # a failed task quarantines its file; give it a moment, never wait forever
@@ -134,13 +158,33 @@ def run(
         worker.stop(in_sighandler=False)
 
     threading.Thread(target=stop_when_settled, name="once-waiter", daemon=True).start()
-    worker.start()
+    try:
+        worker.start()
+    finally:
+        _stop(inference)
+    failures = _internal_errors_since(settings, started) or failures
     left = [c for c in claims if c.claimed.exists()]
     if failures or left:
         console.print(f"[red]{len(failures)} task(s) failed (their files are quarantined as internal_error); "
                       f"{len(left)} file(s) stay claimed and are retried at the next start: {failures[:3]}")
         raise typer.Exit(1)
     console.print(f"processed {len(claims)} file(s)")
+
+
+def _internal_errors_since(settings: Settings, started: float) -> list[str]:
+    """Classify failures happen in the inference process; the database is where this process sees them."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from worker.db.models import Document
+    from worker.db.session import session_scope
+
+    since = datetime.fromtimestamp(started, UTC)
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = session.scalars(select(Document.sha256).where(
+            Document.reason == "internal_error", Document.processed_at >= since)).all()
+    return [f"{sha[:12]}: internal_error" for sha in rows]
 
 
 @app.command()
@@ -166,7 +210,8 @@ def watch(
 @app.command("worker")
 def worker_command(
     queues: Annotated[str, typer.Option(help="comma-separated queues to consume")] = "ingest,infer",
-    pool: Annotated[str, typer.Option(help="Celery pool: solo keeps one model per process")] = "solo",
+    pool: Annotated[str, typer.Option(help="solo, or threads: concurrent classify tasks share micro-batches "
+                                            "of one model")] = "solo",
     concurrency: int = 1,
     loglevel: str = "INFO",
 ) -> None:
@@ -174,10 +219,10 @@ def worker_command(
     settings = get_settings()
     names = [q.strip() for q in queues.split(",") if q.strip()]
     _prepare(settings, need_model="infer" in names)
-    if "infer" in names and pool == "solo":
+    if "infer" in names:
         from worker import tasks
 
-        tasks.engine_for_worker()
+        tasks.engine_for_worker(callers=concurrency if pool == "threads" else 1)
     _celery_worker(names, pool, concurrency, loglevel).start()
 
 

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     preprocess_steps: tuple[Literal[STEPS], ...] = Field(  # type: ignore[valid-type]
         STEPS, description="cleaning steps used for training; intake uses the steps recorded in the bundle")
     engine: Literal["auto", "tensorrt", "cuda", "onnx", "cpu"] = "auto"
-    batch_size: int = Field(8, ge=1, le=512)
+    batch_size: int = Field(8, ge=1, le=512, description="pages per forward pass")
+    max_wait_ms: float = Field(50, ge=0, description="how long a page may wait for others to fill its batch")
     torch_threads: int = Field(0, ge=0, description="0: let torch decide")
     visibility_timeout: int = Field(4 * 3600, description="Redis redelivery timeout; longer than any task")
 

@@ -6,6 +6,7 @@ No task waits for another's result; `intake_file` enqueues `classify_document` a
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from celery import Task
@@ -19,33 +20,41 @@ from worker.classify import classify, register_model_version
 from worker.db.models import Document
 from worker.db.session import session_scope
 from worker.engine import Engine, load_engine
+from worker.engine.batching import BatchingEngine
 from worker.intake import give_up, intake
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 _engine: tuple[Engine, int] | None = None
-_decoder: Decoder | None = None
+_engine_lock = threading.Lock()
+_decoders = threading.local()
 RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": True, "max_retries": 8}
 
 
 def decoder_for_worker() -> Decoder:
-    """The process's decoder (a long-lived child process when isolation is on)."""
-    global _decoder
-    if _decoder is None:
+    """This thread's decoder (a long-lived child process when isolation is on); one per pool thread."""
+    decoder = getattr(_decoders, "decoder", None)
+    if decoder is None:
         settings = get_settings()
-        _decoder = Decoder(settings.decode_limits(), isolated=settings.decode_isolation)
-    return _decoder
+        decoder = _decoders.decoder = Decoder(settings.decode_limits(), isolated=settings.decode_isolation)
+    return decoder
 
 
-def engine_for_worker() -> tuple[Engine, int]:
-    """The process's engine, loaded once, and the id of its model version row."""
+def engine_for_worker(callers: int = 1) -> tuple[Engine, int]:
+    """The process's engine, loaded once, and the id of its model version row.
+
+    `callers` is how many classify tasks may run at once (the thread pool's size); their pages are
+    micro-batched into shared forward passes.
+    """
     global _engine
-    if _engine is None:
-        settings = get_settings()
-        engine = load_engine(settings.bundle_dir, settings.engine, settings.torch_threads, settings.batch_size,
-                             cache_dir=settings.engine_cache_dir)
-        _engine = engine, register_model_version(settings.sqlalchemy_url, engine.manifest, settings.bundle_dir)
+    with _engine_lock:
+        if _engine is None:
+            settings = get_settings()
+            engine = load_engine(settings.bundle_dir, settings.engine, settings.torch_threads, settings.batch_size,
+                                 cache_dir=settings.engine_cache_dir)
+            batching = BatchingEngine(engine, settings.batch_size, settings.max_wait_ms, callers)
+            _engine = batching, register_model_version(settings.sqlalchemy_url, engine.manifest, settings.bundle_dir)
     return _engine
 
 
