@@ -607,6 +607,66 @@ def bench_decode(
         json_out.write_text(json.dumps(result, indent=2) + "\n")
 
 
+@bench_app.command("engine")
+def bench_engine(
+    batch_sizes: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,8,32",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Images/s per available backend and batch size for the configured bundle (ECG_INTAKE_BUNDLE)."""
+    from worker.benchmarks import bench_engine as run_bench
+
+    settings = get_settings()
+    result = run_bench(settings.bundle_dir, tuple(int(b) for b in batch_sizes.split(",")), settings.torch_threads,
+                       cache_dir=settings.engine_cache_dir)
+    table = Table(title=f"bench engine: {result['backbone']} at {result['input_size'][0]}x{result['input_size'][1]} "
+                        f"on {result['device']} ({result['cpu_count']} CPUs)")
+    for column in ("engine", "batch_size", "images_per_s"):
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    for row in result["rows"]:
+        table.add_row(row["engine"], str(row["batch_size"]), str(row["images_per_s"]))
+    out.print(table)
+    for kind, reason in result["skipped"].items():
+        out.print(f"skipped {kind}: {reason}")
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(
+    pages: int = 500,
+    database_url: Annotated[str | None, typer.Option(help="PostgreSQL server for the services run; a fresh "
+                                                          "database is created on it and dropped")] = None,
+    broker_url: Annotated[str | None, typer.Option(help="Redis or AMQP broker for the services run")] = None,
+    latency_drops: int = 20,
+    stable_seconds: float = 2.0,
+    file_format: Annotated[str, typer.Option("--format", help="file type of the generated batch")] = "jpg",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Pages/s inbox to database (embedded, and Redis + PostgreSQL when given) against the best CPU engine."""
+    from worker.pipeline_bench import bench_pipeline as run_bench
+
+    settings = get_settings()
+    result = run_bench(settings.bundle_dir, pages, database_url, broker_url, latency_drops, stable_seconds,
+                       file_format)
+    table = Table(title=f"bench pipeline: {pages} {file_format} pages; best CPU engine "
+                        f"{result['best_cpu_engine']['engine']} batch {result['best_cpu_engine']['batch_size']}: "
+                        f"{result['best_cpu_engine']['images_per_s']} images/s")
+    for column in ("setup", "pages", "seconds", "pages_per_s", "efficiency", "quarantined"):
+        table.add_column(column, justify="left" if column == "setup" else "right")
+    for setup in ("embedded", "services"):
+        if setup in result:
+            row = result[setup]
+            table.add_row(setup, *(str(row[c]) for c in ("pages", "seconds", "pages_per_s", "efficiency",
+                                                          "quarantined")))
+    out.print(table)
+    if "latency" in result:
+        latency = result["latency"]
+        out.print(f"single-file latency over {latency['drops']} drops (stable_seconds={latency['stable_seconds']}): "
+                  f"p50 {latency['p50_s']} s, p95 {latency['p95_s']} s, max {latency['max_s']} s")
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def _report(result: dict, json_out: Path | None) -> None:
     table = Table(title=f"bench {result['benchmark']}")
     table.add_column("metric")

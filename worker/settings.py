@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     preprocess_steps: tuple[Literal[STEPS], ...] = Field(  # type: ignore[valid-type]
         STEPS, description="cleaning steps used for training; intake uses the steps recorded in the bundle")
     engine: Literal["auto", "tensorrt", "cuda", "onnx", "cpu"] = "auto"
+    engine_cache: Path | None = Field(None, description="compiled engines and exported ONNX files; default "
+                                                        "<home>/engines")
     batch_size: int = Field(8, ge=1, le=512, description="pages per forward pass")
     max_wait_ms: float = Field(50, ge=0, description="how long a page may wait for others to fill its batch")
     torch_threads: int = Field(0, ge=0, description="0: let torch decide")
@@ -94,7 +96,7 @@ class Settings(BaseSettings):
 
     @property
     def engine_cache_dir(self) -> Path:
-        return self.home_dir / "engines"
+        return self.engine_cache.expanduser().resolve() if self.engine_cache else self.home_dir / "engines"
 
     @property
     def broker_dir(self) -> Path:
