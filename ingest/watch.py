@@ -122,11 +122,22 @@ def recover(inbox: Inbox) -> list[Claim]:
 
 
 class StabilityTracker:
-    """Says a file is complete once its size and mtime have not changed for `stable_seconds`."""
+    """Says a file is complete once its size and mtime have not changed for `stable_seconds`.
 
-    def __init__(self, stable_seconds: float) -> None:
+    A file the kernel reports as closed after writing (inotify's close_write) only has to hold still for
+    `settled_seconds`: its writer is done, and waiting the full window would only add latency. Polled
+    inboxes and files renamed in (watchdog reports those as created) wait the full window.
+    """
+
+    def __init__(self, stable_seconds: float, settled_seconds: float = 0.25) -> None:
         self.stable_seconds = stable_seconds
+        self.settled_seconds = min(settled_seconds, stable_seconds)
         self._seen: dict[Path, tuple[int, int, float]] = {}
+        self._finished: set[Path] = set()
+
+    def finished_writing(self, path: Path) -> None:
+        """A close-after-write event for `path` (filesystem events only, never from polling)."""
+        self._finished.add(path)
 
     def is_stable(self, path: Path, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -140,10 +151,12 @@ class StabilityTracker:
         if previous is None or previous[:2] != signature:
             self._seen[path] = (*signature, now)
             return False
-        return now - previous[2] >= self.stable_seconds
+        window = self.settled_seconds if path in self._finished else self.stable_seconds
+        return now - previous[2] >= window
 
     def forget(self, path: Path) -> None:
         self._seen.pop(path, None)
+        self._finished.discard(path)
 
     def pending(self) -> int:
         return len(self._seen)
@@ -221,7 +234,9 @@ class Watcher:
     def _next_wait(self) -> float:
         """A file waiting to settle is looked at again as soon as it could be stable, not a full poll later."""
         if self.tracker.pending():
-            return min(self.poll_interval, max(0.05, self.tracker.stable_seconds / 2))
+            finished = any(path in self.tracker._finished for path in self.tracker._seen)
+            window = self.tracker.settled_seconds if finished else self.tracker.stable_seconds
+            return min(self.poll_interval, max(0.05, window / 2))
         return self.poll_interval
 
     def wake(self) -> None:
@@ -235,8 +250,12 @@ class Watcher:
 
         class _Wake(FileSystemEventHandler):
             def on_any_event(self, event) -> None:
-                if f"/{CLAIM_DIR}" not in str(event.src_path):
-                    watcher.wake()
+                path = str(event.dest_path or event.src_path)
+                if f"/{CLAIM_DIR}" in path:
+                    return
+                if not event.is_directory and event.event_type == "closed":
+                    watcher.tracker.finished_writing(Path(path))
+                watcher.wake()
 
         observer = Observer()
         try:

@@ -160,3 +160,33 @@ def test_inbox_settings_name_their_source() -> None:
     assert [(i.path, i.source_name) for i in settings.inboxes] == [
         (Path("/in/plain"), "plain"), (Path("/in/b"), "cardiology"), (Path("/in/c"), "er")]
     assert InboxSetting.model_validate("/odd=name/folder").source_name == "folder"  # a path with '=' stays a path
+
+
+def test_a_file_reported_finished_needs_only_the_short_settle_window(tmp_path: Path) -> None:
+    path = tmp_path / "scan.png"
+    path.write_bytes(b"x" * 100)
+    tracker = StabilityTracker(stable_seconds=10, settled_seconds=0.25)
+    tracker.finished_writing(path)
+    assert not tracker.is_stable(path, now=0)
+    assert tracker.is_stable(path, now=0.3)
+    tracker.forget(path)
+    assert not tracker.is_stable(path, now=1) and not tracker.is_stable(path, now=2)  # no event: the full window
+
+
+def test_a_copied_file_is_claimed_on_its_close_event_well_before_the_stable_window(tmp_path: Path) -> None:
+    inbox = Inbox(path=tmp_path / "inbox", source="ward")
+    claims: list[Claim] = []
+    watcher = Watcher([inbox], claims.append, stable_seconds=30, poll_interval=0.2, use_events=True)
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)  # the observer is up
+        (inbox.path / "scan.png").write_bytes(b"\x89PNG" + b"x" * 100)  # open, write, close: as a copy does
+        deadline = time.monotonic() + 10
+        while not claims and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert [c.original.name for c in claims] == ["scan.png"]  # in seconds, not the 30 s window

@@ -151,7 +151,7 @@ def _services(pages_dir: Path, work: Path, bundle_dir: Path, engine: dict, warm_
 
 
 def _latency(samples: list[Path], work: Path, bundle_dir: Path, engine: dict, stable_seconds: float) -> dict:
-    """Seconds from a file's atomic rename into the inbox to its prediction row, on an idle `run`.
+    """Seconds from a file's copy into the inbox to its prediction row, on an idle `run`.
 
     The first file warms the worker up and is not counted.
     """
@@ -163,10 +163,8 @@ def _latency(samples: list[Path], work: Path, bundle_dir: Path, engine: dict, st
     latencies = []
     try:
         for i, sample in enumerate(samples):
-            staged = work / f"{sample.name}.part"
-            shutil.copy(sample, staged)
             dropped_at = time.time()
-            os.replace(staged, inbox / sample.name)
+            shutil.copy(sample, inbox / sample.name)  # as a scanner or a share copy writes it
             deadline = time.monotonic() + 120
             created = None
             while created is None:
