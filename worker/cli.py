@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from rich.logging import RichHandler
 from rich.panel import Panel
 from rich.table import Table
 
+from worker.processes import stop_gracefully
 from worker.settings import Settings, get_settings
 
 app = typer.Typer(help="Classify scanned ECGs dropped into watched folders.", no_args_is_help=True,
@@ -100,16 +100,6 @@ def _inference_process(settings: Settings) -> subprocess.Popen:
     return subprocess.Popen(command, env={**os.environ, "ECG_INTAKE_HOME": str(settings.home_dir)})
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """A warm shutdown: Celery finishes the tasks it holds (their results commit), then exits."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 @app.command()
 def run(
     inbox: InboxOption = None,
@@ -134,14 +124,14 @@ def run(
             worker.start()
         finally:
             stop.set()
-            _stop(inference)
+            stop_gracefully(inference)
         return
 
     started = time.time()
     claims = watcher.run_once()
     console.print(f"claimed {len(claims)} file(s)")
     if not claims:
-        _stop(inference)
+        stop_gracefully(inference)
         return
     failures: list[str] = []
     task_failure.connect(lambda sender=None, exception=None, **_: failures.append(f"{sender.name}: {exception}"),
@@ -161,7 +151,7 @@ def run(
     try:
         worker.start()
     finally:
-        _stop(inference)
+        stop_gracefully(inference)
     failures = _internal_errors_since(settings, started) or failures
     left = [c for c in claims if c.claimed.exists()]
     if failures or left:

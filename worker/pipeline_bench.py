@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from worker.benchmarks import bench_engine
 from worker.db.models import Document, DocumentStatus, Page, Prediction
+from worker.processes import stop_gracefully
 
 
 def _cli(*args: str) -> list[str]:
@@ -42,16 +42,6 @@ def _env(work: Path, home: Path, bundle_dir: Path, engine: dict, **extra: str) -
                 "ECG_INTAKE_ENGINE": engine["engine"], "ECG_INTAKE_BATCH_SIZE": str(engine["batch_size"]),
                 "PYTHONUNBUFFERED": "1", **extra})
     return env
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _count(url: str, *statuses: str) -> int:
@@ -113,7 +103,7 @@ def _embedded(pages_dir: Path, work: Path, bundle_dir: Path, engine: dict, warm_
     try:
         return _batch_through([runner], inbox, f"sqlite:///{home / 'ecg-intake.db'}", pages_dir, warm_up)
     finally:
-        _stop(runner)
+        stop_gracefully(runner)
 
 
 @contextmanager
@@ -147,7 +137,7 @@ def _services(pages_dir: Path, work: Path, bundle_dir: Path, engine: dict, warm_
             return _batch_through(processes, inbox, url, pages_dir, warm_up)
         finally:
             for process in processes:
-                _stop(process)
+                stop_gracefully(process)
 
 
 def _latency(samples: list[Path], work: Path, bundle_dir: Path, engine: dict, stable_seconds: float) -> dict:
@@ -181,7 +171,7 @@ def _latency(samples: list[Path], work: Path, bundle_dir: Path, engine: dict, st
                 latencies.append(_utc_seconds(created) - dropped_at)
             time.sleep(0.5)
     finally:
-        _stop(runner)
+        stop_gracefully(runner)
         if database is not None:
             database.dispose()
     values = np.array(latencies)
