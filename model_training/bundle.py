@@ -132,13 +132,14 @@ def load_model(directory: Path) -> tuple[nn.Module, Manifest]:
 
 
 def create_untrained_bundle(
-    directory: Path, backbone: str = "convnext_atto", input_size: tuple[int, int] = (384, 512), seed: int = 0
+    directory: Path, backbone: str = "convnext_atto", input_size: tuple[int, int] = (384, 512), seed: int = 0,
+    **backbone_kwargs: Any,
 ) -> Manifest:
-    """A randomly initialised bundle, marked `trained: false`, for plumbing and tests before a real model."""
+    """A randomly initialised bundle, marked `trained: false`, for plumbing, tests and speed benchmarks."""
     torch.manual_seed(seed)
-    model = create_model(backbone, len(DEFAULT_LABELS))
-    manifest = Manifest(name=f"untrained-{backbone}", backbone=backbone, input_size=input_size, trained=False,
-                        data="none: random initialisation")
+    model = create_model(backbone, len(DEFAULT_LABELS), **backbone_kwargs)
+    manifest = Manifest(name=f"untrained-{backbone}", backbone=backbone, backbone_kwargs=backbone_kwargs,
+                        input_size=input_size, trained=False, data="none: random initialisation")
     return save_bundle(model, manifest, directory)
 
 

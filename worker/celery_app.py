@@ -22,10 +22,12 @@ def broker_options(settings: Settings) -> dict:
     if settings.embedded_broker:
         queue_dir = settings.broker_dir / "queue"
         processed_dir = settings.broker_dir / "processed"
-        for folder in (queue_dir, processed_dir):
+        control_dir = settings.broker_dir / "control"  # kombu's default is ./control in the working directory
+        for folder in (queue_dir, processed_dir, control_dir):
             folder.mkdir(parents=True, exist_ok=True)
         return {"data_folder_in": str(queue_dir), "data_folder_out": str(queue_dir),
-                "processed_folder": str(processed_dir), "store_processed": False}
+                "processed_folder": str(processed_dir), "control_folder": str(control_dir), "store_processed": False,
+                "polling_interval": 0.1}  # kombu's default 1 s idles a worker after every empty look
     return {"visibility_timeout": settings.visibility_timeout}
 
 

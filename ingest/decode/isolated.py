@@ -83,6 +83,9 @@ class Decoder:
             log.warning("decoding in-process, without the time limit: %s", exc)
             self.isolated, self._process = False, None
             return None
+        except BaseException:
+            self._process = None  # never started: nothing to join
+            raise
         child.close()
         self._connection = parent
         if not parent.poll(STARTUP_TIMEOUT_S) or parent.recv() != "ready":
