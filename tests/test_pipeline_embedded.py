@@ -101,3 +101,35 @@ def test_unexpected_failure_quarantines_as_internal_error_and_a_redrop_retries(c
     cli("run", "--inbox", str(inbox), "--once")
     rows = {Path(r["path"]).name: r for r in cli.results()}
     assert rows["ecg-scan.png"]["status"] == "done" and len(rows["ecg-scan.png"]["probabilities"]) == 5
+
+
+def test_run_starts_its_inference_process_again_after_a_crash(cli: Cli, home: Path, tmp_path: Path) -> None:
+    """`run` supervises its classifier child: SIGKILL it and files dropped afterwards are still classified."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    runner = cli.popen("run", "--inbox", str(inbox), log=tmp_path / "run.log")
+    try:
+        deadline = time.monotonic() + 120
+        child = ""
+        while not child:
+            assert time.monotonic() < deadline and runner.poll() is None, (tmp_path / "run.log").read_text()
+            child = subprocess.run(["pgrep", "-P", str(runner.pid), "-f", "queues infer"], capture_output=True,
+                                   text=True).stdout.strip()
+            time.sleep(0.2)
+        os.kill(int(child.split()[0]), signal.SIGKILL)
+        write_samples(tmp_path / "src", with_bad=False)
+        for path in sorted((tmp_path / "src").iterdir()):
+            if path.suffix in (".png", ".jpg"):
+                shutil.copy(path, inbox / path.name)
+        while len([r for r in cli.results() if r["status"] == "done"]) < 2:
+            assert time.monotonic() < deadline + 120, (tmp_path / "run.log").read_text()
+            time.sleep(0.5)
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(timeout=60)
+    assert "inference process exited with code -9; starting it again" in (tmp_path / "run.log").read_text()

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -18,10 +17,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from worker.processes import stop_gracefully
+from worker.processes import Supervised
 from worker.settings import Settings, get_settings
 
 app = typer.Typer(help="Classify scanned ECGs dropped into watched folders.", no_args_is_help=True,
@@ -92,12 +92,12 @@ def _celery_worker(queues: list[str], pool: str = "solo", concurrency: int = 1, 
                          concurrency=concurrency, queues=queues, loglevel=loglevel, quiet=True)
 
 
-def _inference_process(settings: Settings) -> subprocess.Popen:
+def _inference_process(settings: Settings) -> Supervised:
     """`run`'s second process: classify tasks in threads, so their pages share micro-batches and decoding
     in the first process overlaps inference here."""
     command = [sys.executable, "-m", "worker.cli", "worker", "--queues", "infer", "--pool", "threads",
                "--concurrency", str(settings.batch_size)]
-    return subprocess.Popen(command, env={**os.environ, "ECG_INTAKE_HOME": str(settings.home_dir)})
+    return Supervised(command, {**os.environ, "ECG_INTAKE_HOME": str(settings.home_dir)}, "inference")
 
 
 @app.command()
@@ -124,14 +124,14 @@ def run(
             worker.start()
         finally:
             stop.set()
-            stop_gracefully(inference)
+            inference.stop()
         return
 
     started = time.time()
     claims = watcher.run_once()
     console.print(f"claimed {len(claims)} file(s)")
     if not claims:
-        stop_gracefully(inference)
+        inference.stop()
         return
     failures: list[str] = []
     task_failure.connect(lambda sender=None, exception=None, **_: failures.append(f"{sender.name}: {exception}"),
@@ -140,7 +140,7 @@ def run(
     def stop_when_settled() -> None:
         failed_at = None
         while any(c.claimed.exists() for c in claims):
-            if (failures or inference.poll() is not None) and failed_at is None:
+            if failures and failed_at is None:
                 failed_at = time.monotonic()
             if failed_at is not None and time.monotonic() - failed_at > 10:
                 break  # a failed task quarantines its file; give it a moment, never wait forever
@@ -151,7 +151,7 @@ def run(
     try:
         worker.start()
     finally:
-        stop_gracefully(inference)
+        inference.stop()
     failures = _internal_errors_since(settings, started) or failures
     left = [c for c in claims if c.claimed.exists()]
     if failures or left:
@@ -616,7 +616,7 @@ def bench_engine(
         table.add_row(row["engine"], str(row["batch_size"]), str(row["images_per_s"]))
     out.print(table)
     for kind, reason in result["skipped"].items():
-        out.print(f"skipped {kind}: {reason}")
+        out.print(f"skipped {kind}: {escape(reason)}", highlight=False)
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -34,6 +34,18 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "worker.cli", *args]
 
 
+def _start(work: Path, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A pipeline process whose output goes to `<work>/logs/<name>.log`, read back when something goes wrong."""
+    (work / "logs").mkdir(exist_ok=True)
+    log = open(work / "logs" / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(_cli(*args), env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _log_tail(work: Path, lines: int = 40) -> str:
+    return "\n".join(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                     for path in sorted((work / "logs").glob("*.log")))
+
+
 def _env(work: Path, home: Path, bundle_dir: Path, engine: dict, **extra: str) -> dict[str, str]:
     """Settings for one measured setup: its own home, the engine measured best, a shared engine cache."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECG_INTAKE_")}
@@ -54,16 +66,20 @@ def _count(url: str, *statuses: str) -> int:
         engine.dispose()
 
 
-def _wait_for(url: str, count: int, processes: list[subprocess.Popen], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_for(url: str, count: int, processes: list[subprocess.Popen], work: Path, stall: float = 180) -> None:
+    """Until `count` documents are final; fails with the processes' logs when one dies or nothing moves."""
+    last, moved_at = -1, time.monotonic()
     while True:
         try:
-            if _count(url) >= count:
-                return
+            final = _count(url)
         except OperationalError:  # the schema is not there yet
-            pass
-        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-            raise RuntimeError(f"the pipeline stopped or stalled before {count} documents were final")
+            final = 0
+        if final >= count:
+            return
+        if final != last:
+            last, moved_at = final, time.monotonic()
+        if time.monotonic() - moved_at > stall or any(p.poll() is not None for p in processes):
+            raise RuntimeError(f"the pipeline stopped at {final} of {count} final documents:\n{_log_tail(work)}")
         time.sleep(0.2)
 
 
@@ -73,15 +89,15 @@ def _utc_seconds(moment: datetime) -> float:
 
 
 def _batch_through(processes: list[subprocess.Popen], inbox: Path, url: str, pages_dir: Path,
-                   warm_up: Path) -> dict:
+                   warm_up: Path, work: Path) -> dict:
     """Warm the running pipeline with one file, then move the whole batch in and time it to the last result."""
     files = sorted(p for p in pages_dir.iterdir() if p.name != "labels.csv")
     shutil.copy(warm_up, inbox / warm_up.name)
-    _wait_for(url, 1, processes, timeout=600)
+    _wait_for(url, 1, processes, work, stall=600)
     started = time.time()
     for path in files:  # a rename each: complete files appear at once, as a batch copied to a share would
         os.replace(path, inbox / path.name)
-    _wait_for(url, len(files) + 1, processes, timeout=3600)
+    _wait_for(url, len(files) + 1, processes, work)
     engine = create_engine(url)
     try:
         with Session(engine) as session:
@@ -98,10 +114,11 @@ def _batch_through(processes: list[subprocess.Popen], inbox: Path, url: str, pag
 def _embedded(pages_dir: Path, work: Path, bundle_dir: Path, engine: dict, warm_up: Path) -> dict:
     home, inbox = work / "embedded-home", work / "embedded-inbox"
     inbox.mkdir()
-    runner = subprocess.Popen(_cli("run", "--inbox", str(inbox)), env=_env(work, home, bundle_dir, engine),
-                              stderr=subprocess.DEVNULL)
+    runner = _start(work, "embedded-run", ["run", "--inbox", str(inbox)], _env(work, home, bundle_dir, engine))
     try:
-        return _batch_through([runner], inbox, f"sqlite:///{home / 'ecg-intake.db'}", pages_dir, warm_up)
+        result = _batch_through([runner], inbox, f"sqlite:///{home / 'ecg-intake.db'}", pages_dir, warm_up, work)
+        restarts = (work / "logs" / "embedded-run.log").read_text(errors="replace").count("starting it again")
+        return {**result, "inference_restarts": restarts}
     finally:
         stop_gracefully(runner)
 
@@ -129,12 +146,12 @@ def _services(pages_dir: Path, work: Path, bundle_dir: Path, engine: dict, warm_
         env = _env(work, home, bundle_dir, engine, ECG_INTAKE_DATABASE_URL=url, ECG_INTAKE_BROKER_URL=broker_url)
         subprocess.run(_cli("db", "upgrade"), env=env, check=True, capture_output=True)
         processes = [
-            subprocess.Popen(_cli("worker", "--queues", "ingest"), env=env, stderr=subprocess.DEVNULL),
-            subprocess.Popen(_cli("worker", "--queues", "infer", "--pool", "threads", "--concurrency",
-                                  str(engine["batch_size"])), env=env, stderr=subprocess.DEVNULL),
-            subprocess.Popen(_cli("watch", "--inbox", str(inbox)), env=env, stderr=subprocess.DEVNULL)]
+            _start(work, "services-ingest", ["worker", "--queues", "ingest"], env),
+            _start(work, "services-infer", ["worker", "--queues", "infer", "--pool", "threads", "--concurrency",
+                                            str(engine["batch_size"])], env),
+            _start(work, "services-watch", ["watch", "--inbox", str(inbox)], env)]
         try:
-            return _batch_through(processes, inbox, url, pages_dir, warm_up)
+            return _batch_through(processes, inbox, url, pages_dir, warm_up, work)
         finally:
             for process in processes:
                 stop_gracefully(process)
@@ -148,7 +165,7 @@ def _latency(samples: list[Path], work: Path, bundle_dir: Path, engine: dict, st
     home, inbox = work / "latency-home", work / "latency-inbox"
     inbox.mkdir()
     env = _env(work, home, bundle_dir, engine, ECG_INTAKE_STABLE_SECONDS=str(stable_seconds))
-    runner = subprocess.Popen(_cli("run", "--inbox", str(inbox)), env=env, stderr=subprocess.DEVNULL)
+    runner = _start(work, "latency-run", ["run", "--inbox", str(inbox)], env)
     database = None
     latencies = []
     try:

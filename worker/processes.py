@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
+import threading
+
+log = logging.getLogger(__name__)
 
 
 def stop_gracefully(process: subprocess.Popen, timeout: float = 60) -> None:
@@ -15,3 +19,37 @@ def stop_gracefully(process: subprocess.Popen, timeout: float = 60) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class Supervised:
+    """A child process that is started again, with a logged reason, whenever it exits without being asked to.
+
+    `ecg-intake run` keeps its inference worker this way: a crash there must not leave decoded pages
+    waiting for a classifier that is gone.
+    """
+
+    def __init__(self, command: list[str], env: dict[str, str], name: str, check_every: float = 1.0) -> None:
+        self.command, self.env, self.name = command, env, name
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(command, env=env)
+        self._thread = threading.Thread(target=self._watch, args=(check_every,), name=f"supervise-{name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _watch(self, check_every: float) -> None:
+        while not self._stopping.wait(check_every):
+            with self._lock:
+                code = self.process.poll()
+                if code is None or self._stopping.is_set():
+                    continue
+                self.restarts += 1
+                log.error("%s process exited with code %s; starting it again (restart %d)", self.name, code,
+                          self.restarts)
+                self.process = subprocess.Popen(self.command, env=self.env)
+
+    def stop(self, timeout: float = 60) -> None:
+        self._stopping.set()
+        with self._lock:
+            stop_gracefully(self.process, timeout)
