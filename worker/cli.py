@@ -468,8 +468,7 @@ def bench_validity(
     for row in rows:
         table.add_row(row["group"], row["criterion"], f"{row['share']:.2f}", f"{row['required']:.2f}")
     out.print(table)
-    if json_out:
-        json_out.write_text(json.dumps(rows, indent=2) + "\n")
+    _save_json(rows, json_out)
 
 
 @bench_app.command("reference")
@@ -485,8 +484,7 @@ def bench_reference(
 
     result = run_reference(train_n, test_n, epochs, artifacts=artifacts)
     _report({"benchmark": "reference", **{k: v for k, v in result.items() if k != "history"}}, None)
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    _save_json(result, json_out)
 
 
 @app.command("preprocess")
@@ -548,8 +546,7 @@ def bench_preprocess(
             **{f"deskew_{k}": v for k, v in result["deskew"].items()},
             **{f"flatness_{k}": v for k, v in result["flatness"].items()}}
     _report(flat, None)
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    _save_json(result, json_out)
 
 
 @bench_app.command("ablation")
@@ -569,8 +566,7 @@ def bench_ablation(
     for arm, scores in result["arms"].items():
         table.add_row(arm, f"{scores['heavy']['macro_auroc']:.4f}", f"{scores['clean']['macro_auroc']:.4f}")
     out.print(table)
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    _save_json(result, json_out)
 
 
 @bench_app.command("decode")
@@ -593,8 +589,7 @@ def bench_decode(
     for row in result["kinds"]:
         table.add_row(*(str(row[c]) for c in columns))
     out.print(table)
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    _save_json(result, json_out)
 
 
 @bench_app.command("engine")
@@ -617,8 +612,7 @@ def bench_engine(
     out.print(table)
     for kind, reason in result["skipped"].items():
         out.print(f"skipped {kind}: {escape(reason)}", highlight=False)
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    _save_json(result, json_out)
 
 
 @bench_app.command("pipeline")
@@ -653,6 +647,11 @@ def bench_pipeline(
         latency = result["latency"]
         out.print(f"single-file latency over {latency['drops']} drops (stable_seconds={latency['stable_seconds']}): "
                   f"p50 {latency['p50_s']} s, p95 {latency['p95_s']} s, max {latency['max_s']} s")
+    _save_json(result, json_out)
+
+
+def _save_json(result: dict | list, json_out: Path | None) -> None:
+    """Every bench command's `--json FILE`."""
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -664,8 +663,7 @@ def _report(result: dict, json_out: Path | None) -> None:
     for key, value in result.items():
         table.add_row(key, str(value))
     out.print(table)
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    _save_json(result, json_out)
 
 
 def main() -> None:
