@@ -161,6 +161,11 @@ class StabilityTracker:
     def pending(self) -> int:
         return len(self._seen)
 
+    def shortest_window(self) -> float:
+        """The settle window of the soonest-ready pending file, so the watcher looks again in time."""
+        finished = any(path in self._finished for path in self._seen)
+        return self.settled_seconds if finished else self.stable_seconds
+
 
 class Watcher:
     """Finds complete files in a set of inboxes and hands each claim to `on_claim` exactly once."""
@@ -234,9 +239,7 @@ class Watcher:
     def _next_wait(self) -> float:
         """A file waiting to settle is looked at again as soon as it could be stable, not a full poll later."""
         if self.tracker.pending():
-            finished = any(path in self.tracker._finished for path in self.tracker._seen)
-            window = self.tracker.settled_seconds if finished else self.tracker.stable_seconds
-            return min(self.poll_interval, max(0.05, window / 2))
+            return min(self.poll_interval, max(0.05, self.tracker.shortest_window() / 2))
         return self.poll_interval
 
     def wake(self) -> None:

@@ -88,7 +88,7 @@ def bench_engine(bundle_dir: Path, batch_sizes: tuple[int, ...] = (1, 8, 32), th
     On a GPU the cuda backend is also measured in fp32 eager mode, the baseline fp16 is compared with.
     """
     from model_training.bundle import load_manifest
-    from worker.engine import AUTO_ORDER, _build, unavailable
+    from worker.engine import AUTO_ORDER, build_engine, unavailable
 
     manifest = load_manifest(bundle_dir)
     pages = np.random.default_rng(0).integers(0, 256, (max(batch_sizes), *manifest.input_size), dtype=np.uint8)
@@ -106,7 +106,7 @@ def bench_engine(bundle_dir: Path, batch_sizes: tuple[int, ...] = (1, 8, 32), th
 
                     engine = CudaEngine(bundle_dir, batch_size=batch_size, half=False)
                 else:
-                    engine = _build(kind, bundle_dir, threads, batch_size, cache_dir)
+                    engine = build_engine(kind, bundle_dir, threads, batch_size, cache_dir)
                 rate = _images_per_second(engine, pages, batch_size, min_seconds, min_batches)
                 rows.append({"engine": variant, "batch_size": batch_size, "images_per_s": round(rate, 2)})
                 del engine

@@ -167,14 +167,15 @@ def _internal_errors_since(settings: Settings, started: float) -> list[str]:
 
     from sqlalchemy import select
 
+    from ingest.reasons import Reason
     from worker.db.models import Document
     from worker.db.session import session_scope
 
     since = datetime.fromtimestamp(started, UTC)
     with session_scope(settings.sqlalchemy_url) as session:
         rows = session.scalars(select(Document.sha256).where(
-            Document.reason == "internal_error", Document.processed_at >= since)).all()
-    return [f"{sha[:12]}: internal_error" for sha in rows]
+            Document.reason == Reason.INTERNAL_ERROR.value, Document.processed_at >= since)).all()
+    return [f"{sha[:12]}: {Reason.INTERNAL_ERROR.value}" for sha in rows]
 
 
 @app.command()

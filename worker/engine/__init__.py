@@ -59,7 +59,8 @@ def _bundle_has_onnx(bundle_dir: Path) -> bool:
     return bool(manifest.onnx) and (Path(bundle_dir) / manifest.onnx).exists()
 
 
-def _build(kind: str, bundle_dir: Path, threads: int, batch_size: int, cache_dir: Path | None) -> Engine:
+def build_engine(kind: str, bundle_dir: Path, threads: int, batch_size: int, cache_dir: Path | None) -> Engine:
+    """One named backend, no fallback: `load_engine` and `bench engine` both start engines through this."""
     if kind == "tensorrt":
         from worker.engine.tensorrt import TensorRTEngine
 
@@ -84,14 +85,14 @@ def load_engine(bundle_dir: Path, kind: str = "auto", threads: int = 0, batch_si
         reason = unavailable(kind)
         if reason:
             raise RuntimeError(f"engine {kind} is not available: {reason}")
-        return _build(kind, bundle_dir, threads, batch_size, cache_dir)
+        return build_engine(kind, bundle_dir, threads, batch_size, cache_dir)
     for candidate in AUTO_ORDER:
         reason = unavailable(candidate)
         if reason is None and candidate == "onnx" and not _bundle_has_onnx(bundle_dir):
             reason = "the bundle has no ONNX file (`ecg-intake model export` writes one)"
         if reason is None:
             try:
-                engine = _build(candidate, bundle_dir, threads, batch_size, cache_dir)
+                engine = build_engine(candidate, bundle_dir, threads, batch_size, cache_dir)
             except Exception as exc:  # a broken GPU stack must not stop the worker: fall through to the next
                 reason = f"failed to start: {type(exc).__name__}: {exc}"
             else:
