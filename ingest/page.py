@@ -1,4 +1,4 @@
-"""The plain data object every decoder yields."""
+"""The plain data objects of a page: as decoded, and as intake stores it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,20 @@ class Page:
     """One ECG page as pixels: uint8 grayscale (H, W) or BGR (H, W, 3)."""
 
     image: np.ndarray
+    page_no: int
+    source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedPage:
+    """A page reduced to what intake stores: the model input (cleaned, letterboxed) and a thumbnail.
+
+    Made in the decoder process, so a full-resolution page (about 12 MB at 200 DPI) never crosses the pipe.
+    """
+
+    model_input: np.ndarray
+    thumbnail: np.ndarray
     page_no: int
     source: str
     metadata: dict[str, Any] = field(default_factory=dict)

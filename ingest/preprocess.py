@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ingest.page import Page, PreparedPage
+
 PREPROCESS_VERSION = "2"
 STEPS = ("page", "illumination", "deskew", "creases", "grid", "crop")
 WORK_WIDTH = 1200
@@ -263,3 +265,18 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
 def preprocess(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STEPS) -> np.ndarray:
     """Page pixels -> the model's (height, width) uint8 grayscale input."""
     return clean(image, size, steps).image
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """How intake turns a decoded page into stored images; picklable, so the decoder process can apply it."""
+
+    size: tuple[int, int]
+    steps: tuple[str, ...] = STEPS
+    thumbnail_width: int = 480
+
+    def __call__(self, page: Page) -> PreparedPage:
+        scale = self.thumbnail_width / page.image.shape[1]
+        thumbnail = cv2.resize(page.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        return PreparedPage(preprocess(page.image, self.size, self.steps), thumbnail, page.page_no, page.source,
+                            page.metadata)

@@ -39,7 +39,7 @@ class Source(BaseModel):
     kind: Literal["synthetic", "ptbxl", "folder"]
     n: int | None = None  # synthetic: how many; ptbxl: at most this many records
     seed: int = 0  # synthetic set seed (sets never share records); page-style seed for ptbxl
-    artifacts: Literal["none", "light", "heavy"] = "heavy"
+    artifacts: Literal["none", "light", "heavy", "photo"] = "heavy"
     dpi: int | None = 150  # None: random 100-300 per page, as scans come
     path: Path | None = None  # ptbxl and folder
     folds: list[int] | None = None  # ptbxl strat_fold values to use

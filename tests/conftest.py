@@ -39,6 +39,7 @@ def base_env(home: Path, bundle_dir: Path) -> dict[str, str]:
     env.update({
         "ECG_INTAKE_HOME": str(home),
         "ECG_INTAKE_BUNDLE": str(bundle_dir),
+        "ECG_INTAKE_ENGINE_CACHE": str(bundle_dir.parent / "engine-cache"),  # one ONNX export for the session
         "ECG_INTAKE_STABLE_SECONDS": "0.5",
         "ECG_INTAKE_POLL_INTERVAL": "0.2",
         "ECG_INTAKE_TORCH_THREADS": "2",

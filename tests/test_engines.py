@@ -54,9 +54,9 @@ def test_auto_explains_what_it_skipped(exported_bundle: Path, bundle_dir: Path,
         assert f"{kind} skipped: {unavailable(kind)}" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="worker.engine"):
-        assert load_engine(bundle_dir, "auto").name in ("cpu", "cuda", "tensorrt")  # no ONNX file: never onnx
+        assert load_engine(bundle_dir, "auto").name in ("cpu", "cuda", "tensorrt")  # no ONNX file, no cache
     if unavailable("onnx") is None and unavailable("cuda"):
-        assert "onnx skipped: the bundle has no ONNX file" in caplog.text
+        assert "onnx skipped: the bundle has no ONNX file and no engine cache" in caplog.text
 
 
 def test_unknown_or_missing_engine_is_a_clear_error(bundle_dir: Path) -> None:
@@ -99,3 +99,19 @@ def test_micro_batching_does_not_hold_a_lone_caller(bundle_dir: Path) -> None:
         assert time.monotonic() - started < 2.5  # one possible caller: nobody to wait for (the wait is 5 s)
     finally:
         batching.close()
+
+
+def test_auto_exports_onnx_once_into_the_engine_cache(bundle_dir: Path, tmp_path: Path) -> None:
+    """The shipped bundle carries weights only (size); the worker exports its ONNX file on first start."""
+    if unavailable("onnx") or not unavailable("cuda"):
+        pytest.skip("onnx is not auto's choice on this machine")
+    engine = load_engine(bundle_dir, "auto", cache_dir=tmp_path)
+    assert engine.name == "onnx"
+    exported = tmp_path / engine.manifest.version / "model.onnx"
+    assert exported.is_file() and not any(p.name != "model.onnx" for p in exported.parent.iterdir())
+    stamp = exported.stat().st_mtime_ns
+    reference = load_engine(bundle_dir, "cpu")
+    pages = _pages(reference.manifest)
+    np.testing.assert_allclose(load_engine(bundle_dir, "auto", cache_dir=tmp_path).predict(pages),
+                               reference.predict(pages), atol=1e-4)
+    assert exported.stat().st_mtime_ns == stamp

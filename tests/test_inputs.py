@@ -10,6 +10,7 @@ import pytest
 
 from ingest.decode import DecodeLimits, decode
 from ingest.decode.isolated import Decoder
+from ingest.preprocess import STEPS, Preparation, preprocess
 from ingest.reasons import IngestError, Reason
 from ingest.sniff import FileType
 from tests.inputs import (
@@ -159,3 +160,17 @@ def test_isolated_decoder_survives_a_child_that_dies(tmp_path: Path) -> None:
         decoder._process.join()
         _, pages = decoder.decode(quick)  # replaced transparently
         assert len(pages) == 1
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_prepared_pages_match_preprocessing_here(tmp_path: Path, isolated: bool) -> None:
+    """Intake's pages come cleaned from the decoder process; they must equal cleaning the decoded page here."""
+    path = tiff_pages(tmp_path / "two.tif", pages=2)
+    preparation = Preparation((96, 192), STEPS, thumbnail_width=120)
+    _, decoded = decode(path)
+    with Decoder(DecodeLimits(), isolated=isolated) as decoder:
+        file_type, prepared = decoder.decode_prepared(path, preparation)
+    assert file_type is FileType.TIFF and [p.page_no for p in prepared] == [p.page_no for p in decoded]
+    for page, original in zip(prepared, decoded, strict=True):
+        np.testing.assert_array_equal(page.model_input, preprocess(original.image, (96, 192), STEPS))
+        assert page.thumbnail.shape[1] == 120 and page.source == original.source

@@ -326,7 +326,7 @@ def synth(
     n: Annotated[int, typer.Option("--n", help="number of records (one page each)")] = 100,
     formats: Annotated[str, typer.Option(help="comma-separated: png, jpg, tiff, pdf, dicom-waveform, dicom-sc, "
                                               "dicom-pdf, wfdb")] = "png",
-    artifacts: Annotated[str, typer.Option(help="none, light or heavy")] = "heavy",
+    artifacts: Annotated[str, typer.Option(help="none, light, heavy or photo")] = "heavy",
     seed: Annotated[int, typer.Option(help="set seed; different seeds never share records")] = 0,
     dpi: Annotated[int | None, typer.Option(help="fixed DPI (default: random 100-300)")] = None,
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,

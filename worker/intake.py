@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session
 
 from ingest.decode.isolated import Decoder
 from ingest.files import destination, move, sha256_file, write_reason
-from ingest.preprocess import PREPROCESS_VERSION, preprocess
+from ingest.page import PreparedPage
+from ingest.preprocess import PREPROCESS_VERSION, Preparation
 from ingest.reasons import IngestError, Reason
 from ingest.watch import Claim, claim_id
-from model_training.bundle import Manifest, load_manifest
+from model_training.bundle import load_manifest
 from worker.db.models import Document, DocumentStatus, Event, Page
 from worker.db.session import session_scope
 from worker.disposition import settle
@@ -72,18 +73,15 @@ def _quarantine(settings: Settings, session: Session, document: Document, claime
     log.warning("document %s quarantined: %s", document.sha256[:12], error.reason.value)
 
 
-def _save_pages(settings: Settings, document: Document, pages: list, manifest: Manifest) -> list[dict]:
+def _save_pages(settings: Settings, document: Document, pages: list[PreparedPage]) -> list[dict]:
     folder = settings.pages_dir / document.sha256[:2] / document.sha256
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for page in pages:
-        model_input = preprocess(page.image, tuple(manifest.input_size), manifest.preprocess_steps)
         image_path = folder / f"page-{page.page_no:03d}.png"
-        cv2.imwrite(str(image_path), model_input)
-        scale = THUMBNAIL_WIDTH / page.image.shape[1]
-        thumbnail = cv2.resize(page.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(image_path), page.model_input)
         thumbnail_path = folder / f"thumb-{page.page_no:03d}.jpg"
-        cv2.imwrite(str(thumbnail_path), thumbnail, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        cv2.imwrite(str(thumbnail_path), page.thumbnail, [cv2.IMWRITE_JPEG_QUALITY, 85])
         rows.append({"page_no": page.page_no, "image_path": str(image_path), "thumbnail_path": str(thumbnail_path),
                      "source": page.source})
     return rows
@@ -123,8 +121,10 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
                 session.rollback()
                 return _record_duplicate(settings, session, _find(session, sha256), claim)
 
+        manifest = load_manifest(settings.bundle_dir)
+        preparation = Preparation(tuple(manifest.input_size), tuple(manifest.preprocess_steps), THUMBNAIL_WIDTH)
         try:
-            file_type, pages = decoder.decode(claim.claimed)
+            file_type, pages = decoder.decode_prepared(claim.claimed, preparation)
         except IngestError as error:
             _quarantine(settings, session, document, claim.claimed, error)
             return IntakeResult(sha256, DocumentStatus.QUARANTINED)
@@ -134,8 +134,7 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
             _quarantine(settings, session, document, claim.claimed, error)
             return IntakeResult(sha256, DocumentStatus.QUARANTINED)
 
-        manifest = load_manifest(settings.bundle_dir)
-        rows = _save_pages(settings, document, pages, manifest)
+        rows = _save_pages(settings, document, pages)
         existing = {page.page_no: page for page in document.pages}
         for row in rows:
             page = existing.get(row["page_no"]) or Page(document_id=document.id, page_no=row["page_no"])

@@ -3,7 +3,8 @@
 C decoders (OpenCV, pylibjpeg, Pillow) cannot be interrupted from Python, and a segfault on a
 malicious file would end the whole worker. The child process decodes one file at a time; when the
 time limit passes it is killed and replaced, and the file gets `decode_timeout`. A child that dies
-mid-file gives `corrupt`. Pages come back pickled (a 200-DPI A4 page is about 12 MB).
+mid-file gives `corrupt`. With a `Preparation` the child also cleans each page and makes its
+thumbnail, so only the small results come back through the pipe (a 200-DPI A4 page is about 12 MB).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 from pathlib import Path
+from typing import Any
 
 from ingest.decode import DecodeLimits, decode
-from ingest.page import Page
+from ingest.page import Page, PreparedPage
+from ingest.preprocess import Preparation
 from ingest.reasons import IngestError, Reason
 from ingest.sniff import FileType
 
@@ -31,9 +34,10 @@ def _serve(connection: multiprocessing.connection.Connection) -> None:
             request = connection.recv()
         except EOFError:
             return
-        path, limits = request
+        path, limits, preparation = request
         try:
-            connection.send(("ok", decode(Path(path), limits)))
+            file_type, pages = decode(Path(path), limits)
+            connection.send(("ok", (file_type, [preparation(p) for p in pages] if preparation else pages)))
         except IngestError as error:
             connection.send(("error", (error.reason.value, error.message)))
         except Exception as exc:  # sent back so the caller decides; the child stays up
@@ -50,11 +54,19 @@ class Decoder:
         self._connection: multiprocessing.connection.Connection | None = None
 
     def decode(self, path: Path) -> tuple[FileType, list[Page]]:
+        return self._request(path, None)
+
+    def decode_prepared(self, path: Path, preparation: Preparation) -> tuple[FileType, list[PreparedPage]]:
+        """Decode and prepare in the child: the way intake uses it, cleaning included in the time limit."""
+        return self._request(path, preparation)
+
+    def _request(self, path: Path, preparation: Preparation | None) -> tuple[FileType, list[Any]]:
         connection = self._ensure_child() if self.isolated else None
         if connection is None:
-            return decode(path, self.limits)
+            file_type, pages = decode(path, self.limits)
+            return file_type, [preparation(p) for p in pages] if preparation else pages
         self.limits.check_file_size(path.stat().st_size)
-        connection.send((str(path), self.limits))
+        connection.send((str(path), self.limits, preparation))
         if not connection.poll(self.limits.timeout_s):
             self.close()
             raise IngestError(Reason.DECODE_TIMEOUT, f"decoding took longer than {self.limits.timeout_s:g}s")

@@ -17,7 +17,7 @@ import numpy as np
 from ingest.render import GRID_COLOURS, PaperStyle, render_paper
 from model_training.synth.signals import Record
 
-ARTIFACT_LEVELS = ("none", "light", "heavy")
+ARTIFACT_LEVELS = ("none", "light", "heavy", "photo")
 _PEN_COLOURS = [(20, 20, 20), (40, 30, 30), (90, 30, 20), (30, 30, 90), (60, 60, 60)]  # BGR
 
 
@@ -165,6 +165,10 @@ ARTIFACTS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarr
 _PROBABILITY = {  # per preset: chance each artifact applies, and the strength range
     "light": ({"binarise": 0.0, "partial_crop": 0.1, "scribbles": 0.1, "stains": 0.1}, 0.35, (0.05, 0.4)),
     "heavy": ({"binarise": 0.12, "partial_crop": 0.35, "scribbles": 0.4, "stains": 0.35}, 0.7, (0.3, 1.0)),
+    # A phone photo of a printout on a desk: always shadowed, warped, dim, soft and recompressed.
+    # Stage 1 never trains on it, so it stands for a hospital's own, unseen style (the two-stage ablation).
+    "photo": ({"shadow": 1.0, "perspective": 1.0, "low_contrast": 1.0, "blur": 1.0, "jpeg": 1.0, "binarise": 0.0,
+               "scanner_noise": 0.0}, 0.25, (0.6, 1.0)),
 }
 
 

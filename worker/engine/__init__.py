@@ -88,8 +88,8 @@ def load_engine(bundle_dir: Path, kind: str = "auto", threads: int = 0, batch_si
         return build_engine(kind, bundle_dir, threads, batch_size, cache_dir)
     for candidate in AUTO_ORDER:
         reason = unavailable(candidate)
-        if reason is None and candidate == "onnx" and not _bundle_has_onnx(bundle_dir):
-            reason = "the bundle has no ONNX file (`ecg-intake model export` writes one)"
+        if reason is None and candidate == "onnx" and cache_dir is None and not _bundle_has_onnx(bundle_dir):
+            reason = "the bundle has no ONNX file and no engine cache is set to export one into"
         if reason is None:
             try:
                 engine = build_engine(candidate, bundle_dir, threads, batch_size, cache_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ def onnx_path(bundle_dir: Path, cache_dir: Path | None) -> Path:
     if not path.exists():
         target.mkdir(parents=True, exist_ok=True)
         model, _ = load_model(bundle_dir)
-        partial = export_onnx(model, manifest, target)
-        os.replace(partial, path)
+        with tempfile.TemporaryDirectory(dir=target) as scratch:  # processes starting together never see half a file
+            os.replace(export_onnx(model, manifest, Path(scratch)), path)
     return path
 
 
