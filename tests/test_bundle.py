@@ -59,22 +59,15 @@ def test_letterbox_keeps_aspect_ratio_with_white_padding() -> None:
 
 
 def test_stage1_architecture_round_trips_and_exports(tmp_path: Path) -> None:
-    """The shipped recipe's timm arguments and our trace stem survive the manifest, torch.export and ONNX."""
+    """The shipped recipe's timm arguments survive the manifest, torch.export and ONNX."""
     from model_training.config import load_config
 
     config = load_config(Path("stage1"))
-    assert config.backbone_kwargs["stem"] == "trace"
     create_untrained_bundle(tmp_path, config.backbone, (64, 128), **config.backbone_kwargs)
-    model, manifest = load_model(tmp_path)
-    assert isinstance(model.stem[-1], torch.nn.MaxPool2d) and manifest.backbone_kwargs == config.backbone_kwargs
+    _, manifest = load_model(tmp_path)
+    assert manifest.backbone_kwargs == config.backbone_kwargs
     export_bundle(tmp_path)
     pages = np.random.default_rng(1).integers(0, 256, (3, 64, 128), dtype=np.uint8)
     expected = load_engine(tmp_path, "cpu").predict(pages)
     np.testing.assert_allclose(load_engine(tmp_path, "onnx").predict(pages), expected, atol=1e-4)
 
-
-def test_unknown_stem_is_refused() -> None:
-    from model_training.model import create_model
-
-    with pytest.raises(ValueError, match="unknown stem"):
-        create_model("convnext_atto", 5, stem="pixel")
