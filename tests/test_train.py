@@ -106,3 +106,30 @@ def test_evaluate_command_reports_auroc_with_intervals(cli, tmp_path: Path, bund
     assert set(report["per_class_auroc"]) == {"MI", "AF", "STTC", "CD", "HYP"}
     assert "macro_auroc" in report and len(report["macro_auroc_ci"]) == 2
     assert all(Path(p).exists() for p in report["plots"])
+
+
+def test_recalibrated_batchnorm_statistics_match_the_data() -> None:
+    """After recalibration, eval mode on the calibration batch gives what train mode (batch statistics) gives."""
+    import torch
+
+    from model_training.model import create_model, to_input
+    from model_training.train import recalibrate_bn
+
+    torch.manual_seed(0)
+    model = create_model("convnext_atto", 5, norm_layer="batchnorm2d", conv_mlp=True)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # stale statistics, as an EMA leaves them
+            module.running_mean.fill_(0.5)
+            module.running_var.fill_(50.0)
+    pages = np.random.default_rng(0).integers(0, 256, (16, *SIZE), dtype=np.uint8)
+    with torch.no_grad():
+        stale = model.eval()(to_input(pages))
+        batch_statistics = model.train()(to_input(pages))
+    assert recalibrate_bn(model, pages, torch.device("cpu"), pages=16, batch_size=16)
+    with torch.no_grad():
+        recalibrated = model(to_input(pages))
+    assert not model.training
+    # equal up to the unbiased variance the running statistics keep (16 pooled values in the head's norm)
+    before, after = (stale - batch_statistics).abs().max(), (recalibrated - batch_statistics).abs().max()
+    assert after < 0.05 < before and after < before / 10, (before, after)
+    assert not recalibrate_bn(create_model("convnext_atto", 5), pages, torch.device("cpu"))  # LayerNorm: nothing

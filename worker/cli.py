@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -300,6 +300,22 @@ def model_export(directory: Annotated[Path | None, typer.Argument()] = None) -> 
     console.print(f"exported {manifest.model_version}: {manifest.program}, {manifest.onnx}")
 
 
+@model_app.command("recalibrate")
+def model_recalibrate(
+    directory: Annotated[Path, typer.Argument(help="bundle to fix in place")],
+    config: Annotated[Path, typer.Option("--config", help="the config whose data and validation pages to use")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field")] = None,
+    pages: int = 2048,
+) -> None:
+    """Recompute a bundle's BatchNorm statistics, then its thresholds and validation metrics (a new version)."""
+    from model_training.config import load_config
+    from model_training.train import recalibrate_bundle
+
+    manifest = recalibrate_bundle(directory, load_config(config, _overrides(set_)), pages)
+    console.print(f"recalibrated {manifest.model_version}: validation macro AUROC "
+                  f"{manifest.metrics['validation']['macro_auroc']:.4f}")
+
+
 @model_app.command("show")
 def model_show(directory: Annotated[Path | None, typer.Argument()] = None) -> None:
     """Print a bundle's manifest (default: the configured bundle)."""
@@ -369,11 +385,7 @@ def train(
     from model_training.pages import Source
     from model_training.train import train as run_training
 
-    overrides = {}
-    for item in set_ or []:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = json.loads(value) if value[:1] in "[{0123456789-tfn" else value
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, _overrides(set_))
     if reviewed:
         from worker.db.session import session_scope
         from worker.review_export import export_reviewed
@@ -403,6 +415,15 @@ def train(
 
         summary = run_training(cfg, resume=resume, on_log=show, progress=progress)
     out.print_json(json.dumps(summary))
+
+
+def _overrides(items: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs; JSON values (numbers, lists, objects, true/false/null) are parsed."""
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = json.loads(value) if value[:1] in "[{0123456789-tfn" else value
+    return overrides
 
 
 @app.command()

@@ -176,13 +176,16 @@ def _latency(samples: list[Path], work: Path, bundle_dir: Path, engine: dict, st
             created = None
             while created is None:
                 if runner.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the embedded pipeline did not answer a single file")
+                    raise RuntimeError(f"the embedded pipeline did not answer a single file:\n{_log_tail(work)}")
                 if database is None and (home / "ecg-intake.db").exists():
                     database = create_engine(f"sqlite:///{home / 'ecg-intake.db'}")
                 if database is not None:
                     with Session(database) as session:
-                        created = session.scalar(select(Prediction.created_at).join(Page).join(Document).where(
-                            Document.path.like(f"%{sample.name}")))
+                        try:
+                            created = session.scalar(select(Prediction.created_at).join(Page).join(Document).where(
+                                Document.path.like(f"%{sample.name}")))
+                        except OperationalError:  # the database file is there, its schema not yet
+                            created = None
                 time.sleep(0.05)
             if i:
                 latencies.append(_utc_seconds(created) - dropped_at)
