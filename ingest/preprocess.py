@@ -29,6 +29,7 @@ from ingest.page import Page, PreparedPage
 PREPROCESS_VERSION = "2"
 STEPS = ("page", "illumination", "deskew", "creases", "grid", "crop")
 WORK_WIDTH = 1200
+THUMBNAIL_WIDTH = 480  # the review UI's page preview
 MAX_SKEW_DEG = 10.0
 PAGE_ASPECT = (1.2, 1.6)  # long side over short side of A4 (1.41) and US letter (1.29), with perspective slack
 
@@ -273,7 +274,7 @@ class Preparation:
 
     size: tuple[int, int]
     steps: tuple[str, ...] = STEPS
-    thumbnail_width: int = 480
+    thumbnail_width: int = THUMBNAIL_WIDTH
 
     def __call__(self, page: Page) -> PreparedPage:
         scale = self.thumbnail_width / page.image.shape[1]

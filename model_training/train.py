@@ -88,8 +88,8 @@ def recalibrate_bn(model: nn.Module, images: np.ndarray, device: torch.device, p
     """Recompute BatchNorm running statistics for the weights as they are now; False if there is no BatchNorm.
 
     An EMA averages weights and running statistics separately, so its statistics belong to older
-    weights. Measured on the first shipped model: outputs in eval mode varied by 0.001 across pages
-    (macro AUROC 0.761 on 400 test pages); after recalibration by 0.10-0.16, and 0.779.
+    weights: the first shipped model gave nearly the same probabilities for every page until its
+    statistics were recomputed (README, "Why step 3").
     """
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return False
@@ -98,6 +98,15 @@ def recalibrate_bn(model: nn.Module, images: np.ndarray, device: torch.device, p
               model, device)
     model.eval()
     return True
+
+
+def _thresholds_and_scores(model: nn.Module, validation: PageSet, device: torch.device
+                          ) -> tuple[dict[str, float], dict[str, Any]]:
+    """The bundle's per-class thresholds, chosen on the validation split, and its metrics at them."""
+    probs = predict(model, validation.images, device)
+    truth = validation.labels.astype(int)
+    thresholds = choose_thresholds(truth, probs, LABELS)
+    return thresholds, metrics(truth, probs, LABELS, thresholds, n_bootstrap=200)
 
 
 @torch.inference_mode()
@@ -279,10 +288,7 @@ class Trainer:
         model = self.evaluation_model()
         if self.ema:
             recalibrate_bn(model, train.images, self.device, pages=2048)
-        probs = predict(model, validation.images, self.device)
-        truth = validation.labels.astype(int)
-        thresholds = choose_thresholds(truth, probs, LABELS)
-        scores = metrics(truth, probs, LABELS, thresholds, n_bootstrap=200)
+        thresholds, scores = _thresholds_and_scores(model, validation, self.device)
         manifest = Manifest(name=config.name, backbone=config.backbone, backbone_kwargs=config.backbone_kwargs,
                             input_size=config.input_size, preprocess_steps=config.preprocess_steps,
                             labels=list(LABELS), thresholds=thresholds, trained=True,
@@ -318,16 +324,14 @@ def recalibrate_bundle(bundle_dir: Path, config: TrainConfig, pages: int = 2048)
 
     model, manifest = load_model(bundle_dir)
     device = torch.device("cpu")
-    train_pages = concatenate([load_pages(s, manifest.input_size, manifest.preprocess_steps, config.cache_dir,
-                                          config.workers) for s in config.data])
-    validation = concatenate([load_pages(s, manifest.input_size, manifest.preprocess_steps, config.cache_dir,
-                                         config.workers) for s in config.validation])
+    def pages_of(sources: list) -> PageSet:
+        return concatenate([load_pages(source, manifest.input_size, manifest.preprocess_steps, config.cache_dir,
+                                       config.workers) for source in sources])
+
+    train_pages, validation = pages_of(config.data), pages_of(config.validation)
     if not recalibrate_bn(model, train_pages.images, device, pages=pages):
         raise ValueError(f"bundle {manifest.model_version} has no BatchNorm to recalibrate")
-    probs = predict(model, validation.images, device)
-    truth = validation.labels.astype(int)
-    thresholds = choose_thresholds(truth, probs, list(manifest.labels))
-    scores = metrics(truth, probs, list(manifest.labels), thresholds, n_bootstrap=200)
+    thresholds, scores = _thresholds_and_scores(model, validation, device)
     manifest = manifest.model_copy(update={
         "thresholds": thresholds, "program": None, "onnx": None,
         "metrics": {**manifest.metrics, "validation": scores, "recalibrated_on": train_pages.description},

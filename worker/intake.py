@@ -30,8 +30,6 @@ from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
-THUMBNAIL_WIDTH = 480
-
 
 @dataclass(frozen=True)
 class IntakeResult:
@@ -122,7 +120,7 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
                 return _record_duplicate(settings, session, _find(session, sha256), claim)
 
         manifest = load_manifest(settings.bundle_dir)
-        preparation = Preparation(tuple(manifest.input_size), tuple(manifest.preprocess_steps), THUMBNAIL_WIDTH)
+        preparation = Preparation(tuple(manifest.input_size), tuple(manifest.preprocess_steps))
         try:
             file_type, pages = decoder.decode_prepared(claim.claimed, preparation)
         except IngestError as error:

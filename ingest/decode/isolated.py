@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 120.0
 
 
+def _decode(path: Path, limits: DecodeLimits, preparation: Preparation | None) -> tuple[FileType, list[Any]]:
+    file_type, pages = decode(path, limits)
+    return file_type, [preparation(p) for p in pages] if preparation else pages
+
+
 def _serve(connection: multiprocessing.connection.Connection) -> None:
     connection.send("ready")  # imports done: from here on the clock is the file's
     while True:
@@ -36,8 +41,7 @@ def _serve(connection: multiprocessing.connection.Connection) -> None:
             return
         path, limits, preparation = request
         try:
-            file_type, pages = decode(Path(path), limits)
-            connection.send(("ok", (file_type, [preparation(p) for p in pages] if preparation else pages)))
+            connection.send(("ok", _decode(Path(path), limits, preparation)))
         except IngestError as error:
             connection.send(("error", (error.reason.value, error.message)))
         except Exception as exc:  # sent back so the caller decides; the child stays up
@@ -63,8 +67,7 @@ class Decoder:
     def _request(self, path: Path, preparation: Preparation | None) -> tuple[FileType, list[Any]]:
         connection = self._ensure_child() if self.isolated else None
         if connection is None:
-            file_type, pages = decode(path, self.limits)
-            return file_type, [preparation(p) for p in pages] if preparation else pages
+            return _decode(path, self.limits, preparation)
         self.limits.check_file_size(path.stat().st_size)
         connection.send((str(path), self.limits, preparation))
         if not connection.poll(self.limits.timeout_s):
