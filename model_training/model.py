@@ -1,4 +1,16 @@
-"""The classifier: a timm ConvNeXt with one logit per finding, and the tensor conversion it expects."""
+"""The classifier: a timm ConvNeXt with one logit per finding, and the tensor conversion it expects.
+
+`convnext_ecg` is a ConvNeXt registered with timm for line drawings learnt from scratch (no ImageNet
+weights can be loaded here). It keeps ConvNeXt's blocks (7x7 depthwise convolution, BatchNorm,
+inverted-bottleneck MLP, residuals) and changes what a thin pen trace on blank paper needs:
+  stem="conv_pool"        two dense 3x3 conv-BN-ReLU layers, each followed by 2x2 max pooling, instead
+                          of a strided patchify: the max of ink keeps a one-pixel trace through every
+                          downscale, whatever its width was on paper
+  downsample="maxpool"    between stages, 2x2 max pooling then a 1x1 convolution, instead of a strided
+                          2x2 convolution
+  small widths and depths, no layer scale: it learns from thousands of pages, not millions
+docs/recipe.md has the measured cost of each trait.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +19,11 @@ from typing import Any
 import numpy as np
 import timm
 import torch
+from timm.models import register_model
+from timm.models.convnext import ConvNeXt
 from torch import nn
+
+TIMM_STEMS = ("patch", "overlap", "overlap_tiered", "overlap_act")
 
 
 def create_model(backbone: str, num_labels: int, in_chans: int = 1, **kwargs: Any) -> nn.Module:
@@ -16,6 +32,50 @@ def create_model(backbone: str, num_labels: int, in_chans: int = 1, **kwargs: An
     `kwargs` go to timm (e.g. `norm_layer`, `ls_init_value`, `drop_path_rate`) and are kept in the bundle.
     """
     return timm.create_model(backbone, pretrained=False, num_classes=num_labels, in_chans=in_chans, **kwargs)
+
+
+class ConvPoolStem(nn.Sequential):
+    """Two dense conv-BN-ReLU-maxpool layers: a 4x reduction that a thin trace survives."""
+
+    def __init__(self, in_chans: int, out_chs: int) -> None:
+        mid_chs = max(8, out_chs // 2)
+        super().__init__(
+            nn.Conv2d(in_chans, mid_chs, 3, padding=1, bias=False), nn.BatchNorm2d(mid_chs), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(mid_chs, out_chs, 3, padding=1, bias=False), nn.BatchNorm2d(out_chs), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+
+
+def _pool_downsample(strided: nn.Sequential) -> nn.Sequential:
+    """timm's (norm, 2x2 stride-2 conv) turned into (2x2 max pool, the same norm, 1x1 conv)."""
+    norm, conv = strided[0], strided[1]
+    return nn.Sequential(nn.MaxPool2d(2), norm, nn.Conv2d(conv.in_channels, conv.out_channels, 1,
+                                                         bias=conv.bias is not None))
+
+
+@register_model
+def convnext_ecg(pretrained: bool = False, stem: str = "conv_pool", downsample: str = "maxpool",
+                 **kwargs: Any) -> ConvNeXt:
+    """ConvNeXt for paper ECGs learnt from scratch; every timm ConvNeXt argument still applies."""
+    if pretrained:
+        raise ValueError("convnext_ecg has no pretrained weights; train it or load a bundle")
+    for loader_option in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's, for hub weights
+        kwargs.pop(loader_option, None)
+    if stem not in (*TIMM_STEMS, "conv_pool"):
+        raise ValueError(f"stem must be conv_pool or one of timm's {TIMM_STEMS}, not {stem!r}")
+    if downsample not in ("maxpool", "conv"):
+        raise ValueError(f"downsample must be maxpool or conv, not {downsample!r}")
+    args: dict[str, Any] = {"depths": (1, 1, 3, 1), "dims": (32, 64, 128, 256), "conv_mlp": True,
+                            "norm_layer": "batchnorm2d", "ls_init_value": None, "global_pool": "avg", **kwargs}
+    model = ConvNeXt(stem_type=stem if stem in TIMM_STEMS else "patch", **args)
+    if stem == "conv_pool":
+        model.stem = ConvPoolStem(args.get("in_chans", 3), args["dims"][0])
+    if downsample == "maxpool":
+        for stage in list(model.stages)[1:]:
+            if isinstance(stage.downsample, nn.Sequential):
+                stage.downsample = _pool_downsample(stage.downsample)
+    return model
 
 
 def to_input(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:

@@ -29,7 +29,7 @@ from ingest.decode import decode
 from ingest.preprocess import PREPROCESS_VERSION, letterbox, preprocess
 from model_training.parallel import parallel_map
 from model_training.synth.dataset import item_seed
-from model_training.synth.paper import render_page
+from model_training.synth.families import render_family
 from model_training.synth.signals import LABELS, Record, generate_record
 
 
@@ -40,7 +40,8 @@ class Source(BaseModel):
     n: int | None = None  # synthetic: how many; ptbxl: at most this many records
     seed: int = 0  # synthetic set seed (sets never share records); page-style seed for ptbxl
     artifacts: Literal["none", "light", "heavy", "photo"] = "heavy"
-    dpi: int | None = 150  # None: random 100-300 per page, as scans come
+    family: Literal["ours", "ecgplot"] = "ours"  # drawing family (synthetic and ptbxl), see synth/families.py
+    dpi: int | None = 150  # None or 0 (TOML has no null): random 100-300 per page, as scans come
     path: Path | None = None  # ptbxl and folder
     folds: list[int] | None = None  # ptbxl strat_fold values to use
     prevalence: dict[str, float] | None = None
@@ -49,7 +50,9 @@ class Source(BaseModel):
 
     def describe(self) -> str:
         if self.kind == "synthetic":
-            return f"synthetic n={self.n} seed={self.seed} artifacts={self.artifacts} dpi={self.dpi or 'random'}"
+            family = "" if self.family == "ours" else f" family={self.family}"
+            dpi = self.dpi or "random"
+            return f"synthetic n={self.n} seed={self.seed} artifacts={self.artifacts} dpi={dpi}{family}"
         return f"{self.kind} {self.path}" + (f" folds={self.folds}" if self.folds else "")
 
 
@@ -71,6 +74,7 @@ class _Job:
     steps: tuple[str, ...]
     seed: int = 0
     artifacts: str = "heavy"
+    family: str = "ours"
     dpi: int | None = None
     path: str = ""
     labels: tuple[int, ...] = ()
@@ -84,7 +88,7 @@ def _make(job: _Job) -> tuple[np.ndarray, np.ndarray]:
         seed = item_seed(job.seed, job.index)
         record = generate_record(seed, prevalence=dict(job.prevalence) if job.prevalence else None,
                                  normal_fraction=job.normal_fraction)
-        image, _ = render_page(record, seed, job.artifacts, job.dpi)
+        image, _ = render_family(record, seed, job.family, job.artifacts, job.dpi)
         labels = record.multi_hot().astype(np.float32)
     elif job.kind == "ptbxl":
         from model_training.ptbxl import read_signals
@@ -92,7 +96,7 @@ def _make(job: _Job) -> tuple[np.ndarray, np.ndarray]:
         signals, fs, leads = read_signals(Path(job.path).parent, Path(job.path).name)
         record = Record(signals=signals, fs=fs, labels=dict(zip(LABELS, job.labels, strict=True)), subtypes=[],
                         variant="ptbxl", seed=job.index, params={}, leads=tuple(leads))
-        image, _ = render_page(record, item_seed(job.seed, job.index), job.artifacts, job.dpi)
+        image, _ = render_family(record, item_seed(job.seed, job.index), job.family, job.artifacts, job.dpi)
         labels = np.array(job.labels, dtype=np.float32)
     else:
         labels = np.array(job.labels, dtype=np.float32)
@@ -111,7 +115,7 @@ def _jobs(source: Source, size: tuple[int, int], steps: tuple[str, ...]) -> list
         if not source.n:
             raise ValueError("a synthetic source needs n")
         prevalence = tuple(sorted(source.prevalence.items())) if source.prevalence else None
-        return [_Job("synthetic", i, size, steps, source.seed, source.artifacts, source.dpi,
+        return [_Job("synthetic", i, size, steps, source.seed, source.artifacts, source.family, source.dpi,
                      prevalence=prevalence, normal_fraction=source.normal_fraction) for i in range(source.n)]
     if source.path is None:
         raise ValueError(f"a {source.kind} source needs path")
@@ -123,7 +127,7 @@ def _jobs(source: Source, size: tuple[int, int], steps: tuple[str, ...]) -> list
             database = database[database["strat_fold"].isin(source.folds)]
         database = database.iloc[: source.n] if source.n else database
         column = "filename_hr" if "filename_hr" in database.columns else "filename_lr"
-        return [_Job("ptbxl", int(ecg_id), size, steps, source.seed, source.artifacts, source.dpi,
+        return [_Job("ptbxl", int(ecg_id), size, steps, source.seed, source.artifacts, source.family, source.dpi,
                      path=str(source.path / row[column]), labels=tuple(int(row[label]) for label in LABELS))
                 for ecg_id, row in database.iterrows()]
     with open(source.path / "labels.csv") as handle:

@@ -348,6 +348,8 @@ def synth(
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
     prevalence: Annotated[str | None, typer.Option(help="e.g. AF=0.3,HYP=0.2 (default: close to PTB-XL)")] = None,
     normal_fraction: Annotated[float | None, typer.Option(help="share of normal records (default 0.4)")] = None,
+    family: Annotated[str, typer.Option(help="drawing family: ours (our renderer) or ecgplot (the ecg_plot "
+                                             "package)")] = "ours",
 ) -> None:
     """Write synthetic labelled ECG pages and labels.csv (file, MI, AF, STTC, CD, HYP, subtypes, seed, style)."""
     from rich.progress import Progress
@@ -359,7 +361,7 @@ def synth(
         shares = {k.strip(): float(v) for k, v in (p.split("=") for p in prevalence.split(","))} if prevalence else None
         labels = write_dataset(out, n, tuple(f.strip() for f in formats.split(",") if f.strip()), artifacts, seed,
                                dpi, workers, progress=lambda k: progress.advance(task, k), prevalence=shares,
-                               normal_fraction=normal_fraction)
+                               normal_fraction=normal_fraction, family=family)
     console.print(f"wrote {n} record(s) and {labels}")
 
 
@@ -507,6 +509,37 @@ def bench_reference(
     result = run_reference(train_n, test_n, epochs, artifacts=artifacts)
     _report({"benchmark": "reference", **{k: v for k, v in result.items() if k != "history"}}, None)
     _save_json(result, json_out)
+
+
+@bench_app.command("recipe")
+def bench_recipe(
+    arms: Annotated[str, typer.Option(help="comma-separated arms of model_training.recipe_bench.ARMS")] = (
+        "plain_cnn,convnext_ecg,convnext_atto_stage1"),
+    train_n: Annotated[int, typer.Option("--train")] = 2000,
+    val_n: Annotated[int, typer.Option("--val")] = 300,
+    epochs: int = 3,
+    json_out: Annotated[Path | None, typer.Option("--json", help="merge each arm's result into this JSON file")] = None,
+    speed: Annotated[bool, typer.Option(help="only time one training step per arm, back to back")] = False,
+) -> None:
+    """Short runs at equal pages seen: what each ConvNeXt trait costs, in style and on a held-out drawing family."""
+    from model_training.recipe_bench import measure_speed, run_recipe_bench, summary_rows
+
+    chosen = [a.strip() for a in arms.split(",") if a.strip()]
+    if speed:
+        _report({"benchmark": "recipe-speed", **measure_speed(chosen, json_out=json_out)}, None)
+        return
+    report = run_recipe_bench(chosen, train_n, val_n, epochs,
+                              json_out=json_out,
+                              on_arm=lambda arm, r: console.print(f"{arm}: {r['train_seconds']} s, "
+                                                                  f"ours {r['ours_heavy']}, "
+                                                                  f"ecgplot {r['ecgplot_clean']}/{r['ecgplot_heavy']}"))
+    table = Table(title=f"bench recipe: {report['train']}, {epochs} epochs, macro AUROC")
+    columns = ("arm", "parameters", "step_seconds", "ours_heavy", "ecgplot_clean", "ecgplot_heavy", "held_out_mean")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for row in summary_rows(report):
+        table.add_row(*(str(row[column]) for column in columns))
+    out.print(table)
 
 
 @app.command("preprocess")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from model_training.parallel import parallel_map
 from model_training.synth.dicom_out import write_encapsulated_pdf, write_secondary_capture, write_waveform
-from model_training.synth.paper import render_page
+from model_training.synth.families import FAMILIES, render_family
 from model_training.synth.signals import LABELS, Record, generate_record
 from model_training.synth.wfdb_out import write_record, write_tables
 
@@ -38,6 +38,7 @@ class Job:
     dpi: int | None
     prevalence: tuple[tuple[str, float], ...] | None = None
     normal_fraction: float | None = None
+    family: str = "ours"
 
 
 def item_seed(set_seed: int, index: int) -> int:
@@ -62,18 +63,26 @@ def _write(record: Record, image: np.ndarray, path: Path, fmt: str, dpi: int) ->
 
 
 def make_item(job: Job) -> tuple[list[dict[str, object]], dict[str, object] | None]:
-    """Generate, render and write one record; returns its labels.csv rows and its PTB-XL database row."""
+    """Generate, render and write one record; returns its labels.csv rows and its PTB-XL database row.
+
+    A set of signals only (`wfdb`) still gets one labels.csv row per record, naming its WFDB record.
+    """
     record = generate_record(job.seed, prevalence=dict(job.prevalence) if job.prevalence else None,
                              normal_fraction=job.normal_fraction)
     ptbxl_row = write_record(record, Path(job.out) / "ptbxl", job.index + 1) if "wfdb" in job.formats else None
-    image, page = render_page(record, job.seed, job.artifacts, job.dpi)
+    labels = {label: record.labels[label] for label in LABELS}
+    pictures = [f for f in job.formats if f != "wfdb"]
+    if not pictures:
+        return [{"file": f"ptbxl/{ptbxl_row['filename_hr']}", **labels, "subtypes": ";".join(record.subtypes),
+                 "seed": job.seed, "format": "wfdb", "family": "", "layout": "", "grid": "", "dpi": "",
+                 "artifacts": ""}], ptbxl_row
+    image, page = render_family(record, job.seed, job.family, job.artifacts, job.dpi)
     rows = []
-    for fmt in (f for f in job.formats if f != "wfdb"):
+    for fmt in pictures:
         name = f"{job.index:06d}{FORMATS[fmt]}"
         _write(record, image, Path(job.out) / name, fmt, page.dpi)
-        rows.append({"file": name, **{label: record.labels[label] for label in LABELS},
-                     "subtypes": ";".join(record.subtypes), "seed": job.seed, "format": fmt,
-                     "layout": page.layout, "grid": page.grid, "dpi": page.dpi,
+        rows.append({"file": name, **labels, "subtypes": ";".join(record.subtypes), "seed": job.seed, "format": fmt,
+                     "family": job.family, "layout": page.layout, "grid": page.grid, "dpi": page.dpi,
                      "artifacts": ";".join(page.artifacts)})
     return rows, ptbxl_row
 
@@ -81,14 +90,16 @@ def make_item(job: Job) -> tuple[list[dict[str, object]], dict[str, object] | No
 def write_dataset(out: Path, n: int, formats: tuple[str, ...] = ("png",), artifacts: str = "heavy", seed: int = 0,
                   dpi: int | None = None, workers: int | None = None,
                   progress: Callable[[int], None] | None = None, prevalence: dict[str, float] | None = None,
-                  normal_fraction: float | None = None) -> Path:
-    """Write `n` records into `out` and `out/labels.csv`; deterministic for a given `seed`."""
+                  normal_fraction: float | None = None, family: str = "ours") -> Path:
+    """Write `n` records into `out` and `out/labels.csv`; deterministic for a given `seed` and `family`."""
     unknown = set(formats) - set(FORMATS) - {"wfdb"}
     if unknown:
         raise ValueError(f"unsupported formats {sorted(unknown)}; available: {sorted(FORMATS)} and wfdb")
     out.mkdir(parents=True, exist_ok=True)
     frozen = tuple(sorted(prevalence.items())) if prevalence else None
-    jobs = [Job(i, item_seed(seed, i), str(out), tuple(formats), artifacts, dpi, frozen, normal_fraction)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown drawing family {family!r}; available: {', '.join(FAMILIES)}")
+    jobs = [Job(i, item_seed(seed, i), str(out), tuple(formats), artifacts, dpi, frozen, normal_fraction, family)
             for i in range(n)]
     labels_path = out / "labels.csv"
     ptbxl_rows = []
