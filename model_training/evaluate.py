@@ -169,10 +169,22 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], thresh
         "specificity": specificity,
         "thresholds": {label: _round(thresholds[label]) for label in labels},
         "prevalence": {label: _round(y_true[:, i].mean()) if n else math.nan for i, label in enumerate(labels)},
+        "ece": {label: _round(expected_calibration_error(y_true[:, i], probs[:, i])) for i, label in enumerate(labels)},
         "undefined_classes": [label for i, label in enumerate(labels) if i not in defined],
         "n": int(n),
         "n_bootstrap": int(n_bootstrap),
     }
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
+    """Mean gap between predicted probability and observed frequency over 10 equal-width bins, weighted by size."""
+    y_true, probs = np.asarray(y_true, dtype=float), np.asarray(probs, dtype=float)
+    if not len(y_true):
+        return math.nan
+    bins = np.minimum((probs * n_bins).astype(int), n_bins - 1)
+    gaps = [abs(y_true[bins == b].mean() - probs[bins == b].mean()) * (bins == b).mean()
+            for b in range(n_bins) if (bins == b).any()]
+    return float(np.sum(gaps))
 
 
 def _agg_figure() -> tuple[Figure, Any]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ingest.preprocess import STEPS
 from model_training.model import create_model, to_input
-from model_training.pages import Source, load_pages
+from model_training.pages import Source, concatenate, load_pages
 from model_training.synth.reference import small_cnn, train_small_cnn
 from model_training.synth.signals import LABELS
 
@@ -51,9 +51,21 @@ def build_arm(name: str) -> nn.Module:
     return create_model(backbone, len(LABELS), 1, **kwargs)
 
 
-def bench_sources(train_n: int, val_n: int) -> tuple[Source, dict[str, Source]]:
-    """Training pages of our renderer; validation in-style and from the held-out ecgplot family."""
-    train = Source(kind="synthetic", n=train_n, seed=101, artifacts="heavy", dpi=150)
+TRAIN_FAMILIES = ("ours", "ecgplot", "both")
+
+
+def bench_sources(train_n: int, val_n: int, train_family: str = "ours") -> tuple[list[Source], dict[str, Source]]:
+    """Training pages of one family (or half of each); validation on both families, so one is held out.
+
+    Training with `ours` (the default) or `ecgplot` gives the two rows of the leave-one-family-out table.
+    """
+    if train_family not in TRAIN_FAMILIES:
+        raise ValueError(f"train_family must be one of {TRAIN_FAMILIES}, not {train_family!r}")
+    ours = Source(kind="synthetic", n=train_n, seed=101, artifacts="heavy", dpi=150)
+    foreign = Source(kind="synthetic", n=train_n, seed=105, artifacts="heavy", dpi=None, family="ecgplot")
+    train = {"ours": [ours], "ecgplot": [foreign],
+             "both": [ours.model_copy(update={"n": train_n // 2}),
+                      foreign.model_copy(update={"n": train_n - train_n // 2})]}[train_family]
     validation = {
         "ours_heavy": Source(kind="synthetic", n=val_n, seed=202, artifacts="heavy", dpi=150),
         "ecgplot_clean": Source(kind="synthetic", n=val_n, seed=203, artifacts="none", dpi=None, family="ecgplot"),
@@ -64,34 +76,39 @@ def bench_sources(train_n: int, val_n: int) -> tuple[Source, dict[str, Source]]:
 
 def run_recipe_bench(arms: list[str], train_n: int = 2000, val_n: int = 300, epochs: int = 3,
                      size: tuple[int, int] = (256, 352), cache: Path = Path("runs/cache"), seed: int = 0,
-                     json_out: Path | None = None, on_arm: Callable[[str, dict], None] | None = None) -> dict:
-    """Train each arm in turn; results are merged into `json_out` after every arm, so a long run can stop."""
+                     json_out: Path | None = None, on_arm: Callable[[str, dict], None] | None = None,
+                     train_family: str = "ours") -> dict:
+    """Train each arm in turn; results are merged into `json_out` after every arm, so a long run can stop.
+
+    An arm trained on another family than `ours` is stored as `<arm>@<family>`.
+    """
     unknown = [arm for arm in arms if arm not in ARMS]
     if unknown:
         raise ValueError(f"unknown arms {unknown}; available: {', '.join(ARMS)}")
-    train_source, validation_sources = bench_sources(train_n, val_n)
-    train = load_pages(train_source, size, STEPS, cache)
+    train_sources, validation_sources = bench_sources(train_n, val_n, train_family)
+    train = concatenate([load_pages(source, size, STEPS, cache) for source in train_sources])
     validation = {name: load_pages(source, size, STEPS, cache) for name, source in validation_sources.items()}
     report: dict[str, Any] = json.loads(json_out.read_text()) if json_out and json_out.exists() else {}
     report.update({"benchmark": "recipe", "regime": "AdamW, one-cycle 2e-3, batch 32, no augmentation",
-                   "train": train_source.describe(), "epochs": epochs, "input_size": list(size),
+                   "train_pages": train_n, "epochs": epochs, "input_size": list(size),
                    "validation": {name: source.describe() for name, source in validation_sources.items()}})
     results = report.setdefault("arms", {})
     for arm in arms:
+        key = arm if train_family == "ours" else f"{arm}@{train_family}"
         model = build_arm(arm)
         started = time.perf_counter()
         _, history = train_small_cnn(train.images, train.labels, epochs, seed,
                                      {name: (pages.images, pages.labels) for name, pages in validation.items()},
                                      model=model)
         final = history[-1]
-        results[arm] = {"backbone": ARMS[arm][0], "kwargs": ARMS[arm][1],
+        results[key] = {"backbone": ARMS[arm][0], "kwargs": ARMS[arm][1], "train": train.description,
                         "parameters": sum(p.numel() for p in model.parameters()),
                         "seconds": round(time.perf_counter() - started, 1), "train_seconds": final["train_seconds"],
                         **{name: final[name]["macro_auroc"] for name in validation}, "history": history}
         if json_out:
             json_out.write_text(json.dumps(report, indent=2) + "\n")
         if on_arm:
-            on_arm(arm, results[arm])
+            on_arm(key, results[key])
     return report
 
 
@@ -127,14 +144,16 @@ def measure_speed(arms: list[str], size: tuple[int, int] = (256, 352), batch: in
 
 
 def summary_rows(report: dict) -> list[dict[str, Any]]:
-    """One row per arm: final macro AUROC per validation set, and the mean over the held-out family."""
+    """One row per arm: final macro AUROC per validation set, and the mean over the family it did not train on."""
     rows = []
     speed = report.get("step_seconds", {})
-    for arm, result in report.get("arms", {}).items():
-        foreign = [result[name] for name in result if name.startswith("ecgplot")]
-        rows.append({"arm": arm, "parameters": result["parameters"], "train_seconds": result["train_seconds"],
+    for key, result in report.get("arms", {}).items():
+        arm, _, family = key.partition("@")
+        held_out = {"": ["ecgplot_clean", "ecgplot_heavy"], "ecgplot": ["ours_heavy"], "both": []}[family]
+        scores = [result[name] for name in held_out if result.get(name) is not None]
+        rows.append({"arm": key, "parameters": result["parameters"], "train_seconds": result["train_seconds"],
                      "ours_heavy": result.get("ours_heavy"), "ecgplot_clean": result.get("ecgplot_clean"),
                      "ecgplot_heavy": result.get("ecgplot_heavy"),
-                     "held_out_mean": round(float(np.mean(foreign)), 4) if foreign else None,
+                     "held_out_mean": round(float(np.mean(scores)), 4) if scores else None,
                      "step_seconds": speed.get(arm)})
     return rows

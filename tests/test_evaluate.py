@@ -175,3 +175,14 @@ def test_a_file_that_will_not_decode_is_named(scored: tuple[Path, Path], tmp_pat
     assert probs.shape == (2, len(LABELS)) and ((probs > 0) & (probs < 1)).all()
     with pytest.raises(EvaluationError, match=r"broken-page\.png"):
         predict_files(model, manifest, [*good, broken])
+
+
+def test_expected_calibration_error_is_zero_when_calibrated_and_large_when_not() -> None:
+    from model_training.evaluate import expected_calibration_error
+
+    rng = np.random.default_rng(3)
+    probs = rng.uniform(0, 1, 20_000)
+    truth = rng.uniform(0, 1, 20_000) < probs  # outcomes drawn at the stated probability
+    assert expected_calibration_error(truth, probs) < 0.02
+    assert expected_calibration_error(truth, np.full(20_000, 0.99)) > 0.4  # always certain, right half the time
+    assert expected_calibration_error(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0

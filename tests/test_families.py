@@ -76,12 +76,18 @@ def test_recipe_bench_trains_arms_at_equal_pages_and_merges_results(tmp_path: Pa
                      json_out=out)
     report = run_recipe_bench(["convnext_ecg"], train_n=32, val_n=12, epochs=1, size=(64, 96),
                               cache=tmp_path / "cache", json_out=out)
-    assert set(json.loads(out.read_text())["arms"]) == {"plain_cnn", "convnext_ecg"}
+    report = run_recipe_bench(["plain_cnn"], train_n=16, val_n=12, epochs=1, size=(64, 96),
+                              cache=tmp_path / "cache", json_out=out, train_family="ecgplot")
+    arms = {"plain_cnn", "convnext_ecg", "plain_cnn@ecgplot"}  # the held-out family swaps with the trained one
+    assert set(json.loads(out.read_text())["arms"]) == arms
+    assert "family=ecgplot" in report["arms"]["plain_cnn@ecgplot"]["train"]
     rows = summary_rows(report)
-    assert {row["arm"] for row in rows} == {"plain_cnn", "convnext_ecg"}
+    assert {row["arm"] for row in rows} == arms
+    swapped = next(row for row in rows if row["arm"] == "plain_cnn@ecgplot")
+    assert swapped["held_out_mean"] == swapped["ours_heavy"]
     for row in rows:
         assert all(0.0 <= row[name] <= 1.0 for name in ("ours_heavy", "ecgplot_clean", "ecgplot_heavy"))
-        assert report["arms"][row["arm"]]["history"][0]["pages_seen"] == 32
+        assert report["arms"][row["arm"]]["history"][0]["pages_seen"] == (16 if "@" in row["arm"] else 32)
     measure_speed(["plain_cnn", "convnext_ecg"], size=(64, 96), batch=4, steps=1, json_out=out)
     speeds = json.loads(out.read_text())["step_seconds"]
     assert speeds["plain_cnn"] > 0 and speeds["convnext_ecg"] > 0 and speeds["batch"] == 4

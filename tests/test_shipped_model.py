@@ -13,12 +13,14 @@ from model_training.evaluate import evaluate_bundle
 from model_training.synth.dataset import write_dataset
 from worker.settings import SHIPPED_BUNDLE
 
-FRESH_SEED = 770_001  # training presets use seeds below 100; README's test set is 9001
+FRESH_SEED = 770_001  # training presets use seeds below 100; the model card's test sets are 9001-9102
+HELD_OUT_SEED = 770_002
 MAX_BUNDLE_MB = 20
-# The shipped model scores 0.757 on the README's 2,000 heavy test pages; the pages here are fixed by the
-# seed, so the score is too. The bound sits well above chance (0.5) and below the model's level.
-MIN_MACRO_AUROC = 0.65
-MIN_CLASS_AUROC = 0.55
+# The pages here are fixed by their seeds, so the scores are too (measured: MEASURED). The bounds
+# sit below the model's level and well above chance (0.5).
+MIN_MACRO_AUROC = MIN_OURS
+MIN_CLASS_AUROC = MIN_CLASS
+MIN_HELD_OUT_MACRO_AUROC = MIN_FOREIGN
 
 
 def test_shipped_bundle_is_trained_small_and_loadable() -> None:
@@ -35,3 +37,11 @@ def test_shipped_model_classifies_fresh_pages(tmp_path: Path) -> None:
     assert report["trained"]
     assert report["macro_auroc"] >= MIN_MACRO_AUROC, report["per_class_auroc"]
     assert min(report["per_class_auroc"].values()) >= MIN_CLASS_AUROC, report["per_class_auroc"]
+
+
+def test_shipped_model_reads_a_drawing_family_it_never_trained_on(tmp_path: Path) -> None:
+    """Pages drawn by the ecg_plot package: the model must have learnt the traces, not our renderer."""
+    assert "family=ecgplot" not in load_manifest(SHIPPED_BUNDLE).data  # really held out
+    write_dataset(tmp_path / "pages", 200, ("png",), "light", seed=HELD_OUT_SEED, dpi=150, family="ecgplot")
+    report = evaluate_bundle(SHIPPED_BUNDLE, tmp_path / "pages", out_json=tmp_path / "report.json", n_bootstrap=200)
+    assert report["macro_auroc"] >= MIN_HELD_OUT_MACRO_AUROC, report["per_class_auroc"]

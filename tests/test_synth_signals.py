@@ -102,3 +102,9 @@ def test_beat_detection_agrees_with_neurokit2() -> None:
             rr = np.diff(theirs) / record.fs
             irregular = np.median(np.abs(np.diff(rr))) / np.median(rr) > 0.08
             assert irregular == ("AF" in findings), (findings, seed)
+
+
+def test_lvh_on_an_axis_away_from_the_sokolow_leads_stays_physiological() -> None:
+    """LVH with LPFB once needed a scale of tens to reach Sokolow-Lyon, drawing 50-85 mV QRS complexes."""
+    peaks = [np.abs(generate_record(seed, findings={"CD": "lpfb", "HYP": "lvh"}).signals).max() for seed in range(40)]
+    assert max(peaks) < 6.0, max(peaks)

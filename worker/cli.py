@@ -520,6 +520,7 @@ def bench_recipe(
     epochs: int = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="merge each arm's result into this JSON file")] = None,
     speed: Annotated[bool, typer.Option(help="only time one training step per arm, back to back")] = False,
+    train_family: Annotated[str, typer.Option(help="train on ours, ecgplot or both (leave-one-family-out)")] = "ours",
 ) -> None:
     """Short runs at equal pages seen: what each ConvNeXt trait costs, in style and on a held-out drawing family."""
     from model_training.recipe_bench import measure_speed, run_recipe_bench, summary_rows
@@ -528,12 +529,11 @@ def bench_recipe(
     if speed:
         _report({"benchmark": "recipe-speed", **measure_speed(chosen, json_out=json_out)}, None)
         return
-    report = run_recipe_bench(chosen, train_n, val_n, epochs,
-                              json_out=json_out,
+    report = run_recipe_bench(chosen, train_n, val_n, epochs, json_out=json_out, train_family=train_family,
                               on_arm=lambda arm, r: console.print(f"{arm}: {r['train_seconds']} s, "
                                                                   f"ours {r['ours_heavy']}, "
                                                                   f"ecgplot {r['ecgplot_clean']}/{r['ecgplot_heavy']}"))
-    table = Table(title=f"bench recipe: {report['train']}, {epochs} epochs, macro AUROC")
+    table = Table(title=f"bench recipe: {train_n} training pages, {epochs} epochs, macro AUROC")
     columns = ("arm", "parameters", "step_seconds", "ours_heavy", "ecgplot_clean", "ecgplot_heavy", "held_out_mean")
     for column in columns:
         table.add_column(column, justify="left" if column == "arm" else "right")

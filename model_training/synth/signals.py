@@ -353,6 +353,9 @@ def _noise(rng: np.random.Generator, n: int, fs: int, level: float) -> np.ndarra
     return wander + emg + mains
 
 
+PEAK_QRS_MV = 4.5
+
+
 def _enforce_voltage(p: Physiology, lead_vectors: np.ndarray, hyp_subtype: str | None, sex: str,
                      rng: np.random.Generator) -> None:
     """Scale QRS forces so Sokolow-Lyon / Cornell sit on the right side of their thresholds."""
@@ -364,7 +367,10 @@ def _enforce_voltage(p: Physiology, lead_vectors: np.ndarray, hyp_subtype: str |
     cornell_limit = 2.8 if sex == "M" else 2.0
     if hyp_subtype in ("lvh", "lvh_strain"):
         target = rng.uniform(3.55, 5.5)
-        p.qrs_scale *= max(1.0, target / max(sokolow, 1e-3))
+        # An axis that points the forces away from V1/V5/V6 (e.g. with LPFB) would need a huge scale to
+        # reach the target there; no lead of a real heart goes past about 4.5 mV, so stop at that.
+        peak = max(float(np.abs(leads).max()), 1e-3)
+        p.qrs_scale *= max(1.0, min(target / max(sokolow, 1e-3), PEAK_QRS_MV / peak))
     else:
         ceiling = min(3.4 / max(sokolow, 1e-3), 0.97 * cornell_limit / max(cornell, 1e-3))
         if ceiling < 1.0:
