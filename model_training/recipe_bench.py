@@ -95,6 +95,7 @@ def run_recipe_bench(arms: list[str], train_n: int = 2000, val_n: int = 300, epo
     results = report.setdefault("arms", {})
     for arm in arms:
         key = arm if train_family == "ours" else f"{arm}@{train_family}"
+        torch.manual_seed(seed)  # the arm's initial weights, like the reference CNN's, follow the seed
         model = build_arm(arm)
         started = time.perf_counter()
         _, history = train_small_cnn(train.images, train.labels, epochs, seed,
