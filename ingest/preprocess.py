@@ -11,7 +11,11 @@ The steps, in order (each can be switched off):
   creases       divide each row and column by its paper brightness (folds are straight bands)
   grid          map the pen's darkness to black and anything near paper to white; a coloured grid is
                 already faint because the page is read as its brightest channel
-  crop          cut to the area that holds ink
+  crop          cut to the trace area: the long strokes of the traces (and the tall calibration pulses),
+                leaving out header and footer text, logos, margins and cut-off edges
+  scale         measure the page's own millimetre (the grid pitch, else the 10-second trace width) and
+                draw the trace area at a fixed scale, `CANVAS_MM` across the model input, so DPI, paper
+                size, margins and layout position do not change what the model sees
 then `letterbox` to the model's input, after a min filter that keeps thin traces through the downscale.
 Everything runs on a working copy about 1,200 pixels wide (an integer downscale), so a 200-DPI A4
 page costs a few tens of milliseconds on one core.
@@ -26,12 +30,16 @@ import numpy as np
 
 from ingest.page import Page, PreparedPage
 
-PREPROCESS_VERSION = "2"
-STEPS = ("page", "illumination", "deskew", "creases", "grid", "crop")
+PREPROCESS_VERSION = "3"
+STEPS = ("page", "illumination", "deskew", "creases", "grid", "crop", "scale")
 WORK_WIDTH = 1200
 THUMBNAIL_WIDTH = 480  # the review UI's page preview
 MAX_SKEW_DEG = 10.0
 PAGE_ASPECT = (1.2, 1.6)  # long side over short side of A4 (1.41) and US letter (1.29), with perspective slack
+CANVAS_MM = 280.0  # the model input's width in millimetres of paper: a 10 s strip (250 mm) and its margins
+STRIP_MM = 250.0  # ten seconds at 25 mm/s, the width of every standard 12-lead layout
+GRID_TOLERANCE = 1.15  # how far the grid's pitch may lie from the trace width's rough figure
+PX_PER_MM_RANGE = (1.5, 16.0)  # at working resolution; outside it a periodicity is not a grid
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,10 @@ class Cleaned:
     stages: list[tuple[str, np.ndarray]]
     skew_deg: float = 0.0
     page_found: bool = False
+    px_per_mm: float | None = None  # at working resolution, after the page warp
+    scale_source: str = "none"  # "grid", "trace_width" or "none"
+    trace_area_found: bool = False
+    work_factor: int = 1  # the integer downscale from input pixels to working resolution
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -69,10 +81,10 @@ def brightest_channel(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"unexpected image shape {image.shape}")
 
 
-def letterbox(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Fit into (height, width) keeping the aspect ratio; pad with white so the page stays paper."""
+def letterbox(gray: np.ndarray, size: tuple[int, int], max_scale: float | None = None) -> np.ndarray:
+    """Fit into (height, width) keeping the aspect ratio, no larger than `max_scale`; pad with white paper."""
     height, width = size
-    scale = min(height / gray.shape[0], width / gray.shape[1])
+    scale = min(height / gray.shape[0], width / gray.shape[1], max_scale or np.inf)
     new_h, new_w = max(1, round(gray.shape[0] * scale)), max(1, round(gray.shape[1] * scale))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(gray, (new_w, new_h), interpolation=interpolation)
@@ -202,28 +214,144 @@ def suppress_grid(gray: np.ndarray) -> np.ndarray:
     return cv2.LUT(gray, lut)
 
 
-def crop_to_ink(gray: np.ndarray, margin: float = 0.02) -> np.ndarray:
-    """The box holding 99% of the ink pixels, with a small margin; the page itself when there is none."""
+def _ink_box(gray: np.ndarray, margin: float = 0.02) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the box holding 99% of the ink pixels, with a small margin."""
     step = 4
     dark = gray[::step, ::step] < 128
     ys, xs = np.nonzero(dark)
     if len(ys) < 50:
-        return gray
+        return 0, gray.shape[0], 0, gray.shape[1]
     top, bottom = np.percentile(ys, [0.5, 99.5]) * step
     left, right = np.percentile(xs, [0.5, 99.5]) * step
     pad_y, pad_x = margin * gray.shape[0], margin * gray.shape[1]
     top, left = int(max(0, top - pad_y)), int(max(0, left - pad_x))
     bottom, right = int(min(gray.shape[0], bottom + pad_y)), int(min(gray.shape[1], right + pad_x))
     if bottom - top < gray.shape[0] * 0.2 or right - left < gray.shape[1] * 0.2:
-        return gray
+        return 0, gray.shape[0], 0, gray.shape[1]
+    return top, bottom, left, right
+
+
+def crop_to_ink(gray: np.ndarray, margin: float = 0.02) -> np.ndarray:
+    """The box holding 99% of the ink pixels, with a small margin; the page itself when there is none."""
+    top, bottom, left, right = _ink_box(gray, margin)
     return gray[top:bottom, left:right]
 
 
-def keep_thin_traces(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def grid_spectra(flat_luminance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Power spectra of the grid's column and row profiles, and their frequencies (cycles per pixel).
+
+    Grid lines are the page's strictly periodic structure; the pen (and its heartbeats, which repeat
+    too) is masked out, and slow shading is taken off before the transform.
+    """
+    pen = cv2.dilate((flat_luminance < 110).astype(np.uint8), np.ones((5, 5), np.uint8))
+    darkness = np.clip(250.0 - flat_luminance.astype(np.float32), 0, 110)
+    darkness[pen > 0] = 0
+    size = 8 * max(darkness.shape)  # zero padding: sub-pixel resolution of the peak
+    spectra = []
+    for axis in (0, 1):
+        profile = darkness.mean(axis=axis).reshape(1, -1)
+        slow = cv2.blur(profile, (61, 1), borderType=cv2.BORDER_REFLECT)
+        detrended = (profile - slow).ravel() * np.hanning(profile.size)
+        spectra.append(np.abs(np.fft.rfft(detrended, size)) ** 2)
+    return spectra[0], spectra[1], np.fft.rfftfreq(size)
+
+
+def grid_px_per_mm(flat_luminance: np.ndarray, expected_px_per_mm: float, min_contrast: float = 30.0
+                   ) -> float | None:
+    """Pixels per millimetre from the 5 mm pitch of the grid, or None when the page shows no grid.
+
+    `expected_px_per_mm` (from the trace width, good to about 20%) only says which line family is which:
+    a grid's spectrum peaks at the 5 mm pitch, its harmonics and the 1 mm minor lines. Only the
+    5 mm and 1 mm peaks are looked for, within `GRID_TOLERANCE` of where they are expected, so neither a
+    harmonic nor a periodic artefact can pass for the pitch; the clearer one gives the exact figure.
+    """
+    columns, rows, frequencies = grid_spectra(flat_luminance)
+    found = []
+    for spectrum in (columns, rows):
+        best: tuple[float, float] | None = None
+        for harmonic in (1, 5):  # the 5 mm major lines and the 1 mm minor ones
+            expected = harmonic / (5 * expected_px_per_mm)  # cycles per pixel
+            band = (frequencies >= expected / GRID_TOLERANCE) & (frequencies <= min(expected * GRID_TOLERANCE, 0.45))
+            if band.sum() < 3:
+                continue
+            peak = int(np.argmax(np.where(band, spectrum, 0)))
+            contrast = spectrum[peak] / max(float(np.median(spectrum[band])), 1e-12)
+            if contrast >= min_contrast and (best is None or contrast > best[1]):
+                best = (harmonic / (5 * frequencies[peak]), contrast)
+        if best is not None:
+            found.append(best)
+    if not found:
+        return None
+    if len(found) == 2 and max(found)[0] / min(found)[0] > 1.08:
+        return max(found, key=lambda item: item[1])[0]  # a warped photo: trust the clearer axis
+    return float(np.mean([ppm for ppm, _ in found]))
+
+
+@dataclass(frozen=True)
+class TraceArea:
+    """Where the traces are on the cleaned page (pixels) and how wide the widest row is."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    found: bool
+
+
+def _strokes(ink: np.ndarray, px_per_mm: float) -> np.ndarray:
+    """Connected-component stats of the ink that is trace-long (12 mm) or pulse-tall (7 mm), and sparse.
+
+    A pen line fills a small part of its box; a word in a large bold font, joined letter to letter,
+    can be as long as a trace but fills a good part of its box.
+    """
+    stats = cv2.connectedComponentsWithStats(ink, connectivity=8)[2][1:]
+    width, height = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    fill = stats[:, cv2.CC_STAT_AREA] / np.maximum(width * height, 1)
+    return stats[((width >= 12 * px_per_mm) | (height >= 7 * px_per_mm)) & (fill < 0.22)]
+
+
+def find_trace_area(gray: np.ndarray, px_per_mm: float | None = None, pad_mm: float = 3.0) -> TraceArea:
+    """The box around the long trace strokes and calibration pulses; header text, logos and margins stay out.
+
+    A lead's trace is one connected stroke at least a couple of seconds long; characters are a few
+    millimetres. Without a known scale, the page is taken as about 290 mm wide for these thresholds.
+    Falls back to the box holding the ink when no stroke qualifies.
+    """
+    ppm = px_per_mm or gray.shape[1] / 290.0
+    strokes = _strokes((gray < 128).astype(np.uint8), ppm)
+    if len(strokes) == 0:  # a hairline downscaled to the working copy is grey and broken: lenient ink, joined
+        strokes = _strokes(cv2.dilate((gray < 170).astype(np.uint8), np.ones((3, 3), np.uint8)), ppm)
+    if len(strokes) == 0:
+        top, bottom, left, right = _ink_box(gray)
+        return TraceArea(top, bottom, left, right, found=False)
+    pad = pad_mm * ppm
+    left = int(max(0, strokes[:, cv2.CC_STAT_LEFT].min() - pad))
+    top = int(max(0, strokes[:, cv2.CC_STAT_TOP].min() - pad))
+    right = int(min(gray.shape[1], (strokes[:, cv2.CC_STAT_LEFT] + strokes[:, cv2.CC_STAT_WIDTH]).max() + pad))
+    bottom = int(min(gray.shape[0], (strokes[:, cv2.CC_STAT_TOP] + strokes[:, cv2.CC_STAT_HEIGHT]).max() + pad))
+    return TraceArea(top, bottom, left, right, found=True)
+
+
+def keep_thin_traces(gray: np.ndarray, size: tuple[int, int], max_scale: float | None = None) -> np.ndarray:
     """A min filter as wide as the downscale factor, so a one-pixel trace survives INTER_AREA as ink."""
-    factor = min(gray.shape[0] / size[0], gray.shape[1] / size[1])
-    k = int(factor)
+    scale = min(size[0] / gray.shape[0], size[1] / gray.shape[1], max_scale or np.inf)
+    k = int(1 / scale)
     return cv2.erode(gray, np.ones((k, k), np.uint8)) if k >= 2 else gray
+
+
+def measure_px_per_mm(flat_luminance: np.ndarray, area: TraceArea) -> tuple[float | None, str]:
+    """Pixels per millimetre and where the figure came from: "grid", "trace_width" or "none".
+
+    The grid's pitch when there is one; otherwise the widest trace row taken as ten seconds at
+    25 mm/s (every standard layout spans that), plus the calibration pulse and pads.
+    """
+    if not area.found:
+        return None, "none"
+    from_width = (area.right - area.left) / (STRIP_MM + 15.0)
+    from_grid = grid_px_per_mm(flat_luminance, from_width)
+    if from_grid is not None and PX_PER_MM_RANGE[0] <= from_grid <= PX_PER_MM_RANGE[1]:
+        return from_grid, "grid"
+    return from_width, "trace_width"
 
 
 def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STEPS, keep_stages: bool = False
@@ -243,7 +371,8 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
     if factor >= 2:  # an integer factor keeps INTER_AREA on its fast path
         image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
     gray = brightest_channel(image)
-    luminance = to_gray(image) if "deskew" in steps else gray  # the grid, faint in `gray`, anchors the angle
+    # The grid, faint in `gray`, anchors the angle and measures the millimetre.
+    luminance = to_gray(image) if {"deskew", "scale"} & set(steps) else gray
     record("input", gray)
     corners = find_page(gray) if "page" in steps else None
     if corners is not None:
@@ -251,16 +380,26 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
         luminance = warp_page(luminance, corners) if luminance is not gray else gray
     if "illumination" in steps:
         gray = record("illumination", flatten_illumination(gray))
+    flat_luminance = flatten_illumination(luminance) if {"deskew", "scale"} & set(steps) else None
     skew = 0.0
     if "deskew" in steps:
-        skew = estimate_skew(flatten_illumination(luminance))
-        gray = record("deskew", rotate(gray, skew) if abs(skew) >= 0.1 else gray)
-    for name, operation in (("creases", flatten_creases), ("grid", suppress_grid), ("crop", crop_to_ink)):
+        skew = estimate_skew(flat_luminance)
+        if abs(skew) >= 0.1:
+            gray, flat_luminance = rotate(gray, skew), rotate(flat_luminance, skew)
+        record("deskew", gray)
+    for name, operation in (("creases", flatten_creases), ("grid", suppress_grid)):
         if name in steps:
             gray = record(name, operation(gray))
-    result = letterbox(keep_thin_traces(gray, size), size)
+    area = TraceArea(0, gray.shape[0], 0, gray.shape[1], found=False)
+    if "crop" in steps:
+        area = find_trace_area(gray)
+        gray = record("crop", gray[area.top : area.bottom, area.left : area.right])
+    px_per_mm, source = measure_px_per_mm(flat_luminance, area) if "scale" in steps else (None, "none")
+    max_scale = size[1] / (CANVAS_MM * px_per_mm) if px_per_mm else None
+    result = letterbox(keep_thin_traces(gray, size, max_scale), size, max_scale)
     record("model_input", result)
-    return Cleaned(image=result, stages=stages, skew_deg=skew, page_found=corners is not None)
+    return Cleaned(image=result, stages=stages, skew_deg=skew, page_found=corners is not None, px_per_mm=px_per_mm,
+                   scale_source=source, trace_area_found=area.found, work_factor=max(1, factor))
 
 
 def preprocess(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STEPS) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Draw a 12-lead waveform as a paper ECG: grid, calibration pulse, 3x4 leads and a rhythm strip.
+"""Draw a 12-lead waveform as a paper ECG: grid, calibration pulses, a lead layout and rhythm strips.
 
 The same renderer turns DICOM waveforms into pages at intake and makes synthetic training pages,
 so the model sees one drawing convention from both sides.
@@ -17,6 +17,7 @@ LAYOUTS = {
     "3x4": (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6")),
     "6x2": (("I", "V1"), ("II", "V2"), ("III", "V3"), ("aVR", "V4"), ("aVL", "V5"), ("aVF", "V6")),
     "12x1": tuple((name,) for name in STANDARD_LEADS),
+    "2x6": (STANDARD_LEADS[:6], STANDARD_LEADS[6:]),
 }
 LAYOUT_3X4 = LAYOUTS["3x4"]
 PAPER_MM = {"a4": (297.0, 210.0), "letter": (279.4, 215.9)}
@@ -26,6 +27,9 @@ GRID_COLOURS = {  # (minor, major) in BGR
     "green": ((205, 240, 205), (120, 200, 120)),
     "blue": ((250, 225, 205), (215, 160, 110)),
     "grey": ((215, 215, 215), (150, 150, 150)),
+    "orange": ((200, 228, 255), (90, 165, 245)),
+    "purple": ((240, 215, 235), (185, 120, 165)),
+    "black": ((222, 222, 222), (125, 125, 125)),  # a photocopy: dark major lines
     "none": (None, None),
 }
 
@@ -44,9 +48,13 @@ class PaperStyle:
     grid_major_bgr: tuple[int, int, int] | None = (140, 130, 240)
     trace_bgr: tuple[int, int, int] = (20, 20, 20)
     trace_mm: float = 0.3
-    rhythm_lead: str | None = "II"
+    rhythm_leads: Sequence[str] = ("II",)  # full-length strips under the layout (none for 12x1)
     layout: str = "3x4"
     header: Sequence[str] = field(default_factory=tuple)
+    header_scale: float = 0.9
+    header_left_mm: float = 10.0
+    margins_mm: tuple[float, float, float, float] = (10.0, 25.0, 10.0, 5.0)  # grid box: left, top, right, bottom
+    grid_weight: int = 1  # line width multiplier
 
     @classmethod
     def named(cls, grid: str = "red", paper: str = "a4", **kwargs) -> PaperStyle:
@@ -68,10 +76,10 @@ def _draw_grid(image: np.ndarray, style: PaperStyle, box_mm: tuple[float, float,
     ys_mm = np.arange(top, bottom + 1e-6, 1.0)
     y0, y1 = round(_mm_to_px(top, dpi)), round(_mm_to_px(bottom, dpi))
     x0, x1 = round(_mm_to_px(left, dpi)), round(_mm_to_px(right, dpi))
-    major_width = max(1, round(dpi / 150))
+    major_width = max(1, round(dpi / 150)) * style.grid_weight
     for major in (False, True):
         colour = style.grid_major_bgr if major else style.grid_minor_bgr
-        width = major_width if major else 1
+        width = major_width if major else style.grid_weight
         for index, x_mm in enumerate(xs_mm):
             if (index % 5 == 0) == major:
                 x = round(_mm_to_px(x_mm, dpi))
@@ -113,22 +121,25 @@ def render_paper(
     page = np.full((round(_mm_to_px(height_mm, dpi)), round(_mm_to_px(width_mm, dpi)), 3), _WHITE, np.uint8)
 
     rows = [list(row) for row in layout]
-    has_rhythm = style.layout != "12x1" and style.rhythm_lead is not None and style.rhythm_lead in by_name
-    n_rows = len(rows) + (1 if has_rhythm else 0)
-    grid_box = (10.0, 25.0, width_mm - 10.0, height_mm - 5.0)
+    rhythm = [] if style.layout == "12x1" else [name for name in style.rhythm_leads if name in by_name]
+    n_rows = len(rows) + len(rhythm)
+    left_mm, top_mm, right_mm, bottom_mm = style.margins_mm
+    grid_box = (left_mm, top_mm, width_mm - right_mm, height_mm - bottom_mm)
     _draw_grid(page, style, grid_box)
 
     strip_mm = 10.0 * style.speed_mm_s
     pulse_mm = 0.2 * style.speed_mm_s
-    x_start_mm = (width_mm - strip_mm - pulse_mm - 2.0) / 2
+    x_start_mm = (grid_box[0] + grid_box[2] - strip_mm - pulse_mm - 2.0) / 2
     trace_x0_mm = x_start_mm + pulse_mm + 2.0
     row_height_mm = (grid_box[3] - grid_box[1]) / n_rows
     px = _mm_to_px(1.0, dpi)
     column_seconds = 10.0 / len(rows[0])
     samples_per_column = round(column_seconds * fs)
 
+    line_mm = 6.0 * style.header_scale / 0.9
     for text_row, text in enumerate(style.header):
-        _label(page, text, 10.0 * px, (8.0 + 6.0 * text_row) * px, style, scale=0.9)
+        _label(page, text, style.header_left_mm * px, (2.0 + line_mm * (text_row + 1)) * px, style,
+               scale=style.header_scale)
 
     def draw_row(row_index: int, segments: list[tuple[str, int, int]]) -> None:
         baseline_mm = grid_box[1] + (row_index + 0.5) * row_height_mm
@@ -150,9 +161,9 @@ def render_paper(
     for row_index, row in enumerate(rows):
         draw_row(row_index, [(name, col * samples_per_column, (col + 1) * samples_per_column)
                              for col, name in enumerate(row)])
-    if has_rhythm:
-        draw_row(len(rows), [(style.rhythm_lead, 0, round(10.0 * fs))])
+    for index, name in enumerate(rhythm):
+        draw_row(len(rows) + index, [(name, 0, round(10.0 * fs))])
 
     footer = f"{style.speed_mm_s:g} mm/s   {style.gain_mm_mv:g} mm/mV"
-    _label(page, footer, 10.0 * px, (height_mm - 1.5) * px, style, scale=0.8)
+    _label(page, footer, left_mm * px, (height_mm - min(1.5, bottom_mm / 3)) * px, style, scale=0.8)
     return page

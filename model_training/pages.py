@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from ingest.decode import decode
 from ingest.preprocess import PREPROCESS_VERSION, letterbox, preprocess
 from model_training.parallel import parallel_map
+from model_training.synth import SYNTH_VERSION
 from model_training.synth.dataset import item_seed
 from model_training.synth.families import render_family
 from model_training.synth.signals import LABELS, Record, generate_record
@@ -142,6 +143,8 @@ def _jobs(source: Source, size: tuple[int, int], steps: tuple[str, ...]) -> list
 def _key(source: Source, size: tuple[int, int], steps: Sequence[str]) -> str:
     identity: dict[str, Any] = {"source": source.model_dump(mode="json"), "size": list(size), "steps": list(steps),
                                 "preprocess_version": PREPROCESS_VERSION}
+    if source.kind == "synthetic":
+        identity["synth_version"] = SYNTH_VERSION
     if source.kind == "folder" and source.path is not None:  # a folder's contents may change under the same name
         identity["labels_mtime"] = (source.path / "labels.csv").stat().st_mtime_ns
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

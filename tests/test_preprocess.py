@@ -14,6 +14,7 @@ from ingest.preprocess import (
     clean,
     crop_to_ink,
     find_page,
+    find_trace_area,
     flatten_creases,
     flatten_illumination,
     preprocess,
@@ -111,6 +112,46 @@ def test_crop_keeps_all_the_ink_and_drops_the_margin() -> None:
     assert (cropped < 128).sum() >= 0.98 * (framed < 128).sum()
 
 
+@pytest.mark.parametrize("dpi", [100, 150, 200, 300])
+def test_millimetre_is_measured_from_the_grid(dpi: int) -> None:
+    page = _page("red", dpi=dpi)
+    result = clean(page, SIZE)
+    truth = dpi / 25.4 / result.work_factor
+    assert result.scale_source == "grid" and abs(result.px_per_mm / truth - 1) < 0.03, (result.px_per_mm, truth)
+
+
+def test_without_a_grid_the_trace_width_gives_the_scale() -> None:
+    result = clean(_page("none", dpi=200), SIZE)
+    assert result.scale_source == "trace_width"
+    assert abs(result.px_per_mm / (200 / 25.4 / result.work_factor) - 1) < 0.1
+
+
+def test_model_input_geometry_does_not_depend_on_dpi_or_paper() -> None:
+    """The same record at 100 and 300 DPI, on A4 and on letter, lands on the same pixels of the model input."""
+    record = generate_record(5)
+    size = (256, 352)  # the shipped model's input: 280 x 204 mm of paper, room for a whole trace area
+    inputs = [preprocess(render_paper(record.signals, record.fs, record.leads,
+                                      PaperStyle.named("red", paper, dpi=dpi, header=("ID 1234567  54 y  F",))), size)
+              for paper, dpi in (("a4", 100), ("a4", 300), ("letter", 200))]
+    ink = [(image < 128).astype(np.float32) for image in inputs]
+    boxes = [cv2.boundingRect((mask > 0).astype(np.uint8)) for mask in ink]
+    for left, top, width, height in boxes[1:]:  # x is time at 25 mm/s; letter paper spreads its rows 6 mm more
+        assert abs(left - boxes[0][0]) <= 2 and abs(width - boxes[0][2]) <= 3, boxes
+        assert abs(top - boxes[0][1]) <= 3 and abs(height - boxes[0][3]) <= 8, boxes
+    blurred = [cv2.GaussianBlur(mask, (0, 0), 2) for mask in ink]
+    assert np.corrcoef(blurred[0].ravel(), blurred[1].ravel())[0, 1] > 0.8
+
+
+def test_trace_area_leaves_out_the_header() -> None:
+    header = ("ID SYN-1234567   54 y  F   01-02-2020", "Vent rate 72 bpm   PR 160 ms   QRS 90 ms   QT/QTc 380/400 ms")
+    gray = suppress_grid(brightest_channel(_page("red", dpi=200, header=header)))
+    area = find_trace_area(gray)
+    header_bottom = round(15.0 * 200 / 25.4)  # the second header line's baseline is 14 mm down
+    assert area.found and area.top > header_bottom, (area, header_bottom)
+    below = gray[area.bottom :, :] < 128
+    assert below.sum() < 0.03 * (gray < 128).sum()  # only the footer text (25 mm/s, 10 mm/mV) is left below
+
+
 def test_steps_switch_and_unknown_steps_are_refused() -> None:
     page = _page()
     everything, nothing = preprocess(page, SIZE), preprocess(page, SIZE, ())
@@ -132,3 +173,12 @@ def test_preprocess_command_writes_each_stage(cli, tmp_path: Path) -> None:
     assert written[0] == "page01-00-input.png" and written[-1].endswith("model_input.png")
     assert len(written) >= 6 and "sheet found" in result.stderr
     assert cv2.imread(str(tmp_path / "in.png"), cv2.IMREAD_GRAYSCALE).shape == (192, 256)
+
+
+def test_scale_benchmark_scores_clean_pages_of_both_families() -> None:
+    from model_training.preprocess_bench import scale_errors
+
+    ours, ecgplot = scale_errors(n=16, family="ours", artifacts="none"), scale_errors(n=16, family="ecgplot",
+                                                                                   artifacts="none")
+    assert ours["trace_area_found"] == 1.0 and ours["share_under_3pct"] >= 0.9, ours
+    assert ecgplot["trace_area_found"] >= 0.9 and ecgplot["share_under_10pct"] >= 0.5, ecgplot

@@ -16,12 +16,12 @@ from worker.settings import SHIPPED_BUNDLE
 FRESH_SEED = 770_001  # training presets use seeds below 100; the model card's test sets are 9001-9102
 HELD_OUT_SEED = 770_002
 MAX_BUNDLE_MB = 20
-# The pages here are fixed by their seeds, so the scores are too. Measured: macro 0.955 on the 300
-# pages of our renderer (lowest class HYP 0.930) and 0.782 on the 200 ecg_plot pages. The bounds sit
+# The pages here are fixed by their seeds, so the scores are too. Measured: macro 0.929 on the 300
+# pages of our renderer (lowest class HYP 0.883) and 0.830 on the 200 ecg_plot pages. The bounds sit
 # below the model's level and well above chance (0.5).
 MIN_MACRO_AUROC = 0.90
 MIN_CLASS_AUROC = 0.85
-MIN_HELD_OUT_MACRO_AUROC = 0.72
+MIN_HELD_OUT_MACRO_AUROC = 0.78
 
 
 def test_shipped_bundle_is_trained_small_and_loadable() -> None:

@@ -39,7 +39,7 @@ def test_grid_colour_none_leaves_only_ink(record) -> None:
         return float(((gray > 100) & (gray < 250)).mean())
 
     assert mid_tones("none") < 0.03 < 0.2 < mid_tones("red")  # only anti-aliased trace edges remain
-    assert set(GRID_COLOURS) == {"red", "pink", "green", "blue", "grey", "none"}
+    assert set(GRID_COLOURS) == {"red", "pink", "green", "blue", "grey", "orange", "purple", "black", "none"}
 
 
 @pytest.mark.parametrize("name", sorted(ARTIFACTS))

@@ -583,7 +583,9 @@ def preprocess_command(
         if out_file and page.page_no == 1:
             cv2.imwrite(str(out_file), result.image)
         console.print(f"page {page.page_no}: steps {','.join(chosen)}; sheet found: {result.page_found}; "
-                      f"deskewed by {result.skew_deg:+.2f} degrees")
+                      f"deskewed by {result.skew_deg:+.2f} degrees; trace area found: {result.trace_area_found}; "
+                      + (f"{result.px_per_mm * result.work_factor:.2f} px/mm from the "
+                         f"{result.scale_source.replace('_', ' ')}" if result.px_per_mm else "scale unknown"))
 
 
 @bench_app.command("preprocess")
@@ -591,15 +593,18 @@ def bench_preprocess(
     deskew_pages: int = 200,
     flat_pages: int = 50,
     time_pages: int = 40,
+    scale_pages: int = 200,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
 ) -> None:
-    """ms per 200-DPI page on one core, deskew error on rotated pages, paper flatness before and after."""
+    """ms per 200-DPI page on one core, deskew error, paper flatness, px/mm error and trace area found."""
     from model_training.preprocess_bench import bench_preprocess as run_bench
 
-    result = run_bench(deskew_pages, flat_pages, time_pages)
+    result = run_bench(deskew_pages, flat_pages, time_pages, scale_pages)
     flat = {"benchmark": "preprocess", "ms_per_page": result["ms_per_page"],
             **{f"deskew_{k}": v for k, v in result["deskew"].items()},
-            **{f"flatness_{k}": v for k, v in result["flatness"].items()}}
+            **{f"flatness_{k}": v for k, v in result["flatness"].items()},
+            **{f"scale_{name}_{k}": v for name, scale in result["scale"].items() for k, v in scale.items()
+               if k in ("trace_area_found", "share_under_3pct", "share_under_10pct", "median_error")}}
     _report(flat, None)
     _save_json(result, json_out)
 

@@ -32,24 +32,49 @@ class PageStyle:
     artifacts: tuple[str, ...]
 
 
+_HEADER_EXTRAS = (
+    "Unconfirmed report", "Referred by: Dr {name}", "Location: Ward {n}", "Filter 0.05-150 Hz  50 Hz",
+    "Device MAC-{n}  v{n}.{n}", "Room {n}  Bed {n}", "Technician: {name}", "Order {n}{n}{n}",
+    "Confirmed by {name} on {n}/{n}", "Medications: see chart", "Height {n} cm  Weight {n} kg",
+)
+_NAMES = ("Smith", "Patel", "Okafor", "Nguyen", "Garcia", "Muller", "Rossi", "Kowalski", "Haddad", "Larsen")
+
+
 def _header(rng: np.random.Generator) -> tuple[str, ...]:
+    """Patient and "machine measurement" lines, invented apart from the record so they say nothing of it."""
     sex = rng.choice(["M", "F"])
-    return (
+    lines = [
         f"ID SYN-{rng.integers(10**6, 10**7)}   {rng.integers(18, 95)} y  {sex}   "
         f"{rng.integers(1, 29):02d}-{rng.integers(1, 13):02d}-20{rng.integers(10, 26)}",
         f"Vent rate {rng.integers(45, 140)} bpm   PR {rng.integers(110, 240)} ms   QRS {rng.integers(70, 150)} ms   "
         f"QT/QTc {rng.integers(320, 480)}/{rng.integers(360, 500)} ms   Axes {rng.integers(-60, 120)}",
-    )
+    ]
+    for extra in rng.choice(len(_HEADER_EXTRAS), size=int(rng.integers(0, 6)), replace=False):
+        text = _HEADER_EXTRAS[int(extra)]
+        while "{n}" in text:
+            text = text.replace("{n}", str(rng.integers(1, 99)), 1)
+        lines.append(text.replace("{name}", str(rng.choice(_NAMES))))
+    return tuple(lines)
 
 
 def random_style(rng: np.random.Generator, dpi: int | None = None) -> tuple[PaperStyle, PageStyle]:
-    layout = str(rng.choice(["3x4", "6x2", "12x1"], p=[0.7, 0.2, 0.1]))
-    grid = str(rng.choice(list(GRID_COLOURS), p=[0.35, 0.25, 0.1, 0.1, 0.1, 0.1]))
+    """Layout, rhythm strips, grid, pen, margins and header block, all drawn from `rng` alone."""
+    layout = str(rng.choice(["3x4", "6x2", "12x1", "2x6"], p=[0.6, 0.17, 0.13, 0.1]))
+    rhythm = [("II",), ("II", "V1", "V5"), ("V1",), ()][int(rng.choice(4, p=[0.55, 0.2, 0.1, 0.15]))]
+    grid = str(rng.choice(list(GRID_COLOURS), p=[0.24, 0.16, 0.07, 0.07, 0.08, 0.1, 0.06, 0.08, 0.14]))
     paper = str(rng.choice(["a4", "letter"]))
     dpi = dpi or int(rng.choice([100, 150, 200, 250, 300], p=[0.15, 0.2, 0.35, 0.15, 0.15]))
-    style = PaperStyle.named(grid, paper, layout=layout, dpi=dpi, trace_mm=float(rng.uniform(0.18, 0.5)),
+    header = _header(rng) if rng.random() < 0.85 else ()
+    header_scale = float(rng.uniform(0.6, 1.5))
+    header_mm = 3.0 + len(header) * 6.0 * header_scale / 0.9
+    top = header_mm + float(rng.exponential(6.0)) if header else float(rng.uniform(4, 25))
+    side = float(rng.uniform(4, 22))
+    style = PaperStyle.named(grid, paper, layout=layout, dpi=dpi, trace_mm=float(rng.uniform(0.1, 0.7)),
                              trace_bgr=_PEN_COLOURS[int(rng.integers(len(_PEN_COLOURS)))],
-                             header=_header(rng) if rng.random() < 0.85 else ())
+                             header=header, header_scale=header_scale,
+                             header_left_mm=float(rng.uniform(5, 60)) if rng.random() < 0.3 else side,
+                             rhythm_leads=rhythm, margins_mm=(side, min(top, 80.0), side, float(rng.uniform(3, 15))),
+                             grid_weight=int(rng.choice([1, 2], p=[0.75, 0.25])))
     return style, PageStyle(layout, grid, paper, dpi, ())
 
 
@@ -157,18 +182,85 @@ def partial_crop(image: np.ndarray, s: float, rng: np.random.Generator) -> np.nd
     return image[top : h - bottom, left : w - right].copy()
 
 
+def crumple(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    """Crumpled paper: folds at random angles make flat facets, each lit from one side (light and shadow)."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h:8, 0:w:8].astype(np.float32)
+    gx, gy = np.zeros_like(xx), np.zeros_like(yy)
+    for _ in range(int(rng.integers(6, 30))):
+        angle = rng.uniform(0, np.pi)
+        nx, ny = np.cos(angle), np.sin(angle)
+        offset = nx * rng.uniform(0, w) + ny * rng.uniform(0, h)
+        side = np.sign(nx * xx + ny * yy - offset)
+        slope = rng.uniform(0.2, 1.0)
+        gx += slope * side * nx  # the gradient of slope * |distance to the fold line|
+        gy += slope * side * ny
+    light = rng.uniform(0, 2 * np.pi)
+    shade = (np.cos(light) * gx + np.sin(light) * gy) / (np.abs(gx).max() + np.abs(gy).max() + 1e-6)
+    shade = cv2.GaussianBlur(shade, (0, 0), 0.8)
+    field = np.clip(1 + s * 0.35 * shade, 0.4, 1.15)
+    field = cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.convertScaleAbs(image.astype(np.float32) * field[:, :, None])
+
+
+def stamp(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    """A rubber stamp (box or ring with words) in a coloured ink, at an angle, over whatever is there."""
+    h, w = image.shape[:2]
+    unit = w / 300  # about a millimetre on a landscape page
+    words = str(rng.choice(["RECEIVED", "COPY", "REVIEWED", "SCANNED", "URGENT", "FILED"]))
+    ink = [(160, 60, 30), (40, 40, 170), (130, 40, 120), (60, 110, 40)][int(rng.integers(4))]
+    font_scale = unit * rng.uniform(0.25, 0.45)
+    thickness = max(1, round(unit * 0.6))
+    (tw, th), _ = cv2.getTextSize(words, cv2.FONT_HERSHEY_DUPLEX, font_scale, thickness)
+    size = int(max(tw, th) * 1.4) + 4
+    layer = np.zeros((size, size), np.uint8)
+    centre = (size // 2, size // 2)
+    if rng.random() < 0.5:
+        cv2.rectangle(layer, (centre[0] - tw // 2 - 6, centre[1] - th - 6), (centre[0] + tw // 2 + 6, centre[1] + 8),
+                      255, thickness)
+    else:
+        cv2.circle(layer, centre, size // 2 - 2, 255, thickness)
+    cv2.putText(layer, words, (centre[0] - tw // 2, centre[1]), cv2.FONT_HERSHEY_DUPLEX, font_scale, 255, thickness)
+    rotation = cv2.getRotationMatrix2D(centre, rng.uniform(-30, 30), 1.0)
+    layer = cv2.warpAffine(layer, rotation, (size, size))
+    top, left = int(rng.uniform(0, max(1, h - size))), int(rng.uniform(0, max(1, w - size)))
+    region = image[top : top + size, left : left + size].astype(np.float32)
+    alpha = (layer[: region.shape[0], : region.shape[1]].astype(np.float32) / 255 * (0.5 + 0.4 * s))[:, :, None]
+    out = image.copy()
+    out[top : top + size, left : left + size] = (region * (1 - alpha) + np.float32(ink) * alpha).astype(np.uint8)
+    return out
+
+
+def handwriting(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    """A reader's notes in a script hand, anywhere on the page, over traces as often as not."""
+    h, w = image.shape[:2]
+    out = image.copy()
+    unit = w / 300
+    ink = [(140, 40, 20), (20, 20, 20), (30, 30, 160)][int(rng.integers(3))]
+    for _ in range(int(1 + 3 * s)):
+        words = " ".join(str(rng.choice(["ok", "seen", "f/u", "?", "cf old", "repeat", "NAD", "ok to d/c", "call"]))
+                         for _ in range(int(rng.integers(1, 4))))
+        origin = (int(rng.uniform(0, 0.8 * w)), int(rng.uniform(0.05 * h, h)))
+        cv2.putText(out, words, origin, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, unit * rng.uniform(0.3, 0.6), ink,
+                    max(1, round(unit * 0.4)), cv2.LINE_AA)
+    return out
+
+
 ARTIFACTS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {
-    "shadow": shadow, "crease": crease, "stains": stains, "scribbles": scribbles, "low_contrast": low_contrast,
+    "shadow": shadow, "crease": crease, "crumple": crumple, "stains": stains, "stamp": stamp, "scribbles": scribbles,
+    "handwriting": handwriting, "low_contrast": low_contrast,
     "perspective": perspective, "partial_crop": partial_crop, "blur": blur, "binarise": binarise,
     "scanner_noise": scanner_noise, "jpeg": jpeg,
 }
 _PROBABILITY = {  # per preset: chance each artifact applies, and the strength range
-    "light": ({"binarise": 0.0, "partial_crop": 0.1, "scribbles": 0.1, "stains": 0.1}, 0.35, (0.05, 0.4)),
-    "heavy": ({"binarise": 0.12, "partial_crop": 0.35, "scribbles": 0.4, "stains": 0.35}, 0.7, (0.3, 1.0)),
+    "light": ({"binarise": 0.0, "partial_crop": 0.1, "scribbles": 0.1, "stains": 0.1, "crumple": 0.1, "stamp": 0.1,
+               "handwriting": 0.1}, 0.35, (0.05, 0.4)),
+    "heavy": ({"binarise": 0.12, "partial_crop": 0.35, "scribbles": 0.3, "stains": 0.35, "crumple": 0.35,
+               "stamp": 0.25, "handwriting": 0.3}, 0.7, (0.3, 1.0)),
     # A phone photo of a printout on a desk: always shadowed, warped, dim, soft and recompressed.
     # Stage 1 never trains on it, so it stands for a hospital's own, unseen style (the two-stage ablation).
     "photo": ({"shadow": 1.0, "perspective": 1.0, "low_contrast": 1.0, "blur": 1.0, "jpeg": 1.0, "binarise": 0.0,
-               "scanner_noise": 0.0}, 0.25, (0.6, 1.0)),
+               "scanner_noise": 0.0, "crumple": 0.0, "stamp": 0.0, "handwriting": 0.0}, 0.25, (0.6, 1.0)),
 }
 
 
