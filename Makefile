@@ -7,7 +7,11 @@ DEMO_HOME := ecg-intake-data
 DEMO_INBOX := demo-inbox
 UNTRAINED := $(DEMO_HOME)/models/untrained
 
-.PHONY: demo test lint bench clean
+.PHONY: deps demo test lint bench clean
+
+# System packages: installed with apt-get (as root, or through sudo), or a stop that prints the command.
+deps:
+	@bash deploy/system-deps.sh $(if $(filter test,$(MAKECMDGOALS)),test,demo)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +21,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Sets up, writes sample ECGs into an inbox, processes them on the embedded default, prints the results.
-demo: $(STAMP)
+demo: deps $(STAMP)
 	@if [ ! -f models/default/manifest.json ] && [ -z "$$ECG_INTAKE_BUNDLE" ] && [ ! -f $(UNTRAINED)/manifest.json ]; then \
 		$(BIN)/ecg-intake model init-untrained $(UNTRAINED); fi
-	$(BIN)/ecg-intake samples $(DEMO_INBOX)
+	@$(BIN)/ecg-intake samples $(DEMO_INBOX)
 	@if [ -f models/default/manifest.json ] || [ -n "$$ECG_INTAKE_BUNDLE" ]; then \
 		$(BIN)/ecg-intake run --inbox $(DEMO_INBOX) --once; \
 	else ECG_INTAKE_BUNDLE=$(UNTRAINED) $(BIN)/ecg-intake run --inbox $(DEMO_INBOX) --once; fi
-	$(BIN)/ecg-intake results
+	@$(BIN)/ecg-intake results
 
 # The whole default test suite (slow training tests excluded; run them with `make test PYTEST_ARGS="-m slow"`).
-test: $(STAMP)
+test: deps $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -41,3 +41,10 @@ class IngestError(Exception):
         super().__init__(f"{reason.value}: {message}")
         self.reason = reason
         self.message = message
+
+
+class InstallationError(Exception):
+    """The machine, not the file, is at fault (a missing tool, an unwritable folder, an unreachable database).
+
+    Never a quarantine reason: the file stays claimed and is retried once the installation is fixed.
+    """

@@ -42,6 +42,14 @@ class Claim:
     original: Path
     source: str
 
+    def to_message(self) -> dict[str, str]:
+        """The claim as one JSON object: what the watcher sends and a worker receives."""
+        return {"claimed": str(self.claimed), "original": str(self.original), "source": self.source}
+
+    @classmethod
+    def from_message(cls, message: dict[str, str]) -> Claim:
+        return cls(Path(message["claimed"]), Path(message["original"]), message["source"])
+
 
 def claim_id(claimed: Path) -> str:
     """The claim's own token, safe to log: file names can carry patient identifiers."""

@@ -1,13 +1,13 @@
 """The model bundle: a directory with `manifest.json` and weights, the contract between training and serving.
 
-Like timm's pretrained configs, the manifest carries everything a caller needs (labels, thresholds,
-input size, preprocessing version, backbone), so the worker never needs to know model internals.
+This is the torch half: saving, loading and exporting the network. The manifest itself (`Manifest`,
+`load_manifest`, `check_compatible`, the file names, the labels) lives in the torch-free
+`model_training.manifest` and is re-exported here, so `from model_training.bundle import ...` keeps working.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import subprocess
 import sys
@@ -16,54 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ingest.preprocess import PREPROCESS_VERSION, STEPS
+from model_training.manifest import (  # noqa: F401  (re-exported: the manifest half used to live here)
+    LABELS,
+    MANIFEST,
+    MAX_BATCH,
+    ONNX,
+    PROGRAM,
+    WEIGHTS,
+    BundleError,
+    Manifest,
+    check_compatible,
+    load_manifest,
+)
 from model_training.model import create_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LABELS = ("MI", "AF", "STTC", "CD", "HYP")
-MANIFEST = "manifest.json"
-WEIGHTS = "model.safetensors"
-PROGRAM = "model.pt2"
-ONNX = "model.onnx"
-MAX_BATCH = 512
-
-
-class BundleError(Exception):
-    """A bundle that cannot be served as it is; the message says which field and why."""
-
-
-class Manifest(BaseModel):
-    name: str
-    version: str = ""
-    labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS))
-    thresholds: dict[str, float] = Field(default_factory=dict)
-    backbone: str = "convnext_atto"
-    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
-    in_chans: int = 1
-    input_size: tuple[int, int] = (384, 512)
-    preprocess_version: str = PREPROCESS_VERSION
-    preprocess_steps: tuple[str, ...] = STEPS  # intake cleans pages with exactly the steps the model learnt on
-    trained: bool = False
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    data: str = ""
-    command: str = ""
-    git_commit: str = ""
-    created: str = ""
-    weights: str = WEIGHTS
-    program: str | None = None  # torch.export program (.pt2), for the TensorRT and CUDA engines
-    onnx: str | None = None  # ONNX file, for ONNX Runtime
-
-    def threshold(self, label: str) -> float:
-        return self.thresholds.get(label, 0.5)
-
-    @property
-    def model_version(self) -> str:
-        return f"{self.name}@{self.version}"
+DEFAULT_LABELS = LABELS  # the old name
 
 
 def _git_commit() -> str:
@@ -92,28 +64,6 @@ def save_bundle(model: nn.Module, manifest: Manifest, directory: Path) -> Manife
     return manifest
 
 
-def load_manifest(directory: Path) -> Manifest:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"no {MANIFEST} in bundle directory {directory}")
-    try:
-        return Manifest.model_validate(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise BundleError(f"{path}: invalid manifest: {exc}") from exc
-
-
-def check_compatible(manifest: Manifest) -> None:
-    """Refuse a bundle whose pages were prepared differently from what this code produces."""
-    if manifest.preprocess_version != PREPROCESS_VERSION:
-        raise BundleError(
-            f"bundle {manifest.model_version} was trained with preprocessing version "
-            f"{manifest.preprocess_version!r}, this code runs {PREPROCESS_VERSION!r}; retrain or use a matching bundle"
-        )
-    unknown = set(manifest.preprocess_steps) - set(STEPS)
-    if unknown:
-        raise BundleError(f"bundle {manifest.model_version} names unknown preprocessing steps {sorted(unknown)}")
-
-
 def load_model(directory: Path) -> tuple[nn.Module, Manifest]:
     """The model in eval mode on CPU, with its manifest, after the compatibility checks."""
     directory = Path(directory)
@@ -137,7 +87,7 @@ def create_untrained_bundle(
 ) -> Manifest:
     """A randomly initialised bundle, marked `trained: false`, for plumbing, tests and speed benchmarks."""
     torch.manual_seed(seed)
-    model = create_model(backbone, len(DEFAULT_LABELS), **backbone_kwargs)
+    model = create_model(backbone, len(LABELS), **backbone_kwargs)
     manifest = Manifest(name=f"untrained-{backbone}", backbone=backbone, backbone_kwargs=backbone_kwargs,
                         input_size=input_size, trained=False, data="none: random initialisation")
     return save_bundle(model, manifest, directory)

@@ -24,7 +24,8 @@ from torch import nn
 
 from ingest.decode import decode
 from ingest.preprocess import preprocess
-from model_training.bundle import Manifest, load_model
+from model_training.bundle import load_model
+from model_training.manifest import Manifest, over_thresholds, sigmoid
 from model_training.model import to_input
 
 LABELS_CSV = "labels.csv"
@@ -78,10 +79,10 @@ def predict_files(model: nn.Module, manifest: Manifest, paths: Sequence[Path], b
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
             batch = [_load_page(Path(p), manifest) for p in paths[start:start + batch_size]]
-            out.append(torch.sigmoid(model(to_input(batch))).float().numpy())
+            out.append(model(to_input(batch)).float().numpy())
     if not out:
         return np.zeros((0, len(manifest.labels)), dtype=np.float32)
-    return np.concatenate(out)
+    return sigmoid(np.concatenate(out))
 
 
 def _two_valued(column: np.ndarray) -> bool:
@@ -153,8 +154,9 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], thresh
             boot_macro.append(float(np.mean(scores)))
 
     sensitivity, specificity = {}, {}
+    predictions = over_thresholds(probs, [thresholds[label] for label in labels])
     for i, label in enumerate(labels):
-        predicted = probs[:, i] >= thresholds[label]
+        predicted = predictions[:, i]
         positive = y_true[:, i] == 1
         n_pos, n_neg = int(positive.sum()), int((~positive).sum())
         sensitivity[label] = _round((predicted & positive).sum() / n_pos) if n_pos else math.nan

@@ -23,6 +23,8 @@ from timm.models import register_model
 from timm.models.convnext import ConvNeXt
 from torch import nn
 
+from model_training.manifest import to_input as pages_to_input
+
 TIMM_STEMS = ("patch", "overlap", "overlap_tiered", "overlap_act")
 
 
@@ -81,10 +83,6 @@ def convnext_ecg(pretrained: bool = False, stem: str = "conv_pool", downsample: 
 def to_input(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
     """uint8 grayscale pages (N, H, W) -> float tensor (N, 1, H, W) with ink positive and paper at zero.
 
-    Shared by training and every inference backend so the numbers fed to the network never drift.
+    The numbers come from `model_training.manifest.to_input`, the one conversion every backend uses.
     """
-    batch = np.ascontiguousarray(np.stack(images) if isinstance(images, list) else images)
-    if batch.dtype != np.uint8 or batch.ndim != 3:
-        raise ValueError(f"expected uint8 (N, H, W) pages, got {batch.dtype} {batch.shape}")
-    tensor = torch.from_numpy(batch).unsqueeze(1).float()
-    return (255.0 - tensor) / 255.0
+    return torch.from_numpy(pages_to_input(images))

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import wfdb
 
-LABELS = ("MI", "AF", "STTC", "CD", "HYP")
+from model_training.manifest import LABELS
+
 AF_CODES = ("AFIB", "AFLT")
 LEAD_NAMES = {"I": "I", "II": "II", "III": "III", "AVR": "aVR", "AVL": "aVL", "AVF": "aVF",
               "V1": "V1", "V2": "V2", "V3": "V3", "V4": "V4", "V5": "V5", "V6": "V6"}

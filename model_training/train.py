@@ -27,9 +27,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from model_training.bundle import WEIGHTS, Manifest, export_bundle, load_manifest, save_bundle
 from model_training.config import TrainConfig
 from model_training.evaluate import choose_thresholds, metrics
+from model_training.manifest import LABELS, sigmoid
 from model_training.model import create_model, to_input
 from model_training.pages import PageSet, concatenate, load_pages
-from model_training.synth.signals import LABELS
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -115,8 +115,8 @@ def predict(model: nn.Module, images: np.ndarray, device: torch.device, batch_si
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = to_input(np.array(images[start : start + batch_size])).to(device)  # a copy: memmaps are read-only
-        outputs.append(torch.sigmoid(model(batch).float()).cpu().numpy())
-    return np.concatenate(outputs)
+        outputs.append(model(batch).float().cpu().numpy())
+    return sigmoid(np.concatenate(outputs))
 
 
 class Trainer:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ingest.decode.dicom import decode_dicom
-from worker.samples import reference_dicom
+from model_training.synth.samples import reference_dicom
 
 
 def reference_page(width: int = 1400) -> np.ndarray:

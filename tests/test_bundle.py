@@ -71,3 +71,44 @@ def test_stage1_architecture_round_trips_and_exports(tmp_path: Path) -> None:
     expected = load_engine(tmp_path, "cpu").predict(pages)
     np.testing.assert_allclose(load_engine(tmp_path, "onnx").predict(pages), expected, atol=1e-4)
 
+
+
+def test_numpy_input_conversion_is_the_torch_one_bit_for_bit() -> None:
+    from model_training.manifest import to_input as numpy_to_input
+
+    pages = np.arange(256, dtype=np.uint8).reshape(1, 16, 16).repeat(2, axis=0)
+    converted = numpy_to_input(pages)
+    assert converted.dtype == np.float32 and converted.shape == (2, 1, 16, 16)
+    assert np.array_equal(converted, to_input(pages).numpy())
+    assert converted[0, 0, 0, 0] == 1.0 and converted[0, 0, -1, -1] == 0.0  # black ink 1, white paper 0
+    with pytest.raises(ValueError, match="uint8"):
+        numpy_to_input(pages.astype(np.float32))
+
+
+def test_postprocess_gives_probabilities_and_the_labels_at_or_over_threshold() -> None:
+    from model_training.manifest import LABELS, Manifest, postprocess
+
+    manifest = Manifest(name="t", thresholds={"MI": 0.5, "AF": 0.9})  # the others default to 0.5
+    logits = np.array([[0.0, 2.0, -1.0, 1000.0, -1000.0],
+                       [-3.0, 3.0, 0.5, 0.0, 0.0]], np.float32)
+    probs, labels = postprocess(logits, manifest)
+    assert probs.dtype == np.float32 and probs.shape == (2, len(LABELS)) and np.isfinite(probs).all()
+    np.testing.assert_allclose(probs, torch.sigmoid(torch.from_numpy(logits)).numpy(), atol=1e-7)
+    assert labels == [["MI", "CD"], ["AF", "STTC", "CD", "HYP"]]  # 0.5 >= 0.5 counts; AF at 0.88 < 0.9 does not
+
+
+def test_manifest_is_read_again_only_when_its_file_changes(tmp_path: Path, bundle_dir: Path) -> None:
+    import os
+    import shutil
+
+    from model_training.manifest import MANIFEST, current_manifest
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)
+    first = current_manifest(bundle)
+    assert current_manifest(bundle) is first  # not parsed again per file
+    text = (bundle / MANIFEST).read_text().replace(f'"version": "{first.version}"', '"version": "fedcba987654"')
+    (bundle / MANIFEST).write_text(text)
+    written = os.stat(bundle / MANIFEST)
+    os.utime(bundle / MANIFEST, ns=(written.st_atime_ns, written.st_mtime_ns + 10**9))  # a coarse-clock file system
+    assert current_manifest(bundle).version == "fedcba987654"

@@ -115,3 +115,41 @@ def test_auto_exports_onnx_once_into_the_engine_cache(bundle_dir: Path, tmp_path
     np.testing.assert_allclose(load_engine(bundle_dir, "auto", cache_dir=tmp_path).predict(pages),
                                reference.predict(pages), atol=1e-4)
     assert exported.stat().st_mtime_ns == stamp
+
+
+def test_registry_names_a_backend_module_and_class_for_every_engine() -> None:
+    import importlib
+
+    from worker.engine import ENGINES, KINDS
+
+    assert set(ENGINES) == set(AUTO_ORDER) == set(KINDS) - {"auto"}
+    for kind, (module_name, class_name) in ENGINES.items():
+        module = importlib.import_module(module_name)
+        assert callable(module.is_available) and hasattr(module, class_name)
+        assert module.is_available() == unavailable(kind)
+
+
+def test_engine_report_gives_each_engine_its_reason(exported_bundle: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    from worker.engine import engine_report
+
+    report = engine_report(exported_bundle)
+    assert list(report) == list(AUTO_ORDER) and report["cpu"] is None
+    for kind in AUTO_ORDER:
+        assert report[kind] == unavailable(kind)  # the exported bundle carries its ONNX file
+    if unavailable("onnx") is None:
+        assert "no ONNX file" in engine_report(bundle_dir)["onnx"]
+        assert engine_report(bundle_dir, cache_dir=tmp_path)["onnx"] is None
+        assert not any(tmp_path.iterdir())  # reporting exports nothing
+
+
+def test_asking_about_onnx_imports_no_torch(exported_bundle: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys; from worker.engine import unavailable, _bundle_reason; "
+             f"print(unavailable('onnx'), _bundle_reason('onnx', {str(exported_bundle)!r}, None), "
+             "'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "False"

@@ -13,8 +13,8 @@ import torch
 import wfdb
 
 from ingest.preprocess import preprocess
+from model_training.bench.recipe import ARMS, measure_speed, run_recipe_bench, summary_rows
 from model_training.model import create_model
-from model_training.recipe_bench import ARMS, measure_speed, run_recipe_bench, summary_rows
 from model_training.synth.dataset import write_dataset
 from model_training.synth.families import FAMILIES, render_family
 from model_training.synth.signals import LABELS, generate_record

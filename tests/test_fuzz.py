@@ -16,8 +16,8 @@ import pytest
 
 from ingest.decode import DecodeLimits, decode_bytes
 from ingest.reasons import IngestError, Reason
+from model_training.synth.samples import reference_dicom
 from tests.inputs import local_dicom, reference_page, scan_pdf, vector_pdf
-from worker.samples import reference_dicom
 
 LIMITS = DecodeLimits(pdf_dpi=50, timeout_s=20)
 SLOWEST_ALLOWED_S = 10.0

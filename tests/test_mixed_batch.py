@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from model_training.synth.samples import write_samples
 from tests.conftest import Cli
 from tests.inputs import (
     copy_local_dicom,
@@ -21,7 +22,6 @@ from tests.inputs import (
     tiff_pages,
     vector_pdf,
 )
-from worker.samples import write_samples
 
 GOOD_PAGES = {"ecg-scan.png": 1, "ecg-photo.jpg": 1, "ecg-report.pdf": 2, "ecg-waveform.dcm": 1, "vector.pdf": 1,
               "scan.tif": 2, "rotated.jpg": 1, "scan.bmp": 1, "capture.dcm": 1}

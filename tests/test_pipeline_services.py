@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
+from model_training.synth.samples import write_samples
 from tests.conftest import Cli
 from tests.pipeline_checks import check_sample_batch
 from tests.servers import RedisServer, port_open
 from worker.db.models import Document, DocumentStatus
-from worker.samples import write_samples
 
 pytestmark = pytest.mark.services
 

@@ -22,7 +22,7 @@ from ingest.preprocess import (
     suppress_grid,
 )
 from ingest.render import PaperStyle, render_paper
-from model_training.preprocess_bench import deskew_errors, paper_unevenness
+from model_training.bench.preprocess import deskew_errors, paper_unevenness
 from model_training.synth.paper import ARTIFACTS
 from model_training.synth.signals import generate_record
 
@@ -165,7 +165,7 @@ def test_steps_switch_and_unknown_steps_are_refused() -> None:
 
 
 def test_preprocess_command_writes_each_stage(cli, tmp_path: Path) -> None:
-    from worker.samples import write_samples
+    from model_training.synth.samples import write_samples
 
     photo = next(p for p in write_samples(tmp_path / "src", with_bad=False) if p.suffix == ".jpg")
     result = cli("preprocess", str(photo), "--steps", str(tmp_path / "stages"), "--out", str(tmp_path / "in.png"))
@@ -176,7 +176,7 @@ def test_preprocess_command_writes_each_stage(cli, tmp_path: Path) -> None:
 
 
 def test_scale_benchmark_scores_clean_pages_of_both_families() -> None:
-    from model_training.preprocess_bench import scale_errors
+    from model_training.bench.preprocess import scale_errors
 
     ours, ecgplot = scale_errors(n=16, family="ours", artifacts="none"), scale_errors(n=16, family="ecgplot",
                                                                                    artifacts="none")

@@ -12,7 +12,7 @@ from PIL import Image
 from ingest.decode import DecodeLimits, decode
 from ingest.reasons import IngestError, Reason
 from ingest.sniff import FileType, sniff
-from worker.samples import reference_dicom, write_samples
+from model_training.synth.samples import reference_dicom, write_samples
 
 
 @pytest.fixture(scope="module")

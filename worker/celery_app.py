@@ -1,20 +1,31 @@
 """The Celery app: broker from settings, the ingest/infer/train queues, and reliability options.
 
+Built on first use (`get_app`), not at import: the watcher only sends tasks by name and never
+loads the task modules, the decoders or the model.
+
 Late acks, reject-on-worker-lost and prefetch 1 mean a task whose worker dies is delivered again
 rather than lost; every task is idempotent on the document's sha256, so a second delivery is harmless.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
 from celery import Celery
 from kombu import Queue
 
 from worker.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from ingest.watch import Claim
+
 QUEUES = ("ingest", "infer", "train")
+INTAKE_TASK = "ecg_intake.intake_file"
+CLASSIFY_TASK = "ecg_intake.classify_document"
 TASK_ROUTES = {
-    "ecg_intake.intake_file": {"queue": "ingest"},
-    "ecg_intake.classify_document": {"queue": "infer"},
+    INTAKE_TASK: {"queue": "ingest"},
+    CLASSIFY_TASK: {"queue": "infer"},
 }
 
 
@@ -31,8 +42,10 @@ def broker_options(settings: Settings) -> dict:
     return {"visibility_timeout": settings.visibility_timeout}
 
 
-def create_celery(settings: Settings) -> Celery:
-    app = Celery("ecg_intake", broker=settings.celery_broker_url, include=["worker.tasks"])
+def create_celery(settings: Settings, with_tasks: bool = True) -> Celery:
+    """`with_tasks=False` gives a producer: it can send tasks by name but never imports them."""
+    app = Celery("ecg_intake", broker=settings.celery_broker_url, include=["worker.tasks"] if with_tasks else [],
+                 set_as_current=with_tasks)
     app.conf.update(
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="ingest",
@@ -54,4 +67,20 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-app = create_celery(get_settings())
+@lru_cache(maxsize=1)
+def get_app() -> Celery:
+    """The worker's app, with the task modules; set as current so the shared tasks bind to it."""
+    app = create_celery(get_settings())
+    app.set_current()
+    app.set_default()
+    return app
+
+
+@lru_cache(maxsize=1)
+def get_producer() -> Celery:
+    return create_celery(get_settings(), with_tasks=False)
+
+
+def submit_claim(claim: Claim) -> None:
+    """The watcher's callback: one message per claimed file on the ingest queue, sent by task name."""
+    get_producer().send_task(INTAKE_TASK, args=[claim.to_message()])

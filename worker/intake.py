@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,10 +18,12 @@ from ingest.decode.isolated import Decoder
 from ingest.files import destination, move, sha256_file, write_reason
 from ingest.page import PreparedPage
 from ingest.preprocess import PREPROCESS_VERSION, Preparation
-from ingest.reasons import IngestError, Reason
+from ingest.reasons import IngestError, InstallationError, Reason
 from ingest.watch import Claim, claim_id
-from model_training.bundle import load_manifest
-from worker.db.models import Document, DocumentStatus, Event, Page
+from model_training.manifest import current_manifest
+from worker import lifecycle
+from worker.db.models import Document, DocumentStatus, Page
+from worker.db.queries import document_by_sha
 from worker.db.session import session_scope
 from worker.disposition import settle
 from worker.settings import Settings
@@ -40,16 +40,11 @@ class IntakeResult:
     classify: bool = False
 
 
-def _find(session: Session, sha256: str) -> Document | None:
-    return session.scalar(select(Document).where(Document.sha256 == sha256))
-
-
 def _record_duplicate(settings: Settings, session: Session, original: Document, claim: Claim) -> IntakeResult:
     """A re-dropped file: logged as a sighting of the first document, kept next to it, not processed again."""
     root = settings.quarantine_dir if original.status == DocumentStatus.QUARANTINED else settings.archive_dir
     dest = destination(root / "duplicates", original.sha256, claim.claimed)
-    session.add(Event(action="duplicate_sighting", document_id=original.id,
-                      details={"path": str(claim.original), "source": claim.source, "stored_at": str(dest)}))
+    lifecycle.sighted_again(session, original, claim, str(dest))
     session.commit()
     if original.status == DocumentStatus.QUARANTINED:
         write_reason(dest, Reason(original.reason), f"same bytes as quarantined document {original.sha256[:12]}: "
@@ -60,12 +55,7 @@ def _record_duplicate(settings: Settings, session: Session, original: Document, 
 
 
 def _quarantine(settings: Settings, session: Session, document: Document, claimed: Path, error: IngestError) -> None:
-    document.status = DocumentStatus.QUARANTINED
-    document.reason = error.reason.value
-    document.reason_message = error.message
-    document.current_path = str(destination(settings.quarantine_dir, document.sha256, claimed))
-    document.processed_at = datetime.now(UTC)
-    session.add(Event(action="quarantined", document_id=document.id, details={"reason": error.reason.value}))
+    lifecycle.quarantine(session, document, error, str(destination(settings.quarantine_dir, document.sha256, claimed)))
     session.commit()
     settle(document, claimed)
     log.warning("document %s quarantined: %s", document.sha256[:12], error.reason.value)
@@ -85,11 +75,6 @@ def _save_pages(settings: Settings, document: Document, pages: list[PreparedPage
     return rows
 
 
-def _is_retry(document: Document) -> bool:
-    """A file quarantined for our own failure, dropped in again by an operator, is processed afresh."""
-    return document.status == DocumentStatus.QUARANTINED and document.reason == Reason.INTERNAL_ERROR
-
-
 def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult | None:
     """Turn one claimed file into stored pages; None when the file was already handled by another run."""
     if not claim.claimed.exists():
@@ -97,12 +82,9 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
         return None
     sha256 = sha256_file(claim.claimed)
     with session_scope(settings.sqlalchemy_url) as session:
-        document = _find(session, sha256)
-        if document is not None and _is_retry(document) and document.current_path != str(claim.claimed):
-            document.status, document.reason, document.reason_message = DocumentStatus.RECEIVED, None, None
-            document.current_path, document.path = str(claim.claimed), str(claim.original)
-            document.source = claim.source
-            session.add(Event(action="retried", document_id=document.id, details={"after": "internal_error"}))
+        document = document_by_sha(session, sha256)
+        if document is not None and lifecycle.is_retry(document, claim):
+            lifecycle.retry(session, document, claim)
             session.commit()
         if document is not None and document.current_path != str(claim.claimed):
             if document.status in DocumentStatus.FINAL and not Path(document.current_path).exists():
@@ -110,57 +92,57 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
                 return IntakeResult(sha256, document.status)
             return _record_duplicate(settings, session, document, claim)
         if document is None:
-            document = Document(sha256=sha256, path=str(claim.original), current_path=str(claim.claimed),
-                                source=claim.source, size_bytes=claim.claimed.stat().st_size)
-            session.add(document)
             try:
+                document = lifecycle.receive(session, claim, sha256)
                 session.commit()
             except IntegrityError:  # the same bytes claimed by another worker a moment ago
                 session.rollback()
-                return _record_duplicate(settings, session, _find(session, sha256), claim)
+                return _record_duplicate(settings, session, document_by_sha(session, sha256), claim)
 
-        manifest = load_manifest(settings.bundle_dir)
+        manifest = current_manifest(settings.bundle_dir)
         preparation = Preparation(tuple(manifest.input_size), tuple(manifest.preprocess_steps))
         try:
             file_type, pages = decoder.decode_prepared(claim.claimed, preparation)
         except IngestError as error:
             _quarantine(settings, session, document, claim.claimed, error)
             return IntakeResult(sha256, DocumentStatus.QUARANTINED)
+        except InstallationError:
+            log.error("document %s stays claimed: the installation is at fault, not the file", sha256[:12])
+            raise
         except Exception as exc:  # a decoder bug on odd input must not stop the worker
             log.exception("decoder failed on document %s", sha256[:12])
             error = IngestError(Reason.INTERNAL_ERROR, f"decoder error {type(exc).__name__}: {exc}")
             _quarantine(settings, session, document, claim.claimed, error)
             return IntakeResult(sha256, DocumentStatus.QUARANTINED)
 
-        rows = _save_pages(settings, document, pages)
+        try:
+            rows = _save_pages(settings, document, pages)
+        except OSError as exc:
+            raise InstallationError(f"cannot write pages under {settings.pages_dir}: {exc}") from exc
         existing = {page.page_no: page for page in document.pages}
         for row in rows:
             page = existing.get(row["page_no"]) or Page(document_id=document.id, page_no=row["page_no"])
             page.image_path, page.thumbnail_path = row["image_path"], row["thumbnail_path"]
             page.source, page.preprocess_version = row["source"], PREPROCESS_VERSION
             session.add(page)
-        document.file_type = file_type.value
-        document.source_metadata = pages[0].metadata
-        document.status = DocumentStatus.DECODED
+        lifecycle.decoded(session, document, file_type.value, pages[0].metadata, len(rows))
     log.info("document %s decoded: %d page(s)", sha256[:12], len(rows))
     return IntakeResult(sha256, DocumentStatus.DECODED, classify=True)
 
 
-def give_up(settings: Settings, claimed: Path, original: Path, source: str, error: BaseException) -> None:
+def give_up(settings: Settings, claim: Claim, error: BaseException) -> None:
     """Quarantine a claim whose task failed for good (retries spent), so no file waits in `.claimed` forever.
 
     The reason is `internal_error`: the file may be fine. Dropping it into an inbox again retries it.
     """
+    claimed = claim.claimed
     if not claimed.exists():
         return
     sha256 = sha256_file(claimed)
     with session_scope(settings.sqlalchemy_url) as session:
-        document = _find(session, sha256)
+        document = document_by_sha(session, sha256)
         if document is None:
-            document = Document(sha256=sha256, path=str(original), current_path=str(claimed), source=source,
-                                size_bytes=claimed.stat().st_size)
-            session.add(document)
-            session.flush()
+            document = lifecycle.receive(session, claim, sha256)
         elif document.status in DocumentStatus.FINAL:
             settle(document, claimed)
             return

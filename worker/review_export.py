@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from model_training.synth.signals import LABELS
+from model_training.manifest import LABELS
 from worker.db.models import Page, Review
 
 

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest.preprocess import STEPS
-
 if TYPE_CHECKING:
     from ingest.decode.limits import DecodeLimits
 
@@ -61,15 +59,18 @@ class Settings(BaseSettings):
     decode_timeout: float = Field(120, gt=0, description="seconds one file may take to decode")
     decode_isolation: bool = Field(True, description="decode in a child process that is killed on timeout")
     allow_permission_only_pdf: bool = Field(False, description="accept encrypted PDFs that open without a password")
-    preprocess_steps: tuple[Literal[STEPS], ...] = Field(  # type: ignore[valid-type]
-        STEPS, description="cleaning steps used for training; intake uses the steps recorded in the bundle")
     engine: Literal["auto", "tensorrt", "cuda", "onnx", "cpu"] = "auto"
     engine_cache: Path | None = Field(None, description="compiled engines and exported ONNX files; default "
                                                         "<home>/engines")
     batch_size: int = Field(8, ge=1, le=512, description="pages per forward pass")
     max_wait_ms: float = Field(50, ge=0, description="how long a page may wait for others to fill its batch")
     torch_threads: int = Field(0, ge=0, description="0: let torch decide")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="default: INFO for services, WARNING for `run --once`")
     visibility_timeout: int = Field(4 * 3600, description="Redis redelivery timeout; longer than any task")
+    review_secret: str | None = Field(None, description="review UI session key; default one generated once "
+                                                       "and kept in <home>/review-secret (mode 0600)")
+    review_https_only: bool = Field(False, description="review UI session cookie only over https (Secure)")
 
     def decode_limits(self) -> DecodeLimits:
         from ingest.decode.limits import DecodeLimits  # imports the decoders; only workers need them

@@ -9,15 +9,15 @@ import logging
 import threading
 from pathlib import Path
 
-from celery import Task
-from sqlalchemy import select
+from celery import Task, shared_task
 from sqlalchemy.exc import OperationalError
 
 from ingest.decode.isolated import Decoder
-from ingest.watch import Claim
-from worker.celery_app import app
+from ingest.reasons import InstallationError
+from ingest.watch import Claim, claim_id
+from worker.celery_app import CLASSIFY_TASK, INTAKE_TASK
 from worker.classify import classify, register_model_version
-from worker.db.models import Document
+from worker.db.queries import document_by_sha
 from worker.db.session import session_scope
 from worker.engine import Engine, load_engine
 from worker.engine.batching import BatchingEngine
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 _engine: tuple[Engine, int] | None = None
 _engine_lock = threading.Lock()
 _decoders = threading.local()
-RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": True, "max_retries": 8}
+INSTALLATION_FAULTS = (InstallationError, OperationalError)  # the machine's fault: never the file's
+RETRY = {"autoretry_for": INSTALLATION_FAULTS, "retry_backoff": True, "max_retries": 8}
 
 
 def decoder_for_worker() -> Decoder:
@@ -61,27 +62,35 @@ def engine_for_worker(callers: int = 1) -> tuple[Engine, int]:
 class _IntakeTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Retries spent or an unexpected error: quarantine as internal_error rather than leave the file claimed."""
-        claimed, original, source = args
+        claim = Claim.from_message(args[0])
+        if isinstance(exc, INSTALLATION_FAULTS):
+            log.error("intake task %s gave up on an installation fault; claim %s stays and is retried at the "
+                      "next start: %s", task_id, claim_id(claim.claimed), exc)
+            return
         log.error("intake task %s failed for good: %s", task_id, type(exc).__name__)
-        give_up(get_settings(), Path(claimed), Path(original), source, exc)
+        give_up(get_settings(), claim, exc)
 
 
 class _ClassifyTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         (sha256,) = args
+        if isinstance(exc, INSTALLATION_FAULTS):
+            log.error("classify task %s gave up on an installation fault; document %s stays claimed: %s",
+                      task_id, sha256[:12], exc)
+            return
         log.error("classify task %s failed for good: %s", task_id, type(exc).__name__)
         settings = get_settings()
         with session_scope(settings.sqlalchemy_url) as session:
-            document = session.scalar(select(Document).where(Document.sha256 == sha256))
+            document = document_by_sha(session, sha256)
             if document is None:
                 return
-            claimed, original, source = Path(document.current_path), Path(document.path), document.source
-        give_up(settings, claimed, original, source, exc)
+            claim = Claim(Path(document.current_path), Path(document.path), document.source)
+        give_up(settings, claim, exc)
 
 
-@app.task(name="ecg_intake.intake_file", base=_IntakeTask, **RETRY)
-def intake_file(claimed: str, original: str, source: str) -> str | None:
-    result = intake(get_settings(), Claim(Path(claimed), Path(original), source), decoder_for_worker())
+@shared_task(name=INTAKE_TASK, base=_IntakeTask, **RETRY)
+def intake_file(claim: dict[str, str]) -> str | None:
+    result = intake(get_settings(), Claim.from_message(claim), decoder_for_worker())
     if result is None:
         return None
     if result.classify:
@@ -89,12 +98,7 @@ def intake_file(claimed: str, original: str, source: str) -> str | None:
     return result.status
 
 
-@app.task(name="ecg_intake.classify_document", base=_ClassifyTask, **RETRY)
+@shared_task(name=CLASSIFY_TASK, base=_ClassifyTask, **RETRY)
 def classify_document(sha256: str) -> int:
     engine, model_version_id = engine_for_worker()
     return classify(get_settings(), engine, model_version_id, sha256)
-
-
-def submit_claim(claim: Claim) -> None:
-    """The watcher's callback: one message per claimed file on the ingest queue."""
-    intake_file.delay(str(claim.claimed), str(claim.original), claim.source)

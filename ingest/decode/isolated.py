@@ -18,7 +18,7 @@ from typing import Any
 from ingest.decode import DecodeLimits, decode
 from ingest.page import Page, PreparedPage
 from ingest.preprocess import Preparation
-from ingest.reasons import IngestError, Reason
+from ingest.reasons import IngestError, InstallationError, Reason
 from ingest.sniff import FileType
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ def _serve(connection: multiprocessing.connection.Connection) -> None:
             connection.send(("ok", _decode(Path(path), limits, preparation)))
         except IngestError as error:
             connection.send(("error", (error.reason.value, error.message)))
+        except InstallationError as error:
+            connection.send(("installation", str(error)))
         except Exception as exc:  # sent back so the caller decides; the child stays up
             connection.send(("exception", f"{type(exc).__name__}: {exc}"))
 
@@ -83,6 +85,8 @@ class Decoder:
             return payload
         if status == "error":
             raise IngestError(Reason(payload[0]), payload[1])
+        if status == "installation":
+            raise InstallationError(payload)
         raise RuntimeError(f"decoder failed: {payload}")
 
     def _ensure_child(self) -> multiprocessing.connection.Connection | None:

@@ -13,14 +13,20 @@ import time
 import cv2
 import numpy as np
 from pdf2image import convert_from_bytes, pdfinfo_from_bytes
-from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError, PDFSyntaxError
+from pdf2image.exceptions import (
+    PDFInfoNotInstalledError,
+    PDFPageCountError,
+    PDFPopplerTimeoutError,
+    PDFSyntaxError,
+)
 
 from ingest.decode.limits import DecodeLimits
 from ingest.page import Page
-from ingest.reasons import IngestError, Reason
+from ingest.reasons import IngestError, InstallationError, Reason
 
 _PAGE_SIZE = re.compile(r"([\d.]+) x ([\d.]+) pts")
 _METADATA = ("Title", "Author", "Producer", "Creator", "CreationDate", "ModDate")
+NO_POPPLER = "poppler is not installed (no pdfinfo or pdftoppm on PATH); install it: apt-get install poppler-utils"
 
 
 def _looks_cut_off(data: bytes) -> bool:
@@ -32,6 +38,8 @@ def _info(data: bytes, timeout: float, last_page: int) -> dict:
     """pdfinfo's fields, with a size line for each page up to `last_page`."""
     try:
         return pdfinfo_from_bytes(data, timeout=max(1, round(timeout)), first_page=1, last_page=last_page)
+    except PDFInfoNotInstalledError as exc:
+        raise InstallationError(NO_POPPLER) from exc
     except PDFPopplerTimeoutError as exc:
         raise IngestError(Reason.DECODE_TIMEOUT, f"pdfinfo took longer than {timeout:.0f}s") from exc
     except (PDFPageCountError, PDFSyntaxError) as exc:
@@ -73,6 +81,8 @@ def decode_pdf(data: bytes, limits: DecodeLimits | None = None) -> list[Page]:
     remaining = max(1, round(limits.timeout_s - (time.monotonic() - started)))
     try:
         images = convert_from_bytes(data, dpi=limits.pdf_dpi, timeout=remaining)
+    except (PDFInfoNotInstalledError, FileNotFoundError) as exc:
+        raise InstallationError(NO_POPPLER) from exc
     except PDFPopplerTimeoutError as exc:
         raise IngestError(Reason.DECODE_TIMEOUT, f"rasterising took longer than {limits.timeout_s:.0f}s") from exc
     except (PDFPageCountError, PDFSyntaxError) as exc:

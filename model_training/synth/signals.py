@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-LABELS = ("MI", "AF", "STTC", "CD", "HYP")
+from model_training.manifest import LABELS
+
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 # Roughly PTB-XL's superclass prevalences (MI 25%, STTC 24%, CD 22%, HYP 12%) and AFIB+AFLT (7%).
 DEFAULT_PREVALENCE = {"MI": 0.25, "AF": 0.08, "STTC": 0.24, "CD": 0.22, "HYP": 0.13}

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -14,6 +26,10 @@ JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# Made by migration 0002 on PostgreSQL only (an expression index SQLite does not need): not in the models.
+POSTGRES_ONLY_INDEXES = frozenset({"ix_predictions_mi_probability"})
 
 
 class Base(DeclarativeBase):
@@ -32,6 +48,7 @@ class DocumentStatus:
 
 class Document(Base):
     __tablename__ = "documents"
+    __table_args__ = (Index("ix_documents_received_at", "received_at"), Index("ix_documents_source", "source"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
@@ -58,6 +75,8 @@ class Page(Base):
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
     page_no: Mapped[int] = mapped_column(Integer)
     image_path: Mapped[str] = mapped_column(Text, doc="the preprocessed model input, PNG")
+    prediction_id: Mapped[int | None] = mapped_column(Integer, index=True, doc="newest prediction (a trigger keeps it)")
+    review_id: Mapped[int | None] = mapped_column(Integer, index=True, doc="newest review (a trigger keeps it)")
     thumbnail_path: Mapped[str | None] = mapped_column(Text)
     preprocess_version: Mapped[str] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(String(64), default="")
@@ -81,7 +100,8 @@ class ModelVersion(Base):
 
 class Prediction(Base):
     __tablename__ = "predictions"
-    __table_args__ = (UniqueConstraint("page_id", "model_version_id"),)
+    __table_args__ = (UniqueConstraint("page_id", "model_version_id"),
+                      Index("ix_predictions_page_id_created_at", "page_id", "created_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"), index=True)
@@ -103,11 +123,13 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     password_hash: Mapped[str] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(32), default="reviewer")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Review(Base):
     __tablename__ = "reviews"
+    __table_args__ = (Index("ix_reviews_page_id_created_at", "page_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"), index=True)
@@ -127,5 +149,5 @@ class Event(Base):
     actor: Mapped[str] = mapped_column(String(128), default="system")
     action: Mapped[str] = mapped_column(String(64), index=True)
     document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="SET NULL"), index=True)
-    page_id: Mapped[int | None] = mapped_column(ForeignKey("pages.id", ondelete="SET NULL"))
+    page_id: Mapped[int | None] = mapped_column(ForeignKey("pages.id", ondelete="SET NULL"), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)

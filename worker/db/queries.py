@@ -1,13 +1,42 @@
-"""Read-side queries shared by the CLI and, later, the review API."""
+"""Every query the worker, the CLI and the review API run, in one place."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import JSON, Column, DateTime, Float, Integer, MetaData, String, Table, and_, cast, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from worker.db.models import Document, Page, Prediction
+from ingest.reasons import Reason
+from model_training.manifest import LABELS
+from worker.db.models import Document, Event, ModelVersion, Page, Prediction, Review, User
+
+
+def document_by_sha(session: Session, sha256: str) -> Document | None:
+    return session.scalar(select(Document).where(Document.sha256 == sha256))
+
+
+def predicted_page_ids(session: Session, model_version_id: int, page_ids: Iterable[int]) -> set[int]:
+    """Pages that already have this model's prediction: a redelivered classify task skips them."""
+    return set(session.scalars(select(Prediction.page_id).where(
+        Prediction.model_version_id == model_version_id, Prediction.page_id.in_(list(page_ids)))))
+
+
+def model_version_named(session: Session, name: str) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.name == name))
+
+
+def has_champion(session: Session) -> bool:
+    return session.scalar(select(ModelVersion.id).where(ModelVersion.status == "champion")) is not None
+
+
+def internal_errors_since(session: Session, since: datetime) -> list[str]:
+    """sha256 of documents quarantined as internal_error since `since`."""
+    return list(session.scalars(select(Document.sha256).where(
+        Document.reason == Reason.INTERNAL_ERROR.value, Document.processed_at >= since)))
 
 
 def result_rows(session: Session) -> list[dict[str, Any]]:
@@ -33,3 +62,180 @@ def result_rows(session: Session) -> list[dict[str, Any]]:
                 "labels": list(newest.labels) if newest else [],
             })
     return rows
+
+
+# The `page_results` view (migration 0002): one row per page with its newest prediction and review.
+PAGE_RESULTS = Table(
+    "page_results", MetaData(),  # its own metadata: a view, never created from the models
+    *(Column(name, Integer) for name in ("document_id", "page_id", "page_no", "prediction_id", "review_id",
+                                         "disagreement")),
+    *(Column(name, String) for name in ("sha256", "path", "source", "status", "reason", "file_type", "patient_id",
+                                        "accession_number", "image_path", "thumbnail_path", "model_version",
+                                        "review_comment", "reviewer")),
+    *(Column(name, DateTime(timezone=True)) for name in ("received_at", "processed_at", "predicted_at",
+                                                          "reviewed_at")),
+    *(Column(name, JSON) for name in ("model_labels", "review_labels")),
+    *(Column(f"p_{label.lower()}", Float) for label in LABELS),
+)
+STATUS_FILTERS = ("processed", "quarantined", "reviewed", "unreviewed", "disagreement")
+SORTS = ("received", "-received", "probability", "uncertainty", "urgency")
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """What `results`, the export, the worklist and the API narrow pages by; None means no filter."""
+
+    label: str | None = None  # the model found this label; with above/below, that label's probability
+    above: float | None = None
+    below: float | None = None
+    since: datetime | None = None  # received at or after
+    until: datetime | None = None  # received before
+    source: str | None = None
+    status: str | None = None  # one of STATUS_FILTERS, or a document status
+    patient: str | None = None  # patient ID or accession number
+    sort: str | None = None  # one of SORTS; default: received
+
+
+def _probability(label: str):
+    if label not in LABELS:
+        raise ValueError(f"unknown label {label!r}; one of {', '.join(LABELS)}")
+    return PAGE_RESULTS.c[f"p_{label.lower()}"]
+
+
+def _where(filters: ResultFilter) -> list:
+    v = PAGE_RESULTS.c
+    probabilities = [_probability(label) for label in LABELS]
+    found: list = []
+    if filters.label is not None:
+        column = _probability(filters.label)
+        if filters.above is None and filters.below is None:
+            found.append(func.coalesce(cast(v.model_labels, String), "").like(f'%"{filters.label}"%'))
+        if filters.above is not None:
+            found.append(column >= filters.above)
+        if filters.below is not None:
+            found.append(column < filters.below)
+    else:
+        if filters.above is not None:
+            found.append(or_(*(p >= filters.above for p in probabilities)))
+        if filters.below is not None:
+            found.append(and_(*(p < filters.below for p in probabilities)))
+    if filters.since is not None:
+        found.append(v.received_at >= filters.since)
+    if filters.until is not None:
+        found.append(v.received_at < filters.until)
+    if filters.source is not None:
+        found.append(v.source == filters.source)
+    if filters.patient is not None:
+        found.append(or_(v.patient_id == filters.patient, v.accession_number == filters.patient))
+    status = filters.status
+    if status == "processed":
+        found.append(v.status == "done")
+    elif status == "reviewed":
+        found.append(v.review_id.is_not(None))
+    elif status == "unreviewed":
+        found.extend([v.review_id.is_(None), v.prediction_id.is_not(None)])
+    elif status == "disagreement":
+        found.append(v.disagreement == 1)
+    elif status is not None:
+        found.append(v.status == status)
+    return found
+
+
+def _uncertainty(dialect: str):
+    """The distance of the most uncertain label from 0.5: small first."""
+    distances = [func.abs(_probability(label) - 0.5) for label in LABELS]
+    return func.least(*distances) if dialect == "postgresql" else func.min(*distances)
+
+
+def _order(filters: ResultFilter, dialect: str) -> list:
+    v = PAGE_RESULTS.c
+    sort = filters.sort or "received"
+    if sort not in SORTS:
+        raise ValueError(f"unknown sort {sort!r}; one of {', '.join(SORTS)}")
+    if sort == "-received":
+        keys = [v.received_at.desc(), v.document_id.desc()]
+    elif sort == "probability":
+        keys = [_probability(filters.label or "MI").desc().nulls_last()]
+    elif sort == "uncertainty":
+        keys = [_uncertainty(dialect).asc().nulls_last()]
+    elif sort == "urgency":  # likely infarction first, then the pages the model is least sure of
+        keys = [v.p_mi.desc().nulls_last(), _uncertainty(dialect).asc().nulls_last()]
+    else:
+        keys = [v.received_at, v.document_id]
+    return [*keys, v.document_id, v.page_no, v.page_id]  # a stable order: paging never repeats or skips
+
+
+def _row(mapping: Any) -> dict[str, Any]:
+    row = {key: value for key, value in mapping.items() if not key.startswith("p_")}
+    row["probabilities"] = {label: mapping[f"p_{label.lower()}"] for label in LABELS
+                            if mapping[f"p_{label.lower()}"] is not None}
+    row["model_labels"] = list(row["model_labels"] or [])
+    row["review_labels"] = None if row["review_labels"] is None else list(row["review_labels"])
+    row["disagreement"] = None if row["disagreement"] is None else bool(row["disagreement"])
+    return row
+
+
+def page_results(session: Session, filters: ResultFilter = ResultFilter(), limit: int | None = None,
+                 offset: int = 0) -> list[dict[str, Any]]:
+    """Rows of the `page_results` view that pass `filters`, in their sort order."""
+    query = (select(PAGE_RESULTS).where(*_where(filters))
+             .order_by(*_order(filters, session.get_bind().dialect.name)).offset(offset))
+    if limit is not None:
+        query = query.limit(limit)
+    return [_row(mapping) for mapping in session.execute(query).mappings()]
+
+
+def count_page_results(session: Session, filters: ResultFilter = ResultFilter()) -> int:
+    if replace(filters, sort=None) == ResultFilter(status="unreviewed"):  # the worklist's total: pages alone say it
+        return session.scalar(select(func.count()).select_from(Page).where(
+            Page.prediction_id.is_not(None), Page.review_id.is_(None))) or 0
+    return session.scalar(select(func.count()).select_from(PAGE_RESULTS).where(*_where(filters))) or 0
+
+
+def worklist(session: Session, filters: ResultFilter, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Unreviewed pages with a prediction, most urgent first."""
+    return page_results(session, replace(filters, status="unreviewed", sort=filters.sort or "urgency"), limit, offset)
+
+
+def page_result(session: Session, page_id: int) -> dict[str, Any] | None:
+    found = session.execute(select(PAGE_RESULTS).where(PAGE_RESULTS.c.page_id == page_id)).mappings().first()
+    return _row(found) if found is not None else None
+
+
+# Users, reviews and audit (review UI)
+
+
+def user_named(session: Session, name: str) -> User | None:
+    return session.scalar(select(User).where(User.name == name))
+
+
+def user_by_id(session: Session, user_id: int) -> User | None:
+    return session.get(User, user_id)
+
+
+def all_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.name)))
+
+
+def add_user(session: Session, name: str, password_hash: str, role: str) -> User:
+    user = User(name=name, password_hash=password_hash, role=role, disabled=False)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def add_review(session: Session, page_id: int, reviewer_id: int, labels: list[str], comment: str | None) -> Review:
+    """A new review row; earlier reviews of the page stay, the newest one counts."""
+    review = Review(page_id=page_id, reviewer_id=reviewer_id, labels=labels, comment=comment)
+    session.add(review)
+    session.flush()
+    return review
+
+
+def record_event(session: Session, actor: str, action: str, document_id: int | None = None,
+                 page_id: int | None = None, details: dict[str, Any] | None = None) -> Event:
+    """One audit row: who saw or changed what."""
+    event = Event(actor=actor, action=action, document_id=document_id, page_id=page_id, details=details or {})
+    session.add(event)
+    session.flush()
+    return event

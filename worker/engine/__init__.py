@@ -2,22 +2,35 @@
 
 `auto` prefers, in order: tensorrt (GPU, compiled), cuda (GPU, fp16), onnx (ONNX Runtime on CPU),
 cpu (PyTorch). A backend is skipped with a logged reason when its library or device is missing, or
-when it fails to start; `cpu` always works and is the reference the others are checked against.
+when it fails to start; `cpu` runs wherever torch is installed and is the reference the others are
+checked against.
+
+`ENGINES` is the registry: name -> (module, class). Each backend module has `is_available()` (None when
+it can run here, else the plain reason) and a class built on `worker.engine.base.BatchedEngine`. A module
+is imported only when its engine is asked about, so asking about onnx never imports torch.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 from pathlib import Path
+from types import ModuleType
 from typing import Protocol
 
 import numpy as np
 
-from model_training.bundle import Manifest
+from model_training.manifest import BundleError, Manifest
 
 log = logging.getLogger(__name__)
 
+ENGINES: dict[str, tuple[str, str]] = {
+    "tensorrt": ("worker.engine.tensorrt", "TensorRTEngine"),
+    "cuda": ("worker.engine.cuda", "CudaEngine"),
+    "onnx": ("worker.engine.onnx_cpu", "OnnxEngine"),
+    "cpu": ("worker.engine.torch_cpu", "TorchCpuEngine"),
+}
 AUTO_ORDER = ("tensorrt", "cuda", "onnx", "cpu")
 KINDS = ("auto", *AUTO_ORDER)
 
@@ -31,51 +44,63 @@ class Engine(Protocol):
         ...
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+def _module(kind: str) -> ModuleType:
+    if kind not in ENGINES:
+        raise ValueError(f"unknown engine {kind!r}; choose one of {KINDS}")
+    return importlib.import_module(ENGINES[kind][0])
 
 
 def unavailable(kind: str) -> str | None:
     """Why `kind` cannot run on this machine, or None when it can be tried."""
-    if kind == "tensorrt":
-        if importlib.util.find_spec("torch_tensorrt") is None:
-            return "torch_tensorrt not installed (pip install 'ecg-intake[tensorrt]')"
-        return None if _cuda_available() else "no CUDA device"
-    if kind == "cuda":
-        return None if _cuda_available() else "no CUDA device"
-    if kind == "onnx":
-        return None if importlib.util.find_spec("onnxruntime") else "onnxruntime not installed (ecg-intake[onnx])"
-    if kind == "cpu":
+    try:
+        module = _module(kind)
+    except ModuleNotFoundError as exc:  # e.g. torch missing from an ONNX-only install
+        return f"{exc.name} not installed"
+    return module.is_available()
+
+
+def _bundle_reason(kind: str, bundle_dir: Path, cache_dir: Path | None) -> str | None:
+    """Why `auto` would not start `kind` on this bundle although the machine could run it."""
+    if kind != "onnx":
         return None
-    raise ValueError(f"unknown engine {kind!r}; choose one of {KINDS}")
+    from worker.engine.onnx_cpu import bundle_onnx
+
+    if bundle_onnx(bundle_dir) is not None:
+        return None
+    if cache_dir is None:
+        return "the bundle has no ONNX file and no engine cache is set to export one into"
+    if importlib.util.find_spec("torch") is None:
+        return "the bundle has no ONNX file and torch is not installed to export one"
+    return None
 
 
-def _bundle_has_onnx(bundle_dir: Path) -> bool:
-    from model_training.bundle import load_manifest
+def engine_report(bundle_dir: Path, cache_dir: Path | None = None) -> dict[str, str | None]:
+    """Every engine in `auto`'s order -> None when `auto` could start it on this bundle here, else why not.
 
-    manifest = load_manifest(bundle_dir)
-    return bool(manifest.onnx) and (Path(bundle_dir) / manifest.onnx).exists()
+    Cheap: starts no engine, and reading the onnx entry imports no torch.
+    """
+    report: dict[str, str | None] = {}
+    for kind in AUTO_ORDER:
+        reason = unavailable(kind)
+        if reason is None:
+            try:
+                reason = _bundle_reason(kind, Path(bundle_dir), cache_dir)
+            except BundleError as exc:
+                reason = f"bundle unreadable: {exc}"
+        report[kind] = reason
+    return report
 
 
 def build_engine(kind: str, bundle_dir: Path, threads: int, batch_size: int, cache_dir: Path | None) -> Engine:
     """One named backend, no fallback: `load_engine` and `bench engine` both start engines through this."""
+    engine_class = getattr(_module(kind), ENGINES[kind][1])
     if kind == "tensorrt":
-        from worker.engine.tensorrt import TensorRTEngine
-
-        return TensorRTEngine(bundle_dir, batch_size=batch_size, cache_dir=cache_dir)
+        return engine_class(bundle_dir, batch_size=batch_size, cache_dir=cache_dir)
     if kind == "cuda":
-        from worker.engine.cuda import CudaEngine
-
-        return CudaEngine(bundle_dir, batch_size=batch_size)
+        return engine_class(bundle_dir, batch_size=batch_size)
     if kind == "onnx":
-        from worker.engine.onnx_cpu import OnnxEngine
-
-        return OnnxEngine(bundle_dir, threads=threads, batch_size=batch_size, cache_dir=cache_dir)
-    from worker.engine.torch_cpu import TorchCpuEngine
-
-    return TorchCpuEngine(bundle_dir, threads=threads, batch_size=batch_size)
+        return engine_class(bundle_dir, threads=threads, batch_size=batch_size, cache_dir=cache_dir)
+    return engine_class(bundle_dir, threads=threads, batch_size=batch_size)
 
 
 def load_engine(bundle_dir: Path, kind: str = "auto", threads: int = 0, batch_size: int = 8,
@@ -87,9 +112,7 @@ def load_engine(bundle_dir: Path, kind: str = "auto", threads: int = 0, batch_si
             raise RuntimeError(f"engine {kind} is not available: {reason}")
         return build_engine(kind, bundle_dir, threads, batch_size, cache_dir)
     for candidate in AUTO_ORDER:
-        reason = unavailable(candidate)
-        if reason is None and candidate == "onnx" and cache_dir is None and not _bundle_has_onnx(bundle_dir):
-            reason = "the bundle has no ONNX file and no engine cache is set to export one into"
+        reason = unavailable(candidate) or _bundle_reason(candidate, Path(bundle_dir), cache_dir)
         if reason is None:
             try:
                 engine = build_engine(candidate, bundle_dir, threads, batch_size, cache_dir)
@@ -99,4 +122,4 @@ def load_engine(bundle_dir: Path, kind: str = "auto", threads: int = 0, batch_si
                 log.info("engine auto: using %s", candidate)
                 return engine
         log.info("engine auto: %s skipped: %s", candidate, reason)
-    raise RuntimeError("no engine could start")  # unreachable: cpu always starts or raises above
+    raise RuntimeError("no engine could start (see the skipped reasons above)")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model_training.bundle import Manifest
+from model_training.manifest import Manifest
 from worker.engine import Engine
 
 

@@ -8,10 +8,14 @@ import numpy as np
 import torch
 
 from model_training.bundle import load_model
-from model_training.model import to_input
+from worker.engine.base import BatchedEngine
 
 
-class CudaEngine:
+def is_available() -> str | None:
+    return None if torch.cuda.is_available() else "no CUDA device"
+
+
+class CudaEngine(BatchedEngine):
     name = "cuda"
 
     def __init__(self, bundle_dir: Path, batch_size: int = 32, half: bool = True, compile: bool = False) -> None:
@@ -24,12 +28,7 @@ class CudaEngine:
         self.batch_size = batch_size
 
     @torch.inference_mode()
-    def predict(self, pages: np.ndarray) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(pages), self.batch_size):
-            batch = to_input(pages[start : start + self.batch_size]).to("cuda", non_blocking=True)
-            batch = batch.to(self.dtype).contiguous(memory_format=torch.channels_last)
-            outputs.append(torch.sigmoid(self.model(batch).float()).cpu().numpy())
-        if not outputs:
-            return np.zeros((0, len(self.manifest.labels)), np.float32)
-        return np.concatenate(outputs)
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        inputs = torch.from_numpy(batch).to("cuda", non_blocking=True)
+        inputs = inputs.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return self.model(inputs).float().cpu().numpy()

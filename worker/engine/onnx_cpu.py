@@ -1,35 +1,65 @@
-"""ONNX Runtime on the CPU, from the bundle's ONNX file (exported once into the cache when the bundle has none)."""
+"""ONNX Runtime on the CPU, from the bundle's ONNX file (exported once into the cache when the bundle has none).
+
+Serving imports neither torch nor timm: the manifest, the input conversion and the sigmoid are numpy.
+Only exporting a missing ONNX file needs torch, and imports it there.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from model_training.bundle import load_manifest
-from model_training.model import to_input
+from model_training.manifest import Manifest, load_manifest
+from worker.engine.base import BatchedEngine
+
+log = logging.getLogger(__name__)
+
+
+def is_available() -> str | None:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime not installed (pip install 'ecg-intake[onnx]')"
+    return None
+
+
+def bundle_onnx(bundle_dir: Path, manifest: Manifest | None = None) -> Path | None:
+    """The bundle's own ONNX file, when its manifest names one that exists."""
+    manifest = manifest or load_manifest(bundle_dir)
+    path = Path(bundle_dir) / manifest.onnx if manifest.onnx else None
+    return path if path is not None and path.exists() else None
 
 
 def onnx_path(bundle_dir: Path, cache_dir: Path | None) -> Path:
     """The bundle's own ONNX file, or one exported from its weights into `cache_dir/<version>/`."""
     manifest = load_manifest(bundle_dir)
-    if manifest.onnx and (bundle_dir / manifest.onnx).exists():
-        return bundle_dir / manifest.onnx
-    from model_training.bundle import export_onnx, load_model
+    own = bundle_onnx(bundle_dir, manifest)
+    if own is not None:
+        return own
+    from model_training.bundle import export_onnx, load_model  # torch: only to export a missing file
 
     target = (cache_dir or bundle_dir / ".cache") / manifest.version
     path = target / "model.onnx"
     if not path.exists():
         target.mkdir(parents=True, exist_ok=True)
         model, _ = load_model(bundle_dir)
-        with tempfile.TemporaryDirectory(dir=target) as scratch:  # processes starting together never see half a file
-            os.replace(export_onnx(model, manifest, Path(scratch)), path)
+        chatter = io.StringIO()
+        with tempfile.TemporaryDirectory(dir=target) as scratch, contextlib.redirect_stdout(chatter), \
+                warnings.catch_warnings():  # the exporter's progress lines and warnings: debug, not the terminal
+            warnings.simplefilter("ignore")
+            exported = export_onnx(model, manifest, Path(scratch))
+            os.replace(exported, path)  # processes starting together never see half a file
+        log.debug("ONNX export of %s: %s", manifest.model_version, chatter.getvalue())
     return path
 
 
-class OnnxEngine:
+class OnnxEngine(BatchedEngine):
     name = "onnx"
 
     def __init__(self, bundle_dir: Path, threads: int = 0, batch_size: int = 8, cache_dir: Path | None = None) -> None:
@@ -45,12 +75,5 @@ class OnnxEngine:
         self.input_name = self.session.get_inputs()[0].name
         self.batch_size = batch_size
 
-    def predict(self, pages: np.ndarray) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(pages), self.batch_size):
-            batch = to_input(pages[start : start + self.batch_size]).numpy()
-            logits = self.session.run(None, {self.input_name: batch})[0]
-            outputs.append(1.0 / (1.0 + np.exp(-logits.astype(np.float64))))
-        if not outputs:
-            return np.zeros((0, len(self.manifest.labels)), np.float32)
-        return np.concatenate(outputs).astype(np.float32)
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]

@@ -8,6 +8,7 @@ project is developed on; see the README).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -16,10 +17,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_training.bundle import MAX_BATCH, load_model
-from model_training.model import to_input
+from model_training.bundle import load_model
+from model_training.manifest import MAX_BATCH
+from worker.engine.base import BatchedEngine
 
 log = logging.getLogger(__name__)
+
+
+def is_available() -> str | None:
+    if importlib.util.find_spec("torch_tensorrt") is None:
+        return "torch_tensorrt not installed (pip install 'ecg-intake[tensorrt]')"
+    return None if torch.cuda.is_available() else "no CUDA device"
 
 
 def cache_key(version: str, gpu: str, trt_version: str, max_batch: int) -> str:
@@ -27,7 +35,7 @@ def cache_key(version: str, gpu: str, trt_version: str, max_batch: int) -> str:
     return f"{version}-{slug}-trt{trt_version}-b{max_batch}.ep"
 
 
-class TensorRTEngine:
+class TensorRTEngine(BatchedEngine):
     name = "tensorrt"
 
     def __init__(self, bundle_dir: Path, batch_size: int = 32, max_batch: int = 128,
@@ -62,11 +70,5 @@ class TensorRTEngine:
         os.replace(partial, path)
 
     @torch.inference_mode()
-    def predict(self, pages: np.ndarray) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(pages), self.batch_size):
-            batch = to_input(pages[start : start + self.batch_size]).to("cuda", non_blocking=True)
-            outputs.append(torch.sigmoid(self.module(batch).float()).cpu().numpy())
-        if not outputs:
-            return np.zeros((0, len(self.manifest.labels)), np.float32)
-        return np.concatenate(outputs)
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return self.module(torch.from_numpy(batch).to("cuda", non_blocking=True)).float().cpu().numpy()

@@ -12,10 +12,15 @@ import numpy as np
 import torch
 
 from model_training.bundle import load_model
-from model_training.model import to_input
+from worker.engine.base import BatchedEngine
 
 
-class TorchCpuEngine:
+def is_available() -> str | None:
+    """Always usable: this module imported, so torch is installed (the registry reports it when not)."""
+    return None
+
+
+class TorchCpuEngine(BatchedEngine):
     name = "cpu"
 
     def __init__(self, bundle_dir: Path, threads: int = 0, batch_size: int = 8) -> None:
@@ -26,10 +31,5 @@ class TorchCpuEngine:
         self.batch_size = batch_size
 
     @torch.inference_mode()
-    def predict(self, pages: np.ndarray) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(pages), self.batch_size):
-            batch = to_input(pages[start : start + self.batch_size]).contiguous(memory_format=torch.channels_last)
-            logits = self.model(batch)
-            outputs.append(torch.sigmoid(logits).numpy())
-        return np.concatenate(outputs) if outputs else np.zeros((0, len(self.manifest.labels)), np.float32)
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).numpy()

@@ -1,7 +1,7 @@
-"""Benchmarks that need the worker's parts (decoders, preprocessing, engine) in one process.
+"""`ecg-intake bench decode`: the worker's decoders and preprocessing against the CPU model, in one process.
 
-Each returns a plain dict for `ecg-intake bench ...` to print and write as JSON; figures that are
-compared are measured in the same run, so their ratio holds on a busy machine too.
+Returns a plain dict for the command to print and write as JSON; figures that are compared are
+measured in the same run, so their ratio holds on a busy machine too.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 
 from ingest.decode import DecodeLimits, decode
 from ingest.preprocess import preprocess
+from worker.bench.inputs import synth_inputs
 
 DECODE_KINDS = {"pdf": ".pdf", "dicom-waveform": "-waveform.dcm", "jpg": ".jpg", "png": ".png", "tiff": ".tiff",
                 "dicom-sc": "-sc.dcm", "dicom-pdf": "-pdf.dcm"}
@@ -37,7 +38,6 @@ def model_images_per_second(bundle_dir: Path, batch_size: int = 8, batches: int 
 def bench_decode(bundle_dir: Path, n: int = 30, dpi: int = 200, kinds: tuple[str, ...] = tuple(DECODE_KINDS)) -> dict:
     """Pages per second per input kind, on one core, decode alone and decode plus preprocessing."""
     from model_training.bundle import load_manifest
-    from model_training.synth.dataset import write_dataset
 
     input_size = tuple(load_manifest(bundle_dir).input_size)
     limits = DecodeLimits(pdf_dpi=dpi)
@@ -45,7 +45,7 @@ def bench_decode(bundle_dir: Path, n: int = 30, dpi: int = 200, kinds: tuple[str
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_dataset(folder, n, kinds, "light", seed=990, dpi=dpi)
+        synth_inputs(folder, n, kinds, "light", seed=990, dpi=dpi)
         for kind in kinds:
             files = sorted(p for p in folder.iterdir() if p.name.endswith(DECODE_KINDS[kind]))
             decode(files[0], limits)  # warm-up: imports, poppler in the page cache
@@ -69,55 +69,3 @@ def bench_decode(bundle_dir: Path, n: int = 30, dpi: int = 200, kinds: tuple[str
     return {"benchmark": "decode", "dpi": dpi, "input_size": list(input_size), "processes": 1,
             "model_images_per_s": round(model, 1), "model_batch_size": 8, "cpu_count": os.cpu_count(),
             "kinds": rows, "slowest_ratio": min(r["ratio_to_model"] for r in rows)}
-
-
-def _images_per_second(engine, pages: np.ndarray, batch_size: int, min_seconds: float, min_batches: int) -> float:
-    batch = pages[:batch_size]
-    engine.predict(batch)  # warm-up: allocations, lazy initialisation
-    done, started = 0, time.perf_counter()
-    while done < min_batches * batch_size or time.perf_counter() - started < min_seconds:
-        engine.predict(batch)
-        done += batch_size
-    return done / (time.perf_counter() - started)
-
-
-def bench_engine(bundle_dir: Path, batch_sizes: tuple[int, ...] = (1, 8, 32), threads: int = 0,
-                 min_seconds: float = 3.0, min_batches: int = 3, cache_dir: Path | None = None) -> dict:
-    """Images/s of every backend that runs here, per batch size, on one bundle; unavailable ones with the reason.
-
-    On a GPU the cuda backend is also measured in fp32 eager mode, the baseline fp16 is compared with.
-    """
-    from model_training.bundle import load_manifest
-    from worker.engine import AUTO_ORDER, build_engine, unavailable
-
-    manifest = load_manifest(bundle_dir)
-    pages = np.random.default_rng(0).integers(0, 256, (max(batch_sizes), *manifest.input_size), dtype=np.uint8)
-    rows, skipped = [], {}
-    for kind in AUTO_ORDER:
-        reason = unavailable(kind)
-        if reason:
-            skipped[kind] = reason
-            continue
-        variants = [kind, "cuda-fp32"] if kind == "cuda" else [kind]
-        for variant in variants:
-            for batch_size in batch_sizes:
-                if variant == "cuda-fp32":
-                    from worker.engine.cuda import CudaEngine
-
-                    engine = CudaEngine(bundle_dir, batch_size=batch_size, half=False)
-                else:
-                    engine = build_engine(kind, bundle_dir, threads, batch_size, cache_dir)
-                rate = _images_per_second(engine, pages, batch_size, min_seconds, min_batches)
-                rows.append({"engine": variant, "batch_size": batch_size, "images_per_s": round(rate, 2)})
-                del engine
-    cpu_rows = [r for r in rows if r["engine"] in ("cpu", "onnx")]
-    best_cpu = max(cpu_rows, key=lambda r: r["images_per_s"])
-    device = "cpu"
-    if "cuda" not in skipped:
-        import torch
-
-        device = torch.cuda.get_device_name(0)
-    return {"benchmark": "engine", "bundle": manifest.model_version, "backbone": manifest.backbone,
-            "input_size": list(manifest.input_size), "trained": manifest.trained, "cpu_count": os.cpu_count(),
-            "threads": threads or "torch default", "device": device, "rows": rows, "skipped": skipped,
-            "best_cpu": best_cpu}

@@ -25,7 +25,8 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from worker.benchmarks import bench_engine
+from worker.bench.engine import bench_engine
+from worker.bench.inputs import synth_inputs
 from worker.db.models import Document, DocumentStatus, Page, Prediction
 from worker.processes import stop_gracefully
 
@@ -204,8 +205,6 @@ def bench_pipeline(bundle_dir: Path, pages: int = 500, database_url: str | None 
                    broker_url: str | None = None, latency_drops: int = 20, stable_seconds: float = 2.0,
                    fmt: str = "jpg") -> dict:
     """The whole pipeline against the engine alone, measured in one run on this machine."""
-    from model_training.synth.dataset import write_dataset
-
     work_dir = tempfile.TemporaryDirectory()
     work = Path(work_dir.name)
     engines = bench_engine(bundle_dir, batch_sizes=(1, 8, 32), cache_dir=work / "engines")
@@ -213,9 +212,9 @@ def bench_pipeline(bundle_dir: Path, pages: int = 500, database_url: str | None 
     result: dict = {"benchmark": "pipeline", "pages": pages, "format": fmt, "engine": engines["rows"],
                     "best_cpu_engine": best, "cpu_count": os.cpu_count()}
     with work_dir:
-        write_dataset(work / "singles", latency_drops + 1, (fmt,), "light", seed=31_338, dpi=200)
+        synth_inputs(work / "singles", latency_drops + 1, (fmt,), "light", seed=31_338, dpi=200)
         singles = sorted(p for p in (work / "singles").iterdir() if p.suffix == f".{fmt}")
-        write_dataset(work / "pages", pages, (fmt,), "light", seed=31_337, dpi=200)
+        synth_inputs(work / "pages", pages, (fmt,), "light", seed=31_337, dpi=200)
         shutil.copytree(work / "pages", work / "pages-copy")
         embedded = _embedded(work / "pages", work, bundle_dir, best, singles[0])
         result["embedded"] = {**embedded, "efficiency": round(embedded["pages_per_s"] / best["images_per_s"], 3)}

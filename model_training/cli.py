@@ -1,0 +1,218 @@
+"""The data and training side of `ecg-intake`: sample and synthetic files, and the benchmarks of synthesis,
+cleaning and training recipes. `worker.cli` merges `app` into its top level and `bench_app` into `bench`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True)  # samples, synth, synth-gallery
+bench_app = typer.Typer(no_args_is_help=True)  # synth, validity, reference, recipe, preprocess, ablation
+
+# The whole command's two consoles (worker.cli logs through `console` too, so logs and progress bars share it).
+console = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 150)  # piped output: wide enough for the table
+
+
+@app.command()
+def samples(
+    directory: Path,
+    bad: Annotated[bool, typer.Option(help="also write a broken file that must be quarantined")] = True,
+) -> None:
+    """Write sample ECG files (DICOM waveform, PNG, JPEG, two-page PDF) drawn from a real 12-lead recording."""
+    from model_training.synth.samples import write_samples
+
+    for path in write_samples(directory, with_bad=bad):
+        out.print(str(path))
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="output folder")],
+    n: Annotated[int, typer.Option("--n", help="number of records (one page each)")] = 100,
+    formats: Annotated[str, typer.Option(help="comma-separated: png, jpg, tiff, pdf, dicom-waveform, dicom-sc, "
+                                              "dicom-pdf, wfdb")] = "png",
+    artifacts: Annotated[str, typer.Option(help="none, light, heavy or photo")] = "heavy",
+    seed: Annotated[int, typer.Option(help="set seed; different seeds never share records")] = 0,
+    dpi: Annotated[int | None, typer.Option(help="fixed DPI (default: random 100-300)")] = None,
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+    prevalence: Annotated[str | None, typer.Option(help="e.g. AF=0.3,HYP=0.2 (default: close to PTB-XL)")] = None,
+    normal_fraction: Annotated[float | None, typer.Option(help="share of normal records (default 0.4)")] = None,
+    family: Annotated[str, typer.Option(help="drawing family: ours (our renderer) or ecgplot (the ecg_plot "
+                                             "package)")] = "ours",
+) -> None:
+    """Write synthetic labelled ECG pages and labels.csv (file, MI, AF, STTC, CD, HYP, subtypes, seed, style)."""
+    from rich.progress import Progress
+
+    from model_training.synth.dataset import write_dataset
+
+    with Progress(console=console) as progress:
+        task = progress.add_task("synthesising", total=n)
+        shares = {k.strip(): float(v) for k, v in (p.split("=") for p in prevalence.split(","))} if prevalence else None
+        labels = write_dataset(out, n, tuple(f.strip() for f in formats.split(",") if f.strip()), artifacts, seed,
+                               dpi, workers, progress=lambda k: progress.advance(task, k), prevalence=shares,
+                               normal_fraction=normal_fraction, family=family)
+    console.print(f"wrote {n} record(s) and {labels}")
+
+
+@app.command("synth-gallery")
+def synth_gallery(path: Annotated[Path, typer.Argument()] = Path("docs/synthetic-samples.png")) -> None:
+    """Write a contact sheet: one synthetic page per class (rows) and artifact level (columns)."""
+    from model_training.synth.gallery import write_gallery
+
+    console.print(f"wrote {write_gallery(path)}")
+
+
+@bench_app.command("synth")
+def bench_synth(
+    n: Annotated[int, typer.Option("--n")] = 200,
+    dpi: int = 200,
+    artifacts: str = "heavy",
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Synthetic pages per second (signal, render, artifacts, JPEG written to a temp folder)."""
+    import tempfile
+
+    from model_training.synth.dataset import write_dataset
+
+    workers = workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as folder:
+        write_dataset(Path(folder) / "warmup", min(8, n), ("jpg",), artifacts, 999, dpi, 1)
+        started = time.perf_counter()
+        write_dataset(Path(folder) / "set", n, ("jpg",), artifacts, 998, dpi, workers)
+        seconds = time.perf_counter() - started
+    result = {"benchmark": "synth", "pages": n, "seconds": round(seconds, 2),
+              "pages_per_second": round(n / seconds, 2), "workers": workers, "dpi": dpi, "artifacts": artifacts,
+              "cpu_count": os.cpu_count()}
+    _report(result, json_out)
+
+
+@bench_app.command("validity")
+def bench_validity(
+    n: Annotated[int, typer.Option("--n", help="records per group")] = 100,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the rows as JSON here")] = None,
+) -> None:
+    """Share of generated records meeting their group's criterion, measured blind from the signal."""
+    from model_training.synth.validity import validity_report
+
+    rows = validity_report(n)
+    table = Table(title=f"synthetic validity, {n} records per group")
+    for column in ("group", "criterion", "share", "required"):
+        table.add_column(column, justify="right" if column in ("share", "required") else "left")
+    for row in rows:
+        table.add_row(row["group"], row["criterion"], f"{row['share']:.2f}", f"{row['required']:.2f}")
+    out.print(table)
+    _save_json(rows, json_out)
+
+
+@bench_app.command("reference")
+def bench_reference(
+    train_n: Annotated[int, typer.Option("--train")] = 3000,
+    test_n: Annotated[int, typer.Option("--test")] = 600,
+    epochs: int = 4,
+    artifacts: str = "heavy",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """How hard the synthetic set is: a small five-block CNN, fixed budget, AUROC on unseen seeds."""
+    from model_training.synth.reference import run_reference
+
+    result = run_reference(train_n, test_n, epochs, artifacts=artifacts)
+    _report({"benchmark": "reference", **{k: v for k, v in result.items() if k != "history"}}, None)
+    _save_json(result, json_out)
+
+
+@bench_app.command("recipe")
+def bench_recipe(
+    arms: Annotated[str, typer.Option(help="comma-separated arms of model_training.bench.recipe.ARMS")] = (
+        "plain_cnn,convnext_ecg,convnext_atto_stage1"),
+    train_n: Annotated[int, typer.Option("--train")] = 2000,
+    val_n: Annotated[int, typer.Option("--val")] = 300,
+    epochs: int = 3,
+    json_out: Annotated[Path | None, typer.Option("--json", help="merge each arm's result into this JSON file")] = None,
+    speed: Annotated[bool, typer.Option(help="only time one training step per arm, back to back")] = False,
+    train_family: Annotated[str, typer.Option(help="train on ours, ecgplot or both (leave-one-family-out)")] = "ours",
+) -> None:
+    """Short runs at equal pages seen: what each ConvNeXt trait costs, in style and on a held-out drawing family."""
+    from model_training.bench.recipe import measure_speed, run_recipe_bench, summary_rows
+
+    chosen = [a.strip() for a in arms.split(",") if a.strip()]
+    if speed:
+        _report({"benchmark": "recipe-speed", **measure_speed(chosen, json_out=json_out)}, None)
+        return
+    report = run_recipe_bench(chosen, train_n, val_n, epochs, json_out=json_out, train_family=train_family,
+                              on_arm=lambda arm, r: console.print(f"{arm}: {r['train_seconds']} s, "
+                                                                  f"ours {r['ours_heavy']}, "
+                                                                  f"ecgplot {r['ecgplot_clean']}/{r['ecgplot_heavy']}"))
+    table = Table(title=f"bench recipe: {train_n} training pages, {epochs} epochs, macro AUROC")
+    columns = ("arm", "parameters", "step_seconds", "ours_heavy", "ecgplot_clean", "ecgplot_heavy", "held_out_mean")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for row in summary_rows(report):
+        table.add_row(*(str(row[column]) for column in columns))
+    out.print(table)
+
+
+@bench_app.command("preprocess")
+def bench_preprocess(
+    deskew_pages: int = 200,
+    flat_pages: int = 50,
+    time_pages: int = 40,
+    scale_pages: int = 200,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """ms per 200-DPI page on one core, deskew error, paper flatness, px/mm error and trace area found."""
+    from model_training.bench.preprocess import bench_preprocess as run_bench
+
+    result = run_bench(deskew_pages, flat_pages, time_pages, scale_pages)
+    flat = {"benchmark": "preprocess", "ms_per_page": result["ms_per_page"],
+            **{f"deskew_{k}": v for k, v in result["deskew"].items()},
+            **{f"flatness_{k}": v for k, v in result["flatness"].items()},
+            **{f"scale_{name}_{k}": v for name, scale in result["scale"].items() for k, v in scale.items()
+               if k in ("trace_area_found", "share_under_3pct", "share_under_10pct", "median_error")}}
+    _report(flat, None)
+    _save_json(result, json_out)
+
+
+@bench_app.command("ablation")
+def bench_ablation(
+    train_n: Annotated[int, typer.Option("--train")] = 3000,
+    test_n: Annotated[int, typer.Option("--test")] = 600,
+    epochs: int = 4,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Macro AUROC with and without preprocessing, same network and budget, on heavy and clean test pages."""
+    from model_training.synth.reference import run_ablation
+
+    result = run_ablation(train_n, test_n, epochs)
+    table = Table(title=f"preprocessing ablation: small CNN, {train_n} heavy pages, {epochs} epochs")
+    for column in ("preprocessing", "heavy test macro AUROC", "clean test macro AUROC"):
+        table.add_column(column, justify="left" if column == "preprocessing" else "right")
+    for arm, scores in result["arms"].items():
+        table.add_row(arm, f"{scores['heavy']['macro_auroc']:.4f}", f"{scores['clean']['macro_auroc']:.4f}")
+    out.print(table)
+    _save_json(result, json_out)
+
+
+def _save_json(result: dict | list, json_out: Path | None) -> None:
+    """Every bench command's `--json FILE`."""
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _report(result: dict, json_out: Path | None) -> None:
+    table = Table(title=f"bench {result['benchmark']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, str(value))
+    out.print(table)
+    _save_json(result, json_out)

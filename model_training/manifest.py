@@ -1,0 +1,132 @@
+"""The bundle's manifest and the numbers around the network: the contract between training and serving.
+
+Like timm's pretrained configs, the manifest carries everything a caller needs (labels, thresholds,
+input size, preprocessing version, backbone), so the worker never needs to know model internals.
+This module is numpy and pydantic only, no torch: the ONNX engine serves a bundle with it alone.
+`to_input` (pages -> network input) and `postprocess` (logits -> probabilities and labels) are the one
+definition of each step; training, evaluation and every engine go through them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from ingest.preprocess import PREPROCESS_VERSION, STEPS
+
+LABELS = ("MI", "AF", "STTC", "CD", "HYP")  # the five BHF findings; a bundle's own list is in its manifest
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+PROGRAM = "model.pt2"
+ONNX = "model.onnx"
+MAX_BATCH = 512
+
+
+class BundleError(Exception):
+    """A bundle that cannot be served as it is; the message says which field and why."""
+
+
+class Manifest(BaseModel):
+    name: str
+    version: str = ""
+    labels: list[str] = Field(default_factory=lambda: list(LABELS))
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    backbone: str = "convnext_atto"
+    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
+    in_chans: int = 1
+    input_size: tuple[int, int] = (384, 512)
+    preprocess_version: str = PREPROCESS_VERSION
+    preprocess_steps: tuple[str, ...] = STEPS  # intake cleans pages with exactly the steps the model learnt on
+    trained: bool = False
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    data: str = ""
+    command: str = ""
+    git_commit: str = ""
+    created: str = ""
+    weights: str = WEIGHTS
+    program: str | None = None  # torch.export program (.pt2), for the TensorRT and CUDA engines
+    onnx: str | None = None  # ONNX file, for ONNX Runtime
+
+    def threshold(self, label: str) -> float:
+        return self.thresholds.get(label, 0.5)
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def load_manifest(directory: Path) -> Manifest:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"no {MANIFEST} in bundle directory {directory}")
+    try:
+        return Manifest.model_validate(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{path}: invalid manifest: {exc}") from exc
+
+
+_read: dict[Path, tuple[tuple[int, int], Manifest]] = {}
+
+
+def current_manifest(directory: Path) -> Manifest:
+    """The bundle's manifest, read again only when its file changes (a new model was put in place)."""
+    path = (Path(directory) / MANIFEST).resolve()
+    try:
+        stat = path.stat()
+    except FileNotFoundError as exc:
+        raise BundleError(f"no {MANIFEST} in bundle directory {directory}") from exc
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _read.get(path)
+    if cached is None or cached[0] != key:
+        cached = _read[path] = (key, load_manifest(directory))
+    return cached[1]
+
+
+def check_compatible(manifest: Manifest) -> None:
+    """Refuse a bundle whose pages were prepared differently from what this code produces."""
+    if manifest.preprocess_version != PREPROCESS_VERSION:
+        raise BundleError(
+            f"bundle {manifest.model_version} was trained with preprocessing version "
+            f"{manifest.preprocess_version!r}, this code runs {PREPROCESS_VERSION!r}; retrain or use a matching bundle"
+        )
+    unknown = set(manifest.preprocess_steps) - set(STEPS)
+    if unknown:
+        raise BundleError(f"bundle {manifest.model_version} names unknown preprocessing steps {sorted(unknown)}")
+
+
+def to_input(pages: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """uint8 grayscale pages (N, H, W) -> float32 (N, 1, H, W) with ink positive and paper at zero.
+
+    Shared by training and every inference backend so the numbers fed to the network never drift.
+    """
+    batch = np.asarray(np.stack(pages) if isinstance(pages, list | tuple) else pages)
+    if batch.dtype != np.uint8 or batch.ndim != 3:
+        raise ValueError(f"expected uint8 (N, H, W) pages, got {batch.dtype} {batch.shape}")
+    return (np.float32(255.0) - batch[:, None].astype(np.float32)) / np.float32(255.0)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Probabilities as float32, computed in float64 without overflow for any logit."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64))).astype(np.float32)
+
+
+def over_thresholds(probs: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Boolean (N, labels): a label is predicted when its probability is at or above its threshold."""
+    return np.asarray(probs, dtype=np.float64) >= np.asarray(thresholds, dtype=np.float64)
+
+
+def findings(probs: np.ndarray, manifest: Manifest) -> list[list[str]]:
+    """Per row of probabilities, the manifest's labels at or above their thresholds, in manifest order."""
+    predicted = over_thresholds(probs, [manifest.threshold(label) for label in manifest.labels])
+    return [[label for label, hit in zip(manifest.labels, row, strict=True) if hit] for row in predicted]
+
+
+def postprocess(logits: np.ndarray, manifest: Manifest) -> tuple[np.ndarray, list[list[str]]]:
+    """Logits (N, labels) -> sigmoid probabilities (float32) and, per row, the labels at or over threshold."""
+    probs = sigmoid(logits)
+    return probs, findings(probs, manifest)

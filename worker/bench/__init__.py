@@ -1,0 +1,1 @@
+"""Serving benchmarks: decoding, the inference engines and the whole pipeline, measured on this machine."""

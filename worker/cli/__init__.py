@@ -1,0 +1,36 @@
+"""The `ecg-intake` command: run, watch, worker, results, db, model, samples."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+from rich.logging import RichHandler
+
+from model_training.cli import app as training_app
+from model_training.cli import bench_app as training_bench_app
+from worker.cli import bench, model, review, service
+from worker.cli.common import console
+
+app = typer.Typer(help="Classify scanned ECGs dropped into watched folders.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+bench_app = typer.Typer(help="Benchmarks; each prints a table and can write JSON.", no_args_is_help=True)
+bench_app.add_typer(training_bench_app)  # synth, validity, reference, recipe, preprocess, ablation
+bench_app.add_typer(bench.bench_app)  # decode, engine, pipeline
+app.add_typer(service.app)  # run, watch, worker, results, doctor
+app.add_typer(training_app)  # samples, synth, synth-gallery
+app.add_typer(model.app)  # train, evaluate, preprocess
+app.add_typer(service.db_app, name="db")
+app.add_typer(model.model_app, name="model")
+app.add_typer(bench_app, name="bench")
+app.add_typer(review.app)  # review
+app.add_typer(review.users_app, name="users")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    logging.getLogger("celery").setLevel(logging.WARNING)
+    for noisy in ("kombu", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    app()

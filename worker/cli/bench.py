@@ -1,0 +1,118 @@
+"""The serving benchmarks: decode, engine, pipeline (merged into `bench` with the training side's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from worker.cli.common import _save_json, out
+from worker.settings import get_settings
+
+bench_app = typer.Typer(no_args_is_help=True)  # decode, engine, pipeline
+
+
+@bench_app.command("decode")
+def bench_decode(
+    n: Annotated[int, typer.Option("--n", help="files per kind")] = 30,
+    dpi: int = 200,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Decode (+ preprocess) pages/s per input kind on one core, against the CPU model's images/s."""
+    from worker.bench.decode import bench_decode as run_bench
+
+    settings = get_settings()
+    result = run_bench(settings.bundle_dir, n=n, dpi=dpi)
+    table = Table(title=f"bench decode: {dpi} DPI, one process; CPU model {result['model_images_per_s']} images/s "
+                        f"at {result['input_size'][0]}x{result['input_size'][1]}")
+    columns = ("kind", "pages", "decode_pages_per_s", "decode_preprocess_pages_per_s", "ms_per_page",
+               "ratio_to_model")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for row in result["kinds"]:
+        table.add_row(*(str(row[c]) for c in columns))
+    out.print(table)
+    _save_json(result, json_out)
+
+
+@bench_app.command("engine")
+def bench_engine(
+    batch_sizes: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,8,32",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Images/s per available backend and batch size for the configured bundle (ECG_INTAKE_BUNDLE)."""
+    from worker.bench.engine import bench_engine as run_bench
+
+    settings = get_settings()
+    result = run_bench(settings.bundle_dir, tuple(int(b) for b in batch_sizes.split(",")), settings.torch_threads,
+                       cache_dir=settings.engine_cache_dir)
+    table = Table(title=f"bench engine: {result['backbone']} at {result['input_size'][0]}x{result['input_size'][1]} "
+                        f"on {result['device']} ({result['cpu_count']} CPUs)")
+    for column in ("engine", "batch_size", "images_per_s"):
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    for row in result["rows"]:
+        table.add_row(row["engine"], str(row["batch_size"]), str(row["images_per_s"]))
+    out.print(table)
+    for kind, reason in result["skipped"].items():
+        out.print(f"skipped {kind}: {escape(reason)}", highlight=False)
+    _save_json(result, json_out)
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(
+    pages: int = 500,
+    database_url: Annotated[str | None, typer.Option(help="PostgreSQL server for the services run; a fresh "
+                                                          "database is created on it and dropped")] = None,
+    broker_url: Annotated[str | None, typer.Option(help="Redis or AMQP broker for the services run")] = None,
+    latency_drops: int = 20,
+    stable_seconds: float = 2.0,
+    file_format: Annotated[str, typer.Option("--format", help="file type of the generated batch")] = "jpg",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Pages/s inbox to database (embedded, and Redis + PostgreSQL when given) against the best CPU engine."""
+    from worker.bench.pipeline import bench_pipeline as run_bench
+
+    settings = get_settings()
+    result = run_bench(settings.bundle_dir, pages, database_url, broker_url, latency_drops, stable_seconds,
+                       file_format)
+    table = Table(title=f"bench pipeline: {pages} {file_format} pages; best CPU engine "
+                        f"{result['best_cpu_engine']['engine']} batch {result['best_cpu_engine']['batch_size']}: "
+                        f"{result['best_cpu_engine']['images_per_s']} images/s")
+    for column in ("setup", "pages", "seconds", "pages_per_s", "efficiency", "quarantined"):
+        table.add_column(column, justify="left" if column == "setup" else "right")
+    for setup in ("embedded", "services"):
+        if setup in result:
+            row = result[setup]
+            table.add_row(setup, *(str(row[c]) for c in ("pages", "seconds", "pages_per_s", "efficiency",
+                                                          "quarantined")))
+    out.print(table)
+    if "latency" in result:
+        latency = result["latency"]
+        out.print(f"single-file latency over {latency['drops']} drops (stable_seconds={latency['stable_seconds']}): "
+                  f"p50 {latency['p50_s']} s, p95 {latency['p95_s']} s, max {latency['max_s']} s")
+    _save_json(result, json_out)
+
+
+@bench_app.command("review")
+def bench_review(
+    database_url: Annotated[str, typer.Option(help="a PostgreSQL server URL; a fresh database is made and dropped")] = (
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
+    pages: int = 100_000,
+    requests: int = 30,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Server time of the review worklist and page view with PAGES predictions in PostgreSQL."""
+    from worker.bench.review import bench_review as run_bench
+
+    result = run_bench(database_url, pages, requests)
+    table = Table(title=f"bench review: {result['pages']:,} predicted pages in PostgreSQL "
+                        f"(filled in {result['fill_seconds']} s)")
+    for column in ("route", "requests", "p50_ms", "p95_ms", "max_ms"):
+        table.add_column(column, justify="left" if column == "route" else "right")
+    for route, row in result["routes"].items():
+        table.add_row(route, *(str(row[c]) for c in ("requests", "p50_ms", "p95_ms", "max_ms")))
+    out.print(table)
+    _save_json(result, json_out)

@@ -1,0 +1,128 @@
+"""The review web UI (`review`) and its accounts (`users add`, `users list`, `users disable`)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from worker.cli.common import console, out
+from worker.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True)  # review: merged into the top level
+users_app = typer.Typer(help="Accounts of the review UI.", no_args_is_help=True)
+
+ROLE_HELP = "viewer (read, no patient identifiers), reviewer (also reviews), admin"
+MIN_PASSWORD = 8
+
+
+def _cli_actor() -> str:
+    """Who changed an account, for the audit log: the operating-system user behind the command."""
+    try:
+        return f"cli:{getpass.getuser()}"[:128]
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _ready_settings():
+    from worker.cli.service import _schema_ready
+
+    settings = get_settings()
+    _schema_ready(settings)
+    return settings
+
+
+@app.command()
+def review(
+    host: Annotated[str, typer.Option(help="address to listen on; 0.0.0.0 for every interface")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+) -> None:
+    """Serve the review web UI and its JSON API (/api/, described at /docs and /openapi.json)."""
+    import uvicorn
+
+    from worker.review.app import create_app
+
+    settings = _ready_settings()
+    if not settings.review_https_only and host not in ("127.0.0.1", "localhost", "::1"):
+        console.print("[yellow]serving beyond this machine without ECG_INTAKE_REVIEW_HTTPS_ONLY=true: put it "
+                      "behind an https proxy and set that, so the session cookie is never sent in clear")
+    console.print(f"review UI on http://{host}:{port}/ (users: `ecg-intake users add NAME --role reviewer`)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", server_header=False)
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    role: Annotated[str, typer.Option(help=ROLE_HELP)] = "reviewer",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from the first "
+                                                                         "line of standard input")] = False,
+) -> None:
+    """Add an account; the password is asked with a hidden prompt (or read with --password-stdin)."""
+    from worker.db import queries
+    from worker.db.session import session_scope
+    from worker.review.auth import ROLES, hash_password
+
+    if role not in ROLES:
+        console.print(f"[red]role must be one of {', '.join(ROLES)}, not {role!r}")
+        raise typer.Exit(2)
+    if not re.fullmatch(r"[A-Za-z0-9._@-]{1,128}", name):
+        console.print("[red]a user name is 1-128 letters, digits or . _ @ -")
+        raise typer.Exit(2)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        console.print(f"[red]the password needs at least {MIN_PASSWORD} characters")
+        raise typer.Exit(2)
+    settings = _ready_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        if queries.user_named(session, name) is not None:
+            console.print(f"[red]user {name!r} exists already")
+            raise typer.Exit(1)
+        user = queries.add_user(session, name=name, password_hash=hash_password(password), role=role)
+        queries.record_event(session, actor=_cli_actor(), action="user_added", details={"user": name, "role": role,
+                                                                                        "user_id": user.id})
+    console.print(f"added {name} ({role})")
+
+
+@users_app.command("list")
+def users_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Every account with its role and whether it is disabled."""
+    from worker.db import queries
+    from worker.db.session import session_scope
+
+    settings = _ready_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = [{"name": u.name, "role": u.role, "disabled": bool(u.disabled), "created_at": u.created_at.isoformat()}
+                for u in queries.all_users(session)]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("name", "role", "disabled", "created")
+    for row in rows:
+        table.add_row(row["name"], row["role"], "yes" if row["disabled"] else "", row["created_at"][:19])
+    out.print(table)
+
+
+@users_app.command("disable")
+def users_disable(name: str) -> None:
+    """Disable an account: it can no longer log in, and its open sessions end with the next request."""
+    from worker.db import queries
+    from worker.db.session import session_scope
+
+    settings = _ready_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        user = queries.user_named(session, name)
+        if user is None:
+            console.print(f"[red]no user {name!r}")
+            raise typer.Exit(1)
+        user.disabled = True
+        queries.record_event(session, actor=_cli_actor(), action="user_disabled", details={"user": name,
+                                                                                           "user_id": user.id})
+    console.print(f"disabled {name}")

@@ -1,0 +1,341 @@
+"""Running the service: run, watch, worker, results, doctor, and the database schema (`db`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from worker.cli.common import console, out
+from worker.processes import Supervised
+from worker.settings import Settings, get_settings
+
+app = typer.Typer(no_args_is_help=True)  # run, watch, worker, results, doctor: merged into the top level
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+
+InboxOption = Annotated[list[str] | None, typer.Option("--inbox", help="folder to watch, or SOURCE=FOLDER to name "
+                                                                      "where its files come from; repeat for several")]
+PollOption = Annotated[bool, typer.Option(help="poll only, no filesystem events (network shares)")]
+
+
+def _inboxes(paths: list[str] | None, settings: Settings) -> list:
+    from ingest.watch import Inbox
+    from worker.settings import InboxSetting
+
+    chosen = [InboxSetting.model_validate(p) for p in paths] if paths else settings.inboxes
+    if not chosen:
+        console.print("[red]no inbox: pass --inbox DIR or set ECG_INTAKE_INBOXES='[\"/path\"]'")
+        raise typer.Exit(2)
+    return [Inbox(path=c.path.expanduser().resolve(), source=c.source_name) for c in chosen]
+
+
+def _watcher(paths: list[str] | None, poll: bool, settings: Settings):
+    """The watcher for `run` and `watch`: each claim becomes one message on the ingest queue."""
+    from ingest.watch import Watcher
+    from worker.celery_app import submit_claim
+
+    return Watcher(_inboxes(paths, settings), submit_claim, settings.stable_seconds, settings.poll_interval,
+                   use_events=settings.use_fs_events and not poll)
+
+
+def _refuse_on_faults(settings: Settings, service: str) -> None:
+    """The doctor's checks this service needs; any fault stops it before it claims a file."""
+    from worker.doctor import SERVICE_NEEDS, faults, run_checks
+
+    found = faults(run_checks(settings, SERVICE_NEEDS[service]))
+    for check in found:
+        console.print(f"[red]{check.name}: {escape(check.detail)}[/red]" + (f"\n  fix: {escape(check.fix)}"
+                                                                         if check.fix else ""))
+    if found:
+        console.print(f"[red]not starting: {len(found)} installation fault(s); no file was touched. "
+                      "`ecg-intake doctor` checks everything.")
+        raise typer.Exit(2)
+
+
+def _schema_ready(settings: Settings) -> None:
+    """Folders, and the schema at head: the embedded database is upgraded, a server one must be already."""
+    from worker.db.migrate import SchemaBehind, ensure_schema
+
+    settings.ensure_dirs()
+    try:
+        ensure_schema(settings.sqlalchemy_url)
+    except SchemaBehind as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
+
+
+def _prepare(settings: Settings, service: str) -> None:
+    """Refuse to start on an installation fault; folders; schema (embedded: upgraded, server: must be at head)."""
+    from model_training.manifest import load_manifest
+
+    _refuse_on_faults(settings, service)
+    _schema_ready(settings)
+    if service == "watch":
+        return
+    manifest = load_manifest(settings.bundle_dir)
+    if not manifest.trained:
+        console.print(Panel(f"Model bundle {manifest.model_version} at {settings.bundle_dir} is UNTRAINED "
+                            "(random weights).\nIts probabilities are meaningless: do not use them for care.",
+                            title="WARNING: untrained model", style="bold red"))
+
+
+def _celery_worker(queues: list[str], pool: str = "solo", concurrency: int = 1, loglevel: str = "INFO"):
+    from worker.celery_app import get_app
+
+    return get_app().Worker(hostname=f"ecg-intake-{os.getpid()}@{socket.gethostname()}", pool_cls=pool,
+                         concurrency=concurrency, queues=queues, loglevel=loglevel, quiet=True)
+
+
+def _inference_process(settings: Settings, log_level: str) -> Supervised:
+    """`run`'s second process: classify tasks in threads, so their pages share micro-batches and decoding
+    in the first process overlaps inference here."""
+    command = [sys.executable, "-m", "worker.cli", "worker", "--queues", "infer", "--pool", "threads",
+               "--concurrency", str(settings.batch_size), "--under-run"]
+    env = {**os.environ, "ECG_INTAKE_HOME": str(settings.home_dir), "ECG_INTAKE_LOG_LEVEL": log_level}
+    return Supervised(command, env, "inference")
+
+
+def _set_log_level(settings: Settings, default: str) -> str:
+    """ECG_INTAKE_LOG_LEVEL, else the command's default; library chatter stays at debug either way."""
+    level = settings.log_level or default
+    logging.getLogger().setLevel(level)
+    return level
+
+
+@app.command()
+def run(
+    inbox: InboxOption = None,
+    once: Annotated[bool, typer.Option(help="process what is there now, wait for the results, exit")] = False,
+    poll: PollOption = False,
+) -> None:
+    """Watcher plus workers on one machine: the embedded default needs no servers.
+
+    This process watches and decodes (ingest queue); a child process classifies (infer queue).
+    """
+    from celery.signals import task_failure, task_retry
+
+    from ingest.reasons import InstallationError
+
+    settings = get_settings()
+    log_level = _set_log_level(settings, "WARNING" if once else "INFO")
+    _prepare(settings, "run")
+    _quiet_root_warning(say=True)
+    watcher = _watcher(inbox, poll, settings)
+    inference = _inference_process(settings, log_level)
+    worker = _celery_worker(["ingest"], loglevel=log_level)
+    if not once:
+        stop = threading.Event()
+        threading.Thread(target=watcher.run, args=(stop,), name="watcher", daemon=True).start()
+        try:
+            worker.start()
+        finally:
+            stop.set()
+            inference.stop()
+        return
+
+    started = time.time()
+    claims = watcher.run_once()
+    console.print(f"claimed {len(claims)} file(s)")
+    if not claims:
+        inference.stop()
+        return
+    failures: list[str] = []
+    faults: list[str] = []  # the installation's: their files stay claimed for the next start
+    task_failure.connect(lambda sender=None, exception=None, **_: failures.append(f"{sender.name}: {exception}"),
+                         weak=False)
+    def on_retry(reason: BaseException | None = None, **_: object) -> None:
+        cause = getattr(reason, "exc", reason)  # autoretry's Retry carries the task's own exception
+        if isinstance(cause, InstallationError):
+            faults.append(str(cause))
+
+    task_retry.connect(on_retry, weak=False)
+
+    def stop_when_settled() -> None:
+        failed_at = None
+        while any(c.claimed.exists() for c in claims):
+            if (failures or faults) and failed_at is None:
+                failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > 10:
+                break  # a failed task quarantines its file; give it a moment, never wait forever
+            time.sleep(0.2)
+        worker.stop(in_sighandler=False)
+
+    threading.Thread(target=stop_when_settled, name="once-waiter", daemon=True).start()
+    try:
+        worker.start()
+    finally:
+        inference.stop()
+    failures = _internal_errors_since(settings, started) or failures
+    left = [c for c in claims if c.claimed.exists()]
+    if faults:
+        console.print(f"[red]installation fault: {escape(faults[0])}\n{len(left)} file(s) stay claimed, none "
+                      "quarantined; fix the fault and start again to process them")
+        raise typer.Exit(1)
+    if failures or left:
+        console.print(f"[red]{len(failures)} task(s) failed (their files are quarantined as internal_error); "
+                      f"{len(left)} file(s) stay claimed and are retried at the next start: {failures[:3]}")
+        raise typer.Exit(1)
+    console.print(f"processed {len(claims)} file(s)")
+
+
+def _internal_errors_since(settings: Settings, started: float) -> list[str]:
+    """Classify failures happen in the inference process; the database is where this process sees them."""
+    from datetime import UTC, datetime
+
+    from worker.db.queries import internal_errors_since
+    from worker.db.session import session_scope
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = internal_errors_since(session, datetime.fromtimestamp(started, UTC))
+    return [f"{sha[:12]}: internal_error" for sha in rows]
+
+
+@app.command()
+def watch(
+    inbox: InboxOption = None,
+    once: Annotated[bool, typer.Option(help="claim what is there now, enqueue it, exit")] = False,
+    poll: PollOption = False,
+) -> None:
+    """The watcher half: claims complete files and queues them for workers."""
+    settings = get_settings()
+    _prepare(settings, "watch")
+    watcher = _watcher(inbox, poll, settings)
+    if once:
+        console.print(f"queued {len(watcher.run_once())} file(s)")
+        return
+    stop = threading.Event()
+    try:
+        watcher.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@app.command("worker")
+def worker_command(
+    queues: Annotated[str, typer.Option(help="comma-separated queues to consume")] = "ingest,infer",
+    pool: Annotated[str, typer.Option(help="solo, or threads: concurrent classify tasks share micro-batches "
+                                            "of one model")] = "solo",
+    concurrency: int = 1,
+    loglevel: str = "INFO",
+    under_run: Annotated[bool, typer.Option(hidden=True, help="started by `run`, which speaks for it")] = False,
+) -> None:
+    """The worker half: consumes the queues, decodes, classifies and stores."""
+    settings = get_settings()
+    loglevel = _set_log_level(settings, loglevel)
+    if under_run:
+        _quiet_root_warning(say=False)
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    _prepare(settings, "ingest" if "ingest" in names else "infer")
+    if "infer" in names:
+        from worker import tasks
+
+        tasks.engine_for_worker(callers=concurrency if pool == "threads" else 1)
+    _celery_worker(names, pool, concurrency, loglevel).start()
+
+
+@app.command()
+def results(
+    format: Annotated[str, typer.Option("--format", "-f", help="table, json or csv")] = "table",
+) -> None:
+    """One row per page: file, status, the model's probabilities and the labels over threshold."""
+    from worker.db.queries import result_rows
+    from worker.db.session import session_scope
+
+    settings = get_settings()
+    _schema_ready(settings)
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = result_rows(session)
+    labels = list(dict.fromkeys(label for row in rows for label in row["probabilities"]))
+    if format == "json":
+        out.print_json(json.dumps(rows))
+    elif format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["sha256", "path", "page", "status", "reason", "model_version", *labels, "labels"])
+        for row in rows:
+            writer.writerow([row["sha256"], row["path"], row["page"], row["status"], row["reason"] or "",
+                             row["model_version"] or "", *[row["probabilities"].get(lb, "") for lb in labels],
+                             " ".join(row["labels"])])
+        sys.stdout.write(buffer.getvalue())
+    elif format == "table":
+        table = Table(title=f"{len(rows)} page(s)")
+        for column in ("document", "file", "page", "status", *labels, "labels"):
+            table.add_column(column, justify="right" if column in labels else "left", no_wrap=column != "file")
+        for row in rows:
+            status = row["status"] + (f" ({row['reason']})" if row["reason"] else "")
+            table.add_row(row["sha256"][:12], Path(row["path"]).name, str(row["page"] or "-"), status,
+                          *[f"{row['probabilities'][lb]:.3f}" if lb in row["probabilities"] else "-" for lb in labels],
+                          ",".join(row["labels"]) or "-")
+        out.print(table)
+    else:
+        console.print("[red]--format must be table, json or csv")
+        raise typer.Exit(2)
+
+
+@app.command()
+def doctor(
+    inbox: InboxOption = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the findings as JSON")] = False,
+) -> None:
+    """Check this installation: database, broker, folders, poppler, model bundle, inference engines."""
+    from worker.doctor import faults, run_checks
+    from worker.settings import InboxSetting
+
+    settings = get_settings()
+    if inbox:
+        settings = settings.model_copy(update={"inboxes": [InboxSetting.model_validate(p) for p in inbox]})
+    checks = run_checks(settings)
+    if json_out:
+        out.print_json(json.dumps({"ok": not faults(checks), "checks": [c.as_dict() for c in checks]}))
+    else:
+        table = Table(title="ecg-intake doctor")
+        for column in ("check", "status", "detail", "fix"):
+            table.add_column(column, overflow="fold")
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for check in checks:
+            table.add_row(check.name, f"[{colour[check.status]}]{check.status}", escape(check.detail),
+                          escape(check.fix))
+        out.print(table)
+    if faults(checks):
+        raise typer.Exit(1)
+
+
+def _quiet_root_warning(say: bool) -> None:
+    """Celery's superuser warning is silenced in `run` and its child; `run` says the same in one line."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*superuser privileges.*")
+    if say and hasattr(os, "geteuid") and os.geteuid() == 0:
+        console.print("running as root: archived and quarantined files will belong to root")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Bring the schema to `revision` (default: the newest)."""
+    from worker.db.migrate import current_revision, upgrade
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade(settings.sqlalchemy_url, revision)
+    console.print(f"database at revision {current_revision(settings.sqlalchemy_url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision of the configured database."""
+    from worker.db.migrate import current_revision
+
+    out.print(current_revision(get_settings().sqlalchemy_url) or "empty")

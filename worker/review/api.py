@@ -1,0 +1,111 @@
+"""The JSON API under /api/: results, the worklist, one page, its images, and reviews.
+
+Every route needs a session; every response that shows data writes an audit event first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+
+from model_training.manifest import LABELS, BundleError
+from worker.db import queries
+from worker.db.queries import ResultFilter
+from worker.review import records
+from worker.review.auth import DB, SessionUser, csrf_token, current_user, require
+from worker.review.filters import Paging, query_string, result_filters, worklist_filters
+from worker.review.schemas import Me, PageDetail, ResultPage, ReviewIn, ReviewOut, visible_row
+
+router = APIRouter(prefix="/api", tags=["api"])
+PageId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+CSRF_DOC = {"parameters": [{"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"},
+                            "description": "the session's token, from GET /api/me"}]}
+
+
+@router.get("/me", response_model=Me)
+def me(request: Request, user: SessionUser = Depends(current_user)) -> Me:
+    """Who is logged in, and the CSRF token POSTs must carry in the X-CSRF-Token header."""
+    return Me(name=user.name, role=user.role, csrf_token=csrf_token(request))
+
+
+@router.get("/results", response_model=ResultPage, response_model_exclude_unset=True)
+def results(filters: ResultFilter = Depends(result_filters), paging: Paging = Depends(),
+            user: SessionUser = Depends(current_user), session: Session = DB) -> ResultPage:
+    """One row per page (or per document without pages), filtered; newest model prediction and review."""
+    if filters.patient is not None and not user.sees_identifiers:
+        raise HTTPException(403, "filtering by patient needs the reviewer role")
+    rows = queries.page_results(session, filters, limit=paging.limit, offset=paging.offset)
+    total = queries.count_page_results(session, filters)
+    records.audit(session, user, "view_results", filters=query_string(filters), offset=paging.offset,
+                  shown=len(rows))
+    return ResultPage(total=total, limit=paging.limit, offset=paging.offset,
+                      items=[visible_row(row, user) for row in rows])
+
+
+def worklist_page(session: Session, filters: ResultFilter, paging: Paging, user: SessionUser) -> ResultPage:
+    """Unreviewed predicted pages, most urgent first (high MI probability, then most uncertain)."""
+    rows = queries.worklist(session, filters, paging.limit, paging.offset)
+    total = queries.count_page_results(session, _unreviewed(filters))
+    records.audit(session, user, "view_worklist", filters=query_string(filters), offset=paging.offset,
+                  shown=len(rows))
+    return ResultPage(total=total, limit=paging.limit, offset=paging.offset,
+                      items=[visible_row(row, user) for row in rows])
+
+
+def _unreviewed(filters: ResultFilter) -> ResultFilter:
+    return replace(filters, status="unreviewed")
+
+
+@router.get("/worklist", response_model=ResultPage, response_model_exclude_unset=True)
+def worklist(filters: ResultFilter = Depends(worklist_filters), paging: Paging = Depends(),
+             user: SessionUser = Depends(current_user), session: Session = DB) -> ResultPage:
+    """Unreviewed predicted pages, most urgent first: high MI probability, then the most uncertain."""
+    return worklist_page(session, filters, paging, user)
+
+
+def page_detail(session: Session, page_id: int, user: SessionUser) -> tuple[dict, PageDetail]:
+    """A page's row, thresholds and image URLs, with its `view_page` audit event."""
+    row = records.page_or_404(session, page_id)
+    records.audit(session, user, "view_page", row)
+    images = {kind: f"/api/pages/{page_id}/images/{kind}" for kind in records.image_kinds(user)}
+    return row, PageDetail(page=visible_row(row, user), labels=list(LABELS),
+                           thresholds=records.thresholds(session, row), images=images)
+
+
+@router.get("/pages/{page_id}", response_model=PageDetail, response_model_exclude_unset=True)
+def page(page_id: PageId, user: SessionUser = Depends(current_user),
+         session: Session = DB) -> PageDetail:
+    """One page: its row, the model's thresholds, and where its images are."""
+    return page_detail(session, page_id, user)[1]
+
+
+@router.get("/pages/{page_id}/images/{kind}", response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
+def image(request: Request, page_id: PageId, kind: records.ImageKind, user: SessionUser = Depends(current_user),
+          session: Session = DB) -> FileResponse:
+    """The original sheet's thumbnail (reviewers and admins), the cleaned model input, or its Grad-CAM
+    overlay (an RGBA PNG, computed on first request and cached)."""
+    if kind not in records.image_kinds(user):
+        raise HTTPException(403, "the original sheet can show patient identifiers: reviewers and admins only")
+    row = records.page_or_404(session, page_id)
+    cleaned = records.stored_image(row, "cleaned" if kind == "gradcam" else kind)
+    try:
+        path = request.app.state.gradcam.png(page_id, cleaned) if kind == "gradcam" else cleaned
+    except BundleError as exc:
+        raise HTTPException(503, f"Grad-CAM needs a usable model bundle: {exc}") from exc
+    records.audit(session, user, "view_image", row, kind=kind)
+    return FileResponse(path, headers={"Cache-Control": "private, no-store"})
+
+
+@router.post("/pages/{page_id}/review", response_model=ReviewOut, status_code=201, openapi_extra=CSRF_DOC)
+def review(page_id: PageId, body: ReviewIn, user: SessionUser = Depends(require("reviewer")),
+           session: Session = DB) -> ReviewOut:
+    """Store a reviewer's labels (in LABELS order) and comment for a page; needs the reviewer role."""
+    row = records.page_or_404(session, page_id)
+    saved = records.save_review(session, user, row, list(body.labels), body.comment)
+    return ReviewOut(review_id=saved.id, page_id=page_id, reviewer=user.name, labels=list(saved.labels),
+                     comment=saved.comment, created_at=saved.created_at)

@@ -1,0 +1,75 @@
+"""What the review views read and write besides plain queries: the audit trail of every view and change,
+reviews in the one label order, and a page's thresholds and images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from fastapi import HTTPException
+from sqlalchemy.orm import Session
+
+from model_training.manifest import LABELS
+from worker.db import queries
+from worker.db.models import Review
+from worker.review.auth import SessionUser
+
+ImageKind = Literal["original", "cleaned", "gradcam"]
+IMAGE_KINDS: tuple[str, ...] = get_args(ImageKind)
+
+
+def audit(session: Session, user: SessionUser | str, action: str, row: dict[str, Any] | None = None,
+          **details: Any) -> None:
+    """One `events` row: who (`actor`), what (`action`), on which document and page, and the details."""
+    actor = user.name if isinstance(user, SessionUser) else user[:128]
+    queries.record_event(session, actor=actor, action=action,
+                         document_id=row.get("document_id") if row else None,
+                         page_id=row.get("page_id") if row else None,
+                         details={k: v for k, v in details.items() if v is not None})
+
+
+def page_or_404(session: Session, page_id: int) -> dict[str, Any]:
+    row = queries.page_result(session, page_id)
+    if row is None:
+        raise HTTPException(404, "no such page")
+    return row
+
+
+def thresholds(session: Session, row: dict[str, Any]) -> dict[str, float]:
+    """The thresholds the page's model decided with, from its model_versions manifest; 0.5 where none."""
+    stored: dict[str, Any] = {}
+    version = queries.model_version_named(session, row["model_version"]) if row.get("model_version") else None
+    if version is not None:
+        stored = (version.manifest or {}).get("thresholds") or {}
+    return {label: float(stored.get(label, 0.5)) for label in LABELS}
+
+
+def save_review(session: Session, user: SessionUser, row: dict[str, Any], labels: list[str],
+                comment: str | None) -> Review:
+    """A review with its labels in LABELS order, and its audit event (with the model's labels beside)."""
+    unknown = set(labels) - set(LABELS)
+    if unknown:
+        raise HTTPException(422, f"unknown labels {sorted(unknown)}")
+    if row.get("page_id") is None:
+        raise HTTPException(404, "no such page")
+    ordered = [label for label in LABELS if label in labels]
+    review = queries.add_review(session, page_id=row["page_id"], reviewer_id=user.id, labels=ordered,
+                                comment=(comment or "").strip() or None)
+    audit(session, user, "review", row, review_id=review.id, labels=ordered, model_labels=row.get("model_labels"),
+          model_version=row.get("model_version"), commented=review.comment is not None)
+    return review
+
+
+def image_kinds(user: SessionUser) -> tuple[str, ...]:
+    """The thumbnail of the original sheet can show a printed header with the patient's name and id, so
+    viewers get the cleaned trace area and its Grad-CAM only."""
+    return IMAGE_KINDS if user.sees_identifiers else IMAGE_KINDS[1:]
+
+
+def stored_image(row: dict[str, Any], kind: str) -> Path:
+    """The stored file of an original (thumbnail) or cleaned page; 404 when it is gone."""
+    value = row.get("thumbnail_path" if kind == "original" else "image_path")
+    path = Path(value) if value else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"the {kind} image of this page is not stored")
+    return path

@@ -1,0 +1,88 @@
+"""The JSON API's shapes: they document the API in OpenAPI and whitelist what leaves the server.
+
+A row reaches a client only through `ResultRow`: file-system paths of stored images never do, and the
+patient identifiers only when the caller may see them (for a viewer the keys are absent, not null).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from worker.review.auth import SessionUser
+from worker.review.filters import LabelName
+
+IDENTIFYING = ("patient_id", "accession_number", "path")  # the file name a scanner wrote often names the patient
+
+
+class ResultRow(BaseModel):
+    document_id: int
+    sha256: str
+    source: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    file_type: str | None = None
+    received_at: datetime | None = None
+    processed_at: datetime | None = None
+    path: str | None = Field(None, description="where the file was dropped; reviewers and admins only")
+    patient_id: str | None = Field(None, description="reviewers and admins only")
+    accession_number: str | None = Field(None, description="reviewers and admins only")
+    page_id: int | None = None
+    page_no: int | None = None
+    prediction_id: int | None = None
+    model_version: str | None = None
+    predicted_at: datetime | None = None
+    model_labels: list[str] = Field(default_factory=list)
+    probabilities: dict[str, float] = Field(default_factory=dict)
+    review_id: int | None = None
+    review_labels: list[str] | None = None
+    review_comment: str | None = None
+    reviewer: str | None = None
+    reviewed_at: datetime | None = None
+    disagreement: bool | None = None
+
+
+class ResultPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[ResultRow]
+
+
+class PageDetail(BaseModel):
+    page: ResultRow
+    labels: list[str] = Field(description="the label order of reviews and of the keys 1-5")
+    thresholds: dict[str, float] = Field(description="the model's threshold per label (0.5 where none is stored)")
+    images: dict[str, str] = Field(description="image kind -> URL: original (reviewers and admins), cleaned, gradcam")
+
+
+class ReviewIn(BaseModel):
+    labels: list[LabelName] = Field(max_length=16, description="the findings present; [] for a normal ECG")
+    comment: str | None = Field(None, max_length=4000)
+
+
+class ReviewOut(BaseModel):
+    review_id: int
+    page_id: int
+    reviewer: str
+    labels: list[str]
+    comment: str | None
+    created_at: datetime
+
+
+class Me(BaseModel):
+    name: str
+    role: str
+    csrf_token: str = Field(description="send it as the X-CSRF-Token header on every POST")
+
+
+def visible_row(row: dict[str, Any], user: SessionUser) -> ResultRow:
+    """A query row as this user may see it; keys left out stay out of the JSON (exclude_unset)."""
+    fields = {k: v for k, v in row.items() if k in ResultRow.model_fields}
+    for key in IDENTIFYING:
+        value = fields.pop(key, None)
+        if user.sees_identifiers and value is not None:
+            fields[key] = str(value)
+    return ResultRow(**fields)
