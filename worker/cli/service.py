@@ -1,8 +1,7 @@
-"""Running the service: run, watch, worker, results, doctor, and the database schema (`db`)."""
+"""Running the service: run, watch, worker, results, export, doctor, and the database schema (`db`)."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -11,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +23,7 @@ from worker.cli.common import console, out
 from worker.processes import Supervised
 from worker.settings import Settings, get_settings
 
-app = typer.Typer(no_args_is_help=True)  # run, watch, worker, results, doctor: merged into the top level
+app = typer.Typer(no_args_is_help=True)  # run, watch, worker, results, export, doctor: merged into the top level
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 
 InboxOption = Annotated[list[str] | None, typer.Option("--inbox", help="folder to watch, or SOURCE=FOLDER to name "
@@ -193,8 +193,6 @@ def run(
 
 def _internal_errors_since(settings: Settings, started: float) -> list[str]:
     """Classify failures happen in the inference process; the database is where this process sees them."""
-    from datetime import UTC, datetime
-
     from worker.db.queries import internal_errors_since
     from worker.db.session import session_scope
 
@@ -246,43 +244,161 @@ def worker_command(
     _celery_worker(names, pool, concurrency, loglevel).start()
 
 
-@app.command()
-def results(
-    format: Annotated[str, typer.Option("--format", "-f", help="table, json or csv")] = "table",
-) -> None:
-    """One row per page: file, status, the model's probabilities and the labels over threshold."""
-    from worker.db.queries import result_rows
+def _label(value: str | None) -> str | None:
+    from model_training.manifest import LABELS
+
+    if value is None:
+        return None
+    if value.upper() not in LABELS:
+        raise typer.BadParameter(f"unknown label {value!r}; one of {', '.join(LABELS)}")
+    return value.upper()
+
+
+def _status(value: str | None) -> str | None:
+    from worker.db.queries import STATUS_FILTERS
+
+    if value is not None and value not in STATUS_FILTERS:
+        raise typer.BadParameter(f"unknown status {value!r}; one of {', '.join(STATUS_FILTERS)}")
+    return value
+
+
+def _sort(value: str | None) -> str | None:
+    from worker.db.queries import SORTS
+
+    if value is not None and value not in SORTS:
+        raise typer.BadParameter(f"unknown sort {value!r}; one of {', '.join(SORTS)}")
+    return value
+
+
+def _moment(value: str | None, end_of_day: bool) -> datetime | None:
+    """An ISO date or date-time in UTC (a time without a zone is UTC); a date alone is the start of that day,
+    or for `--until`, the start of the next, so the whole day counts."""
+    if value is None:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(day + timedelta(days=int(end_of_day)), datetime.min.time(), UTC)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO date (2026-11-28) or date-time (2026-11-28T18:00, "
+                                 "UTC unless it says otherwise)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _date(value: str | None) -> str | None:
+    _moment(value, False)  # refuses what it cannot read, before anything runs
+    return value
+
+
+LabelFilter = Annotated[str | None, typer.Option(
+    "--label", callback=_label, help="pages the model found this label on (MI, AF, STTC, CD, HYP); with "
+    "--above/--below, by its probability instead")]
+AboveFilter = Annotated[float | None, typer.Option(
+    "--above", min=0.0, max=1.0, help="probability at or above P: of --label, else of any label")]
+BelowFilter = Annotated[float | None, typer.Option(
+    "--below", min=0.0, max=1.0, help="probability below P: of --label, else of every label")]
+SinceFilter = Annotated[str | None, typer.Option(
+    "--since", metavar="DATE", callback=_date, help="received at or after this ISO date or date-time (UTC)")]
+UntilFilter = Annotated[str | None, typer.Option(
+    "--until", metavar="DATE", callback=_date, help="received before this ISO date-time (UTC); a date alone "
+    "includes that day")]
+SourceFilter = Annotated[str | None, typer.Option("--source", help="the inbox's source name")]
+StatusFilter = Annotated[str | None, typer.Option(
+    "--status", callback=_status, help="processed, quarantined, reviewed, unreviewed or disagreement (the "
+    "reviewer's labels differ from the model's)")]
+PatientFilter = Annotated[str | None, typer.Option("--patient", metavar="ID", help="patient ID or accession number")]
+SortOption = Annotated[str | None, typer.Option(
+    "--sort", callback=_sort, help="received (default), -received, probability (of --label, else MI), "
+    "uncertainty or urgency")]
+LimitOption = Annotated[int | None, typer.Option("--limit", min=1, metavar="N", help="at most N rows")]
+
+
+def _query(label: str | None, above: float | None, below: float | None, since: str | None, until: str | None,
+           source: str | None, status: str | None, patient: str | None, sort: str | None,
+           limit: int | None) -> list[dict]:
+    """The `page_results` rows the filters select (their values checked by the options' callbacks)."""
+    from worker.db.queries import ResultFilter, page_results
     from worker.db.session import session_scope
 
+    filters = ResultFilter(label=label, above=above, below=below, since=_moment(since, False),
+                           until=_moment(until, True), source=source, status=status, patient=patient, sort=sort)
     settings = get_settings()
     _schema_ready(settings)
     with session_scope(settings.sqlalchemy_url) as session:
-        rows = result_rows(session)
-    labels = list(dict.fromkeys(label for row in rows for label in row["probabilities"]))
-    if format == "json":
-        out.print_json(json.dumps(rows))
-    elif format == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["sha256", "path", "page", "status", "reason", "model_version", *labels, "labels"])
-        for row in rows:
-            writer.writerow([row["sha256"], row["path"], row["page"], row["status"], row["reason"] or "",
-                             row["model_version"] or "", *[row["probabilities"].get(lb, "") for lb in labels],
-                             " ".join(row["labels"])])
-        sys.stdout.write(buffer.getvalue())
-    elif format == "table":
-        table = Table(title=f"{len(rows)} page(s)")
-        for column in ("document", "file", "page", "status", *labels, "labels"):
-            table.add_column(column, justify="right" if column in labels else "left", no_wrap=column != "file")
-        for row in rows:
-            status = row["status"] + (f" ({row['reason']})" if row["reason"] else "")
-            table.add_row(row["sha256"][:12], Path(row["path"]).name, str(row["page"] or "-"), status,
-                          *[f"{row['probabilities'][lb]:.3f}" if lb in row["probabilities"] else "-" for lb in labels],
-                          ",".join(row["labels"]) or "-")
-        out.print(table)
-    else:
+        return page_results(session, filters, limit=limit)
+
+
+@app.command()
+def results(
+    format: Annotated[str, typer.Option("--format", "-f", help="table, json or csv")] = "table",
+    label: LabelFilter = None, above: AboveFilter = None, below: BelowFilter = None, since: SinceFilter = None,
+    until: UntilFilter = None, source: SourceFilter = None, status: StatusFilter = None,
+    patient: PatientFilter = None, sort: SortOption = None, limit: LimitOption = None,
+) -> None:
+    """One row per page: file, status, the model's probabilities and labels, the review; filtered and sorted."""
+    from worker.export import RESULT_COLUMNS, result_record, write_csv
+
+    if format not in ("table", "json", "csv"):
         console.print("[red]--format must be table, json or csv")
         raise typer.Exit(2)
+    rows = _query(label, above, below, since, until, source, status, patient, sort, limit)
+    if format == "json":
+        out.print_json(json.dumps([result_record(row) for row in rows]))
+    elif format == "csv":
+        buffer = io.StringIO()
+        write_csv(rows, buffer, RESULT_COLUMNS)
+        sys.stdout.write(buffer.getvalue())
+    else:
+        labels = list(dict.fromkeys(label for row in rows for label in row["probabilities"]))
+        table = Table(title=f"{len(rows)} page(s)")
+        for column in ("document", "file", "page", "status", *labels, "labels", "review"):
+            table.add_column(column, justify="right" if column in labels else "left", no_wrap=column != "file")
+        for row in rows:
+            state = row["status"] + (f" ({row['reason']})" if row["reason"] else "")
+            review = "-" if row["review_labels"] is None else ",".join(row["review_labels"]) or "none"
+            table.add_row(row["sha256"][:12], Path(row["path"]).name, str(row["page_no"] or "-"), state,
+                          *[f"{row['probabilities'][lb]:.3f}" if lb in row["probabilities"] else "-" for lb in labels],
+                          ",".join(row["model_labels"]) or "-", review)
+        out.print(table)
+
+
+def _export_format(value: str) -> str:
+    if value not in ("csv", "parquet", "fhir"):
+        raise typer.BadParameter(f"unknown format {value!r}; one of csv, parquet, fhir")
+    return value
+
+
+@app.command()
+def export(
+    format: Annotated[str, typer.Option(
+        "--format", "-f", callback=_export_format, help="csv, parquet, or fhir (a FHIR R4 JSON Bundle: a "
+        "DiagnosticReport per document, an Observation per page and finding)")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", dir_okay=False, help="the file to write")],
+    label: LabelFilter = None, above: AboveFilter = None, below: BelowFilter = None, since: SinceFilter = None,
+    until: UntilFilter = None, source: SourceFilter = None, status: StatusFilter = None,
+    patient: PatientFilter = None, sort: SortOption = None, limit: LimitOption = None,
+) -> None:
+    """Results to a file, with the filters of `results`: csv or parquet (one row per page, a probability column
+    per label, patient identifiers included), or fhir."""
+    from worker.export import write_atomically, write_csv, write_fhir, write_parquet
+
+    rows = _query(label, above, below, since, until, source, status, patient, sort, limit)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "csv":
+        def write(part: Path) -> int:
+            with open(part, "w", newline="", encoding="utf-8") as handle:
+                return write_csv(rows, handle)
+        console.print(f"wrote {write_atomically(out_path, write)} row(s) to {out_path}")
+    elif format == "parquet":
+        console.print(f"wrote {write_atomically(out_path, lambda part: write_parquet(rows, part))} row(s) "
+                      f"to {out_path}")
+    else:
+        reports, observations = write_atomically(out_path, lambda part: write_fhir(rows, part))
+        console.print(f"wrote {reports} DiagnosticReport(s) and {observations} Observation(s) to {out_path}")
 
 
 @app.command()

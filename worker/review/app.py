@@ -17,7 +17,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from worker.db.session import get_session_factory
 from worker.review import api, views
 from worker.review.auth import LoginRequired, csrf_protect, session_secret
 from worker.review.gradcam import GradCam
@@ -56,7 +55,6 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None,  # served behind login by `views`
                   dependencies=[Depends(csrf_protect)])
     app.state.settings = settings
-    app.state.session_factory = get_session_factory(settings.sqlalchemy_url)
     app.state.gradcam = GradCam(settings.bundle_dir, settings.home_dir / "gradcam", settings.torch_threads)
 
     @app.middleware("http")

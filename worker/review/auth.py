@@ -18,6 +18,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from worker.db import queries
+from worker.db.session import session_scope
 from worker.settings import Settings
 
 ROLES = ("viewer", "reviewer", "admin")  # each role may do everything the ones before it may
@@ -83,15 +84,8 @@ class LoginRequired(Exception):
 
 def db_session(request: Request) -> Iterator[Session]:
     """One database session per request, committed when the handler returns without error."""
-    session = request.app.state.session_factory()
-    try:
+    with session_scope(request.app.state.settings.sqlalchemy_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # Committed when the handler returns, before the response leaves: a 201 means the review is stored.
