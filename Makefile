@@ -7,11 +7,11 @@ DEMO_HOME := ecg-intake-data
 DEMO_INBOX := demo-inbox
 UNTRAINED := $(DEMO_HOME)/models/untrained
 
-.PHONY: deps demo test lint bench clean
+.PHONY: deps demo test test-slow lint bench clean
 
 # System packages: installed with apt-get (as root, or through sudo), or a stop that prints the command.
 deps:
-	@bash deploy/system-deps.sh $(if $(filter test,$(MAKECMDGOALS)),test,demo)
+	@bash deploy/system-deps.sh $(if $(filter test test-slow,$(MAKECMDGOALS)),test,demo)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,13 @@ demo: deps $(STAMP)
 	else ECG_INTAKE_BUNDLE=$(UNTRAINED) $(BIN)/ecg-intake run --inbox $(DEMO_INBOX) --once; fi
 	@$(BIN)/ecg-intake results
 
-# The whole default test suite (slow training tests excluded; run them with `make test PYTEST_ARGS="-m slow"`).
+# The default test suite; slow tests (training, retraining, long fault runs) are excluded.
 test: deps $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Only the slow tests; CI runs them after `make test`.
+test-slow: deps $(STAMP)
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,32 @@ def _dated_dir(root: Path) -> Path:
     return folder
 
 
+NAME_MAX = 255  # bytes in one file name on every file system ecg-intake writes to
+# `<sha12>__` before; `.reason.json`, a `_unique` counter and the `.<name>.<pid>.part` of `write_atomic` and
+# `_copy_across` after: what a kept name must leave room for
+_DESTINATION_ROOM = 14 + len(".reason.json") + 8 + len("." + ".4194304.part")
+
+
+def fit_name(name: str, max_bytes: int) -> str:
+    """`name` cut to `max_bytes` of UTF-8 (whole characters, extension kept), so a dropped name of 255 bytes
+    still fits after the claim prefix or the archive's sha prefix is added."""
+    if len(os.fsencode(name)) <= max_bytes:
+        return name
+    stem, suffix = os.path.splitext(name)
+    if len(os.fsencode(suffix)) > max_bytes // 2:
+        stem, suffix = name, ""
+    room = max_bytes - len(os.fsencode(suffix))
+    while stem and len(os.fsencode(stem)) > room:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+def printable(name: str) -> str:
+    """`name` with bytes that are not UTF-8 (Linux allows any) written as `\\xff`: such a name cannot be
+    stored in the database, so the claim, archive and quarantine names use this form instead."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _unique(folder: Path, name: str) -> Path:
     """A path in `folder` that does not exist yet: nothing is ever overwritten."""
     candidate = folder / name
@@ -44,6 +73,30 @@ def _unique(folder: Path, name: str) -> Path:
         candidate = folder / f"{stem}.{counter}{suffix}"
         counter += 1
     return candidate
+
+
+def _copy_across(src: Path, dest: Path) -> Path:
+    """Copy to a hidden part file, flush, then link it to a free name: `dest` only ever holds a whole copy.
+
+    A full disk or a crash mid-copy leaves at most the part file (removed on error), never a truncated
+    original under the name the database records (which would later pass for an earlier, finished move).
+    """
+    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        shutil.copy2(src, part)
+        with open(part, "rb") as handle:
+            os.fsync(handle.fileno())
+        while True:
+            try:
+                os.link(part, dest)  # unlike rename, never replaces a file that appeared meanwhile
+                break
+            except FileExistsError:
+                dest = _unique(dest.parent, dest.name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+    src.unlink()
+    return dest
 
 
 def move(src: Path, dest: Path) -> Path:
@@ -56,11 +109,45 @@ def move(src: Path, dest: Path) -> Path:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        shutil.copy2(src, dest)  # another file system: copy, flush, then remove the source
-        with open(dest, "rb") as handle:
-            os.fsync(handle.fileno())
-        src.unlink()
+        return _copy_across(src, dest)  # another file system
     return dest
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` under a temporary name, then rename: `path` is either absent, old or whole."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        part.write_bytes(data)
+        os.replace(part, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[bool]:
+    """Hold an advisory lock on `path` while the block runs; yields False when another process holds it.
+
+    Two deliveries of the same claim (a broker redelivery, a re-offered claim) must not decode and move
+    one file at the same time. The kernel drops the lock when its holder dies, even by SIGKILL.
+    A file system without locks (some network shares) yields True: the processing stays idempotent.
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the block
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        except OSError:
+            pass  # no lock support here
+        yield True
+    finally:
+        handle.close()
 
 
 def destination(root: Path, sha256: str, claimed: Path) -> Path:
@@ -69,7 +156,8 @@ def destination(root: Path, sha256: str, claimed: Path) -> Path:
     Planned before the move, so the database records the place first and a crash in between
     leaves a record that says exactly where the file must still go.
     """
-    return _unique(_dated_dir(root), f"{sha256[:12]}__{original_name(claimed)}")
+    name = fit_name(original_name(claimed), NAME_MAX - _DESTINATION_ROOM)
+    return _unique(_dated_dir(root), f"{sha256[:12]}__{name}")
 
 
 def write_reason(dest: Path, reason: Reason, message: str, **details: Any) -> Path:
@@ -83,5 +171,5 @@ def write_reason(dest: Path, reason: Reason, message: str, **details: Any) -> Pa
     }
     reason_path = dest.with_name(dest.name + ".reason.json")
     reason_path.parent.mkdir(parents=True, exist_ok=True)
-    reason_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_atomic(reason_path, (json.dumps(report, indent=2, default=str) + "\n").encode())  # never half a report
     return reason_path

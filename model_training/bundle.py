@@ -7,10 +7,13 @@ This is the torch half: saving, loading and exporting the network. The manifest 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import subprocess
 import sys
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -107,11 +110,19 @@ def export_program(model: nn.Module, manifest: Manifest, directory: Path) -> Pat
 
 
 def export_onnx(model: nn.Module, manifest: Manifest, directory: Path) -> Path:
-    """The same graph as ONNX (opset from the dynamo exporter), input `pages`, output `logits`."""
+    """The same graph as ONNX (opset from the dynamo exporter), input `pages`, output `logits`.
+
+    The exporter prints progress lines and warnings; they go to the debug log, so a command's stdout stays
+    the JSON or table it promises.
+    """
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     path = Path(directory) / ONNX
-    torch.onnx.export(model.eval(), (_example(manifest),), str(path), dynamo=True, input_names=["pages"],
-                      output_names=["logits"], dynamic_shapes=({0: batch},), external_data=False)
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (_example(manifest),), str(path), dynamo=True, input_names=["pages"],
+                          output_names=["logits"], dynamic_shapes=({0: batch},), external_data=False)
+    log.debug("ONNX export of %s: %s", manifest.model_version, chatter.getvalue())
     return path
 
 

@@ -34,25 +34,39 @@ def _wait(check, what: str, timeout: float = 30.0) -> None:
 
 
 class RedisServer:
+    """A redis-server without persistence: what is in it when it stops is gone when it starts again."""
+
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
             raise RuntimeError("redis-server not found: install Debian's redis-server package")
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ecg-intake-redis-"))
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(lambda: port_open(self.port), "redis-server")
+        self.process: subprocess.Popen | None = None
+        self.start()
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def start(self) -> None:
+        """Start (again) on the same port: clients that knew the old server find this one."""
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: port_open(self.port), "redis-server")
+
+    def halt(self) -> None:
+        """Stop the server but keep its port and folder for `start`: a broker outage."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+        _wait(lambda: not port_open(self.port), "redis-server shutdown")
+
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -85,10 +99,19 @@ class PostgresServer:
             shutil.chown(self.socket_dir, "postgres")
             self.as_user = ["runuser", "-u", "postgres", "--"]
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.start()
+
+    def start(self) -> None:
+        """Start (again) on the same port and data directory."""
         options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "postgres.log"),
                   "-w", "-t", "60", "start")
         _wait(lambda: port_open(self.port), "postgres")
+
+    def halt(self) -> None:
+        """Stop the server, dropping every open connection, but keep its data for `start`: a database outage."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        _wait(lambda: not port_open(self.port), "postgres shutdown")
 
     def _run(self, tool: str, *args: str) -> None:
         result = subprocess.run([*self.as_user, str(self.bindir / tool), *args], capture_output=True, text=True)
@@ -107,6 +130,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if port_open(self.port):  # a test may end while the server is halted
+                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -1,13 +1,18 @@
-"""Over a thousand broken variants of real files through the real decoders: each gives pages or a known reason.
+"""Over a thousand broken variants of real files through the real decoders, and then through the whole service
+(`ecg-intake run --once`): each gives pages or a known reason, and every file ends archived or quarantined.
 
 Mutations are drawn from a seeded generator, so a failure names an input that can be rebuilt exactly.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -15,8 +20,10 @@ import numpy as np
 import pytest
 
 from ingest.decode import DecodeLimits, decode_bytes
+from ingest.files import sha256_file
 from ingest.reasons import IngestError, Reason
 from model_training.synth.samples import reference_dicom
+from tests.conftest import Cli
 from tests.inputs import local_dicom, reference_page, scan_pdf, vector_pdf
 
 LIMITS = DecodeLimits(pdf_dpi=50, timeout_s=20)
@@ -94,42 +101,118 @@ MUTATIONS: list[Callable[[bytes, np.random.Generator, bytes], bytes]] = [
     _truncate, _flip_bits, _overwrite, _splice, _drop_chunk, _repeat_chunk, _header_only, _zero_range]
 
 
-def test_a_thousand_mutated_files_fail_only_with_known_reasons(seeds: dict[str, bytes]) -> None:
-    outcomes: Counter[str] = Counter()
-    by_mutation: dict[str, Counter[str]] = {m.__name__: Counter() for m in MUTATIONS}
-    slowest = 0.0
+def corpus(seeds: dict[str, bytes]) -> Iterator[tuple[str, int, Callable, bytes]]:
+    """Every mutant of the plan, rebuilt the same way each time: (seed name, index, mutation, bytes)."""
     names = list(seeds)
-    total = 0
     for seed_index, (name, count) in enumerate(PLAN.items()):
         for i in range(count):
             rng = np.random.default_rng([seed_index, i])
             mutation = MUTATIONS[i % len(MUTATIONS)]
             other = seeds[names[int(rng.integers(0, len(names)))]]
-            data = mutation(seeds[name], rng, other)
-            started = time.perf_counter()
-            try:
-                _, pages = decode_bytes(data, LIMITS)
-            except IngestError as error:
-                assert error.reason in Reason and error.message, (name, i, mutation.__name__)
-                outcome = error.reason.value
-            except Exception as exc:  # the test's point: nothing but IngestError may escape a decoder
-                pytest.fail(f"{name} mutant {i} ({mutation.__name__}) raised {type(exc).__name__}: {exc}")
-            else:
-                assert pages and all(p.image.dtype == np.uint8 and p.image.ndim == 3 and p.image.shape[2] == 3
-                                     for p in pages), (name, i, mutation.__name__)
-                outcome = "decoded"
-            slowest = max(slowest, time.perf_counter() - started)
-            outcomes[outcome] += 1
-            by_mutation[mutation.__name__][outcome] += 1
-            total += 1
-    print(f"\n{total} mutants: {dict(outcomes)}; slowest {slowest:.2f}s")
+            yield name, i, mutation, mutation(seeds[name], rng, other)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the decoders, run in this process, made of one mutant."""
+
+    name: str
+    index: int
+    mutation: str
+    data: bytes
+    outcome: str  # a reason code, or "decoded"
+    seconds: float
+
+    @property
+    def file_name(self) -> str:
+        """The mutant's name in an inbox; it keeps the seed's extension, which the sniffer must ignore anyway."""
+        stem, _, ext = self.name.partition(".")
+        return f"{stem}-{self.index:03d}-{self.mutation.strip('_')}.{ext}"
+
+
+@pytest.fixture(scope="module")
+def verdicts(seeds: dict[str, bytes]) -> list[Verdict]:
+    """Every mutant through `decode_bytes`; anything but IngestError escaping a decoder fails here."""
+    found = []
+    for name, i, mutation, data in corpus(seeds):
+        started = time.perf_counter()
+        try:
+            _, pages = decode_bytes(data, LIMITS)
+        except IngestError as error:
+            assert error.reason in Reason and error.message, (name, i, mutation.__name__)
+            outcome = error.reason.value
+        except Exception as exc:  # the test's point: nothing but IngestError may escape a decoder
+            pytest.fail(f"{name} mutant {i} ({mutation.__name__}) raised {type(exc).__name__}: {exc}")
+        else:
+            assert pages and all(p.image.dtype == np.uint8 and p.image.ndim == 3 and p.image.shape[2] == 3
+                                 for p in pages), (name, i, mutation.__name__)
+            outcome = "decoded"
+        found.append(Verdict(name, i, mutation.__name__, data, outcome, time.perf_counter() - started))
+    return found
+
+
+def test_a_thousand_mutated_files_fail_only_with_known_reasons(verdicts: list[Verdict]) -> None:
+    outcomes = Counter(v.outcome for v in verdicts)
+    by_mutation: dict[str, Counter[str]] = {m.__name__: Counter() for m in MUTATIONS}
+    for verdict in verdicts:
+        by_mutation[verdict.mutation][verdict.outcome] += 1
+    slowest = max(v.seconds for v in verdicts)
+    print(f"\n{len(verdicts)} mutants: {dict(outcomes)}; slowest {slowest:.2f}s")
     for mutation, counts in by_mutation.items():
         print(f"  {mutation}: {dict(counts)}")
-    assert total >= 1000
+    assert len(verdicts) >= 1000
     assert slowest < SLOWEST_ALLOWED_S  # no hang
     assert outcomes[Reason.INTERNAL_ERROR.value] == 0
     # The mutations reach past the signature check: several distinct reasons, and some files still decode.
     assert {"truncated", "corrupt", "unsupported_type", "decoded"} <= set(outcomes)
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() or p.is_symlink()]
+
+
+def test_the_corpus_through_the_whole_service(verdicts: list[Verdict], cli: Cli, home: Path, tmp_path: Path) -> None:
+    """Every mutant dropped into one inbox and `ecg-intake run --once`: the process ends cleanly, every file is
+    archived or quarantined (with its `.reason.json`), none is lost, and each quarantine reason is the one the
+    decoders give in this process, never internal_error."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for verdict in verdicts:
+        (inbox / verdict.file_name).write_bytes(verdict.data)
+    old = time.time() - 60  # complete files: the watcher need not wait for them to settle
+    for path in inbox.iterdir():
+        os.utime(path, (old, old))
+    cli.env.update({"ECG_INTAKE_PDF_DPI": str(LIMITS.pdf_dpi), "ECG_INTAKE_DECODE_TIMEOUT": str(LIMITS.timeout_s)})
+    started = time.perf_counter()
+    result = cli("run", "--once", "--inbox", str(inbox), check=False, timeout=1500)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    assert _files(inbox) == [], "files left in the inbox or its claim area"
+    archived = _files(home / "archive")
+    quarantined = [p for p in _files(home / "quarantine") if not p.name.endswith(".reason.json")]
+    reasons = {p for p in _files(home / "quarantine") if p.name.endswith(".reason.json")}
+    assert len(archived) + len(quarantined) == len(verdicts)  # nothing lost, nothing made up
+    assert reasons == {p.with_name(p.name + ".reason.json") for p in quarantined}
+
+    expected: dict[str, str] = {}  # sha256 -> the first verdict for those bytes (later ones are duplicates)
+    for verdict in verdicts:
+        expected.setdefault(hashlib.sha256(verdict.data).hexdigest(), verdict.outcome)
+    mismatched = []
+    for path in archived:
+        sha = sha256_file(path)
+        if expected[sha] != "decoded":
+            mismatched.append((path.name, "archived", expected[sha]))
+    for path in quarantined:
+        sha = sha256_file(path)
+        reason = json.loads(path.with_name(path.name + ".reason.json").read_text())["reason"]
+        assert reason in set(Reason) - {Reason.INTERNAL_ERROR}, (path.name, reason)
+        if reason != expected[sha]:
+            mismatched.append((path.name, reason, expected[sha]))
+    assert not mismatched, mismatched[:20]
+    assert {sha256_file(p) for p in [*archived, *quarantined]} == set(expected)
+    print(f"\n{len(verdicts)} files through `run --once` in {elapsed:.0f}s: {len(archived)} archived, "
+          f"{len(quarantined)} quarantined: {dict(Counter(json.loads(p.read_text())['reason'] for p in reasons))}")
 
 
 def test_empty_file_and_bare_signatures(tmp_path: Path) -> None:

@@ -169,3 +169,9 @@ def test_every_relative_link_in_the_readme_exists() -> None:
     assert links, "the README links to nothing under docs/"
     broken = [link for link in links if not (README.parent / link.split("#", 1)[0]).exists()]
     assert not broken, f"README links to missing files: {broken}"
+
+
+def test_the_configuration_page_names_every_setting() -> None:
+    page = (README.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    missing = settings_env_names() - set(ENV_NAME.findall(page))
+    assert not missing, f"docs/configuration.md does not describe {sorted(missing)}"

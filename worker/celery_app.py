@@ -1,4 +1,4 @@
-"""The Celery app: broker from settings, the ingest/infer/train queues, and reliability options.
+"""The Celery app: broker from settings, the ingest/infer/train queues, the nightly schedule, reliability options.
 
 Built on first use (`get_app`), not at import: the watcher only sends tasks by name and never
 loads the task modules, the decoders or the model.
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from celery import Celery
 from kombu import Queue
 
+from worker.filequeue import TRANSPORT
 from worker.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -23,10 +24,22 @@ if TYPE_CHECKING:
 QUEUES = ("ingest", "infer", "train")
 INTAKE_TASK = "ecg_intake.intake_file"
 CLASSIFY_TASK = "ecg_intake.classify_document"
+RETRAIN_TASK = "ecg_intake.retrain"
 TASK_ROUTES = {
     INTAKE_TASK: {"queue": "ingest"},
     CLASSIFY_TASK: {"queue": "infer"},
+    RETRAIN_TASK: {"queue": "train"},
 }
+
+
+def beat_schedule(settings: Settings) -> dict:
+    """The nightly retraining at `retrain_schedule` (crontab fields) in `timezone`."""
+    from celery.schedules import crontab
+
+    minute, hour, day_of_month, month_of_year, day_of_week = settings.retrain_schedule.split()
+    return {"nightly-retrain": {"task": RETRAIN_TASK, "options": {"queue": "train"},
+                                "schedule": crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                                                    month_of_year=month_of_year, day_of_week=day_of_week)}}
 
 
 def broker_options(settings: Settings) -> dict:
@@ -56,6 +69,7 @@ def create_celery(settings: Settings, with_tasks: bool = True) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
+        broker_transport=TRANSPORT if settings.embedded_broker else None,  # messages appear whole (filequeue.py)
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
@@ -63,6 +77,9 @@ def create_celery(settings: Settings, with_tasks: bool = True) -> Celery:
         # The file transport has no broadcast exchange; remote control needs one.
         worker_enable_remote_control=not settings.embedded_broker,
         worker_send_task_events=False,
+        timezone=settings.timezone,
+        beat_schedule=beat_schedule(settings),
+        beat_schedule_filename=str(settings.home_dir / "celerybeat-schedule"),
     )
     return app
 
@@ -79,6 +96,11 @@ def get_app() -> Celery:
 @lru_cache(maxsize=1)
 def get_producer() -> Celery:
     return create_celery(get_settings(), with_tasks=False)
+
+
+def submit_retrain(actor: str) -> None:
+    """`ecg-intake retrain` without `--now`: one message for whichever worker consumes the train queue."""
+    get_producer().send_task(RETRAIN_TASK, args=[actor], queue="train")
 
 
 def submit_claim(claim: Claim) -> None:

@@ -11,36 +11,16 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError
 
 from ingest.files import destination
-from model_training.manifest import Manifest, findings
+from model_training.manifest import findings
 from worker import lifecycle
-from worker.db.models import DocumentStatus, ModelVersion, Prediction
-from worker.db.queries import document_by_sha, has_champion, model_version_named, predicted_page_ids
+from worker.db.models import DocumentStatus, Prediction
+from worker.db.queries import document_by_sha, predicted_page_ids
 from worker.db.session import session_scope
 from worker.disposition import settle
 from worker.engine import Engine
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def register_model_version(url: str, manifest: Manifest, bundle_dir: Path) -> int:
-    """The id of the bundle's row in model_versions, created on first use (champion if there is none)."""
-    for _attempt in range(3):
-        with session_scope(url) as session:
-            found = model_version_named(session, manifest.model_version)
-            if found is not None:
-                return found.id
-            row = ModelVersion(name=manifest.model_version, bundle_path=str(bundle_dir),
-                               manifest=manifest.model_dump(mode="json"), metrics=manifest.metrics,
-                               status="candidate" if has_champion(session) else "champion")
-            session.add(row)
-            try:
-                session.flush()
-            except IntegrityError:  # registered by another worker at the same moment
-                session.rollback()
-                continue
-            return row.id
-    raise RuntimeError(f"could not register model version {manifest.model_version}")
 
 
 def classify(settings: Settings, engine: Engine, model_version_id: int, sha256: str) -> int:

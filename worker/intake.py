@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ingest.decode.isolated import Decoder
-from ingest.files import destination, move, sha256_file, write_reason
+from ingest.files import destination, exclusive, move, sha256_file, write_atomic, write_reason
 from ingest.page import PreparedPage
 from ingest.preprocess import PREPROCESS_VERSION, Preparation
 from ingest.reasons import IngestError, InstallationError, Reason
@@ -46,10 +46,15 @@ def _record_duplicate(settings: Settings, session: Session, original: Document, 
     dest = destination(root / "duplicates", original.sha256, claim.claimed)
     lifecycle.sighted_again(session, original, claim, str(dest))
     session.commit()
-    if original.status == DocumentStatus.QUARANTINED:
-        write_reason(dest, Reason(original.reason), f"same bytes as quarantined document {original.sha256[:12]}: "
-                     f"{original.reason_message}", sha256=original.sha256, original_path=str(claim.original))
-    move(claim.claimed, dest)
+    try:
+        if original.status == DocumentStatus.QUARANTINED:
+            write_reason(dest, Reason(original.reason), f"same bytes as quarantined document "
+                         f"{original.sha256[:12]}: {original.reason_message}", sha256=original.sha256,
+                         original_path=str(claim.original))
+        move(claim.claimed, dest)
+    except OSError as exc:
+        raise InstallationError(f"duplicate of {original.sha256[:12]} stays claimed: cannot move it into "
+                                f"{dest.parent}: {exc.strerror or type(exc).__name__}") from exc
     log.info("document %s seen again; recorded as a duplicate sighting", original.sha256[:12])
     return IntakeResult(original.sha256, "duplicate")
 
@@ -57,29 +62,55 @@ def _record_duplicate(settings: Settings, session: Session, original: Document, 
 def _quarantine(settings: Settings, session: Session, document: Document, claimed: Path, error: IngestError) -> None:
     lifecycle.quarantine(session, document, error, str(destination(settings.quarantine_dir, document.sha256, claimed)))
     session.commit()
-    settle(document, claimed)
+    settle(document, claimed, held=True)
     log.warning("document %s quarantined: %s", document.sha256[:12], error.reason.value)
 
 
+def _encoded(suffix: str, image, *params: int) -> bytes:
+    ok, buffer = cv2.imencode(suffix, image, list(params))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {suffix} page")
+    return buffer.tobytes()
+
+
 def _save_pages(settings: Settings, document: Document, pages: list[PreparedPage]) -> list[dict]:
+    """Write each page's model input and thumbnail whole or not at all.
+
+    Encoded here and written by Python, so a full disk is an OSError (cv2.imwrite only returns False
+    and may leave half a file that classification would later fail to read).
+    """
     folder = settings.pages_dir / document.sha256[:2] / document.sha256
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for page in pages:
         image_path = folder / f"page-{page.page_no:03d}.png"
-        cv2.imwrite(str(image_path), page.model_input)
+        write_atomic(image_path, _encoded(".png", page.model_input))
         thumbnail_path = folder / f"thumb-{page.page_no:03d}.jpg"
-        cv2.imwrite(str(thumbnail_path), page.thumbnail, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        write_atomic(thumbnail_path, _encoded(".jpg", page.thumbnail, cv2.IMWRITE_JPEG_QUALITY, 85))
         rows.append({"page_no": page.page_no, "image_path": str(image_path), "thumbnail_path": str(thumbnail_path),
                      "source": page.source})
     return rows
 
 
 def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult | None:
-    """Turn one claimed file into stored pages; None when the file was already handled by another run."""
-    if not claim.claimed.exists():
-        log.info("claim %s already handled", claim_id(claim.claimed))
-        return None
+    """Turn one claimed file into stored pages; None when the file was handled, or is being handled, by another run.
+
+    The claim is locked while it is processed: a redelivered or re-offered message for the same claim
+    never decodes, records or moves it at the same time as the first.
+    """
+    with exclusive(claim.claimed) as mine:
+        if not mine:
+            log.info("claim %s already handled or being handled by another run", claim_id(claim.claimed))
+            return None
+        try:
+            return _intake(settings, claim, decoder)
+        except (InstallationError, OperationalError) as exc:  # said here: Celery logs its retries at INFO only
+            why = exc if isinstance(exc, InstallationError) else f"database unreachable ({type(exc.orig).__name__})"
+            log.warning("claim %s stays claimed and is retried: %s", claim_id(claim.claimed), why)
+            raise
+
+
+def _intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult | None:
     sha256 = sha256_file(claim.claimed)
     with session_scope(settings.sqlalchemy_url) as session:
         document = document_by_sha(session, sha256)
@@ -88,7 +119,8 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
             session.commit()
         if document is not None and document.current_path != str(claim.claimed):
             if document.status in DocumentStatus.FINAL and not Path(document.current_path).exists():
-                settle(document, claim.claimed)  # an earlier run recorded the outcome but died before the move
+                # an earlier run recorded the outcome but died (or found the disk full) before the move
+                settle(document, claim.claimed, held=True)
                 return IntakeResult(sha256, document.status)
             return _record_duplicate(settings, session, document, claim)
         if document is None:
@@ -98,6 +130,12 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
             except IntegrityError:  # the same bytes claimed by another worker a moment ago
                 session.rollback()
                 return _record_duplicate(settings, session, document_by_sha(session, sha256), claim)
+        elif document.status == DocumentStatus.DECODED and document.pages and \
+                all(Path(page.image_path).is_file() for page in document.pages):
+            # Pages are committed with the status: an earlier run decoded this claim, but its classify
+            # message may be gone (a broker restarted without persistence). Queue it again, decode nothing.
+            log.info("document %s already decoded; queued for classification again", sha256[:12])
+            return IntakeResult(sha256, DocumentStatus.DECODED, classify=True)
 
         manifest = current_manifest(settings.bundle_dir)
         preparation = Preparation(tuple(manifest.input_size), tuple(manifest.preprocess_steps))
@@ -118,7 +156,8 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
         try:
             rows = _save_pages(settings, document, pages)
         except OSError as exc:
-            raise InstallationError(f"cannot write pages under {settings.pages_dir}: {exc}") from exc
+            raise InstallationError(f"document {sha256[:12]} stays claimed: cannot write its pages under "
+                                    f"{settings.pages_dir}: {exc.strerror or type(exc).__name__}") from exc
         existing = {page.page_no: page for page in document.pages}
         for row in rows:
             page = existing.get(row["page_no"]) or Page(document_id=document.id, page_no=row["page_no"])
@@ -135,16 +174,20 @@ def give_up(settings: Settings, claim: Claim, error: BaseException) -> None:
 
     The reason is `internal_error`: the file may be fine. Dropping it into an inbox again retries it.
     """
+    with exclusive(claim.claimed) as mine:
+        if mine:  # else another run holds the claim now and decides its fate
+            _give_up(settings, claim, error)
+
+
+def _give_up(settings: Settings, claim: Claim, error: BaseException) -> None:
     claimed = claim.claimed
-    if not claimed.exists():
-        return
     sha256 = sha256_file(claimed)
     with session_scope(settings.sqlalchemy_url) as session:
         document = document_by_sha(session, sha256)
         if document is None:
             document = lifecycle.receive(session, claim, sha256)
         elif document.status in DocumentStatus.FINAL:
-            settle(document, claimed)
+            settle(document, claimed, held=True)
             return
         _quarantine(settings, session, document, claimed,
                     IngestError(Reason.INTERNAL_ERROR, f"{type(error).__name__}: {str(error)[:500]}"))

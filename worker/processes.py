@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -49,7 +50,30 @@ class Supervised:
                           self.restarts)
                 self.process = subprocess.Popen(self.command, env=self.env)
 
+    def stopping(self) -> None:
+        """The parent is shutting down: no more restarts, and the child starts its warm shutdown now, alongside
+        the parent's, rather than after it. Safe to call from a signal handler (it takes no lock)."""
+        self._stopping.set()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 60) -> None:
         self._stopping.set()
         with self._lock:
             stop_gracefully(self.process, timeout)
+
+
+def follow_parent(check_every: float = 1.0) -> threading.Thread:
+    """A supervised child stops (SIGTERM to itself: Celery's warm shutdown) once its parent is gone, so a parent
+    killed before it could stop the child leaves no orphan worker behind."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(check_every)
+        log.warning("parent process %d is gone; shutting down", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="follow-parent", daemon=True)
+    thread.start()
+    return thread

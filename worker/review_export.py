@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from model_training.manifest import LABELS
-from worker.db.models import Page, Review
+from worker.db.queries import ReviewedPage, reviewed_pages
 
 
-def export_reviewed(session: Session, folder: Path) -> int:
-    """Each reviewed page's stored model input and its latest review's labels; returns the page count."""
+def write_labelled_folder(pages: Sequence[ReviewedPage], folder: Path) -> int:
+    """Each page's stored model input and its review's labels as `labels.csv`; returns the page count.
+
+    Pages whose image is gone from disk are left out rather than failing the whole export.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    latest: dict[int, Review] = {}
-    for review in session.scalars(select(Review).order_by(Review.created_at, Review.id)):
-        latest[review.page_id] = review
     rows = []
-    for page_id, review in sorted(latest.items()):
-        page = session.get(Page, page_id)
-        if page is None or not Path(page.image_path).exists():
+    for page in pages:
+        if not Path(page.image_path).exists():
             continue
-        name = f"page-{page_id:08d}.png"
+        name = f"page-{page.page_id:08d}.png"
         shutil.copyfile(page.image_path, folder / name)
-        rows.append({"file": name, **{label: int(label in review.labels) for label in LABELS}})
+        rows.append({"file": name, **{label: int(label in page.labels) for label in LABELS}})
     with open(folder / "labels.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["file", *LABELS])
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
+
+
+def export_reviewed(session: Session, folder: Path) -> int:
+    """Every reviewed page with its newest review's labels."""
+    return write_labelled_folder(reviewed_pages(session), folder)

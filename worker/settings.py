@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     stable_seconds: float = Field(2.0, ge=0, description="size and mtime must hold this long before a claim")
     poll_interval: float = Field(1.0, gt=0, description="seconds between inbox scans")
     use_fs_events: bool = True
+    reoffer_seconds: float = Field(600, gt=0, description="a claim with no outcome this long after its offer is "
+                                                         "offered again (its message may have died with the broker)")
 
     pdf_dpi: int = Field(200, ge=50, le=600)
     max_file_mb: float = Field(512, gt=0, description="larger files are quarantined as too_large")
@@ -68,9 +70,58 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         None, description="default: INFO for services, WARNING for `run --once`")
     visibility_timeout: int = Field(4 * 3600, description="Redis redelivery timeout; longer than any task")
+    champion_check_seconds: float = Field(10, ge=0, description="how often a worker asks the registry whether "
+                                                               "a new champion was promoted")
+    timezone: str = Field("UTC", description="time zone of the schedules, e.g. Europe/London")
+    retrain_schedule: str = Field("0 2 * * *", description="when the nightly retraining runs: a crontab line "
+                                                          "(minute hour day-of-month month day-of-week)")
+    retrain_min_reviews: int = Field(100, ge=1, description="reviews since the champion below which the "
+                                                            "nightly retraining is skipped")
+    retrain_holdout_percent: float = Field(20, gt=0, lt=100, description="share of documents (by a stable hash) "
+                                                                         "whose reviewed pages are never trained on")
+    retrain_validation_percent: float = Field(10, gt=0, lt=100, description="share of the rest that picks the "
+                                                                            "challenger's thresholds")
+    retrain_epochs: float = Field(3, gt=0, description="passes over the new reviewed pages")
+    retrain_replay_pages: int = Field(1000, ge=0, description="stage 1 synthetic pages mixed in, so earlier "
+                                                              "skills are kept")
+    retrain_margin: float = Field(0.01, ge=0, description="macro AUROC on the holdout the challenger must gain")
+    retrain_class_tolerance: float = Field(0.02, ge=0, description="AUROC any one class may lose on the holdout")
+    retrain_synthetic_pages: int = Field(500, ge=0, description="pages of the fixed synthetic benchmark; 0: none")
+    retrain_synthetic_floor: float = Field(0.85, ge=0, le=1, description="macro AUROC the challenger must keep "
+                                                                         "on the synthetic benchmark")
+    retrain_lock_seconds: float = Field(900, gt=0, description="a retraining that stops refreshing its lock "
+                                                              "this long is taken for dead")
+    retrain_bootstrap: int = Field(1000, ge=100, description="paired bootstrap resamples for the decision")
     review_secret: str | None = Field(None, description="review UI session key; default one generated once "
                                                        "and kept in <home>/review-secret (mode 0600)")
     review_https_only: bool = Field(False, description="review UI session cookie only over https (Secure)")
+    review_login_max_failures: int = Field(5, ge=1, description="failed review logins per user name within the "
+                                           "window before login answers 429 (in memory, per server process)")
+    review_login_max_failures_per_address: int = Field(20, ge=1, description="failed review logins per client "
+                                                       "address within the window before login answers 429")
+    review_login_window_seconds: float = Field(300, gt=0, description="the window the failed logins are counted in")
+
+    @field_validator("retrain_schedule")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        from celery.schedules import crontab
+
+        fields = value.split()
+        if len(fields) != 5:
+            raise ValueError(f"{value!r}: a crontab line has five fields: minute hour day-of-month month day-of-week")
+        crontab(*fields[:2], day_of_week=fields[4], day_of_month=fields[2], month_of_year=fields[3])
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not a time zone name such as Europe/London or UTC") from exc
+        return value
 
     def decode_limits(self) -> DecodeLimits:
         from ingest.decode.limits import DecodeLimits  # imports the decoders; only workers need them
@@ -98,6 +149,15 @@ class Settings(BaseSettings):
     @property
     def engine_cache_dir(self) -> Path:
         return self.engine_cache.expanduser().resolve() if self.engine_cache else self.home_dir / "engines"
+
+    @property
+    def models_dir(self) -> Path:
+        """Challengers the nightly job trains; every worker must be able to read it."""
+        return self.home_dir / "models"
+
+    @property
+    def retrain_dir(self) -> Path:
+        return self.home_dir / "retrain"
 
     @property
     def broker_dir(self) -> Path:

@@ -13,6 +13,9 @@ from ingest.reasons import IngestError, Reason
 from ingest.sniff import FileType, sniff_bytes
 
 __all__ = ["DecodeLimits", "IngestError", "Reason", "decode", "decode_bytes"]
+# Fewer pixels than this on a side cannot hold a 12-lead ECG (an A4 page at the lowest PDF DPI, 50, is 413x585);
+# such a page, e.g. a PDF whose media box was zeroed, would otherwise reach the cleaning and fail there.
+MIN_PAGE_SIDE = 64
 
 
 def decode_bytes(data: bytes, limits: DecodeLimits | None = None) -> tuple[FileType, list[Page]]:
@@ -31,6 +34,9 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None) -> tuple[FileT
     limits.check_pages(len(pages))
     for page in pages:
         limits.check_pixels(*page.image.shape[:2])
+        height, width = page.image.shape[:2]
+        if min(height, width) < MIN_PAGE_SIDE:
+            raise IngestError(Reason.NOT_ECG, f"a page of {width}x{height} pixels is too small to hold an ECG")
     return file_type, pages
 
 

@@ -26,6 +26,10 @@ from ingest.page import Page
 from ingest.reasons import IngestError, Reason
 from ingest.render import STANDARD_LEADS, render_paper
 
+# pydicom's "invalid value" warnings quote the value itself, which may be a patient's name or ID; a
+# malformed element that matters still fails decoding with a reason of our own.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
 _UNIT_TO_MV = {"uV": 1e-3, "mV": 1.0, "V": 1e3}
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,23 @@ def _decode(path: Path, limits: DecodeLimits, preparation: Preparation | None) -
 
 
 def _serve(connection: multiprocessing.connection.Connection) -> None:
+    """Decode what the parent sends until it hangs up.
+
+    SIGTERM or SIGINT sent to the whole process group (systemd's default, Ctrl-C) while a file is in hand
+    must not kill the child mid-file: the parent, shutting down warmly, would read the death as `corrupt`
+    and quarantine a good file. The child finishes that file, answers, then exits; idle, it exits at once.
+    """
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     connection.send("ready")  # imports done: from here on the clock is the file's
     while True:
         try:
+            while not connection.poll(0.2):
+                if stop.is_set():
+                    return
             request = connection.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         path, limits, preparation = request
         try:
@@ -48,6 +62,8 @@ def _serve(connection: multiprocessing.connection.Connection) -> None:
             connection.send(("installation", str(error)))
         except Exception as exc:  # sent back so the caller decides; the child stays up
             connection.send(("exception", f"{type(exc).__name__}: {exc}"))
+        if stop.is_set():
+            return
 
 
 class Decoder:

@@ -177,7 +177,10 @@ def _latency(samples: list[Path], work: Path, bundle_dir: Path, engine: dict, st
             created = None
             while created is None:
                 if runner.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the embedded pipeline did not answer a single file:\n{_log_tail(work)}")
+                    state = (f"`run` exited with code {runner.returncode}" if runner.poll() is not None
+                             else "no prediction within 120 s")
+                    raise RuntimeError(f"the embedded pipeline did not answer drop {i + 1} of {len(samples)} "
+                                       f"({state}):\n{_log_tail(work)}")
                 if database is None and (home / "ecg-intake.db").exists():
                     database = create_engine(f"sqlite:///{home / 'ecg-intake.db'}")
                 if database is not None:

@@ -116,3 +116,56 @@ def bench_review(
         table.add_row(route, *(str(row[c]) for c in ("requests", "p50_ms", "p95_ms", "max_ms")))
     out.print(table)
     _save_json(result, json_out)
+
+
+@bench_app.command("soak")
+def bench_soak(
+    files: Annotated[int, typer.Option(help="files in the soak set (good and bad together)")] = 5000,
+    bad_fraction: Annotated[float, typer.Option(help="share of damaged files: corrupt, truncated, empty, "
+                                                     "wrong type, not an ECG")] = 0.05,
+    backend: Annotated[str, typer.Option(help="embedded (`run`: SQLite, file queue), services (watch + workers "
+                                              "on Redis + PostgreSQL) or both, one after the other")] = "embedded",
+    redis_url: Annotated[str | None, typer.Option(help="Redis broker for the services run")] = None,
+    database_url: Annotated[str | None, typer.Option(help="PostgreSQL server for the services run; a fresh "
+                                                          "database is created on it and dropped")] = None,
+    backlog: Annotated[int, typer.Option(help="most files dropped and not yet settled at any time")] = 64,
+    interval: Annotated[float, typer.Option(help="seconds between memory samples")] = 1.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """Many mixed files through the real service: no loss, no duplicates, flat memory, steady files/s.
+
+    Exits 1 when a check fails; the services backend needs --redis-url and --database-url (no servers are started).
+    """
+    from worker.bench.soak import bench_soak as run_bench
+
+    if backend != "embedded" and not (redis_url and database_url):
+        out.print(f"[red]--backend {backend} needs --redis-url and --database-url: bench soak does not start "
+                  "servers (as bench pipeline does not); give a Redis and a PostgreSQL server to use", highlight=False)
+        raise typer.Exit(2)
+    settings = get_settings()
+    result = run_bench(settings.bundle_dir, files, bad_fraction, backend, database_url, redis_url, settings.engine,
+                       settings.batch_size, backlog=backlog, interval=interval,
+                       progress=lambda message: out.print(f"bench soak: {message}", highlight=False),
+                       checkpoint=lambda partial: _save_json(partial, json_out))
+    table = Table(title=f"bench soak: {result['files']} files, {result['bad_files']} bad "
+                        f"({result['distinct_contents']} distinct contents), backlog {backlog}")
+    for column in ("backend", "files/s", "files/s per fifth", "lost", "duplicates", "unexpected",
+                   "RSS start/warm/end MB", "RSS growth", "checks failed"):
+        table.add_column(column, justify="left" if column in ("backend", "checks failed") else "right")
+    for name, run in result["backends"].items():
+        memory = run["memory"]
+        rss = (f"{memory['start_mb']:.0f}/{memory['warm_mb']:.0f}/{memory['end_mb']:.0f}" if memory.get("growth")
+               is not None else "-")
+        failed = [check for check, verdict in run["checks"].items() if not verdict["passed"]]
+        table.add_row(name, str(run["files_per_s"]), " ".join(str(r) for r in run["throughput"]["per_fifth"]),
+                      str(run["loss"]["total"]), str(run["duplicates"]["total"]), str(run["unexpected_count"]),
+                      rss, f"{memory['growth']:+.1%}" if memory.get("growth") is not None else "-",
+                      ", ".join(failed) or "none")
+    out.print(table)
+    for name, run in result["backends"].items():
+        for check, verdict in run["checks"].items():
+            mark = "[green]pass[/green]" if verdict["passed"] else "[red]FAIL[/red]"
+            out.print(f"{name} {check}: {mark} {escape(verdict['detail'])}", highlight=False)
+    _save_json(result, json_out)
+    if not result["passed"]:
+        raise typer.Exit(1)

@@ -57,11 +57,165 @@ def model_recalibrate(
 
 
 @model_app.command("show")
-def model_show(directory: Annotated[Path | None, typer.Argument()] = None) -> None:
-    """Print a bundle's manifest (default: the configured bundle)."""
+def model_show(key: Annotated[str | None, typer.Argument(help="a bundle directory, or a registered version: "
+                                                              "id, name@version or a version prefix")] = None,
+               ) -> None:
+    """A registered version's record (default: the champion) with its metrics and decision, or a bundle's
+    manifest when KEY is a directory."""
     from model_training.bundle import load_manifest
+    from worker.db.queries import champion, model_version_like
+    from worker.db.session import session_scope
 
-    out.print_json(load_manifest(directory or get_settings().bundle_dir).model_dump_json())
+    if key is not None and Path(key).is_dir():
+        out.print_json(load_manifest(Path(key)).model_dump_json())
+        return
+    settings = _ready_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        row = model_version_like(session, key) if key else champion(session)
+        if row is None:
+            console.print(f"[red]no model version {key!r}" if key else "[red]no champion registered yet; it is "
+                          "registered when a worker first starts, or with `ecg-intake model promote DIR`")
+            raise typer.Exit(2)
+        out.print_json(json.dumps(_version_record(row) | {"metrics": row.metrics, "manifest": row.manifest},
+                                  default=str))
+
+
+def _version_record(row: Any) -> dict[str, Any]:
+    retrain = row.metrics.get("retrain", {}) if isinstance(row.metrics, dict) else {}
+    return {"id": row.id, "name": row.name, "status": row.status, "bundle": row.bundle_path,
+            "created": row.created_at.isoformat(timespec="seconds") if row.created_at else None,
+            "promoted": row.promoted_at.isoformat(timespec="seconds") if row.promoted_at else None,
+            "holdout_gain": retrain.get("comparison", {}).get("macro_auroc_diff"),
+            "reasons": retrain.get("decision", {}).get("reasons")}
+
+
+@model_app.command("list")
+def model_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Every registered version, newest first: status, when promoted, the nightly decision."""
+    from worker.db.queries import model_versions
+    from worker.db.session import session_scope
+
+    settings = _ready_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        records = [_version_record(row) for row in model_versions(session)]
+    if as_json:
+        out.print_json(json.dumps(records))
+        return
+    table = Table(title="model versions")
+    for column in ("id", "name", "status", "created", "promoted", "holdout gain", "why not promoted"):
+        table.add_column(column)
+    for r in records:
+        gain = f"{r['holdout_gain']:+.4f}" if isinstance(r["holdout_gain"], float) else ""
+        table.add_row(str(r["id"]), r["name"], r["status"], r["created"] or "", r["promoted"] or "", gain,
+                      "; ".join(r["reasons"] or []))
+    out.print(table)
+
+
+@model_app.command("promote")
+def model_promote(key: Annotated[str, typer.Argument(help="a bundle directory, or a registered version")]) -> None:
+    """Make a version champion by hand (a bundle directory is registered first); workers switch to it within
+    `ECG_INTAKE_CHAMPION_CHECK_SECONDS`."""
+    from model_training.bundle import check_compatible, load_manifest
+    from worker.cli.review import _cli_actor
+    from worker.db.queries import model_version_like
+    from worker.db.session import session_scope
+    from worker.registry import RegistryError, champion_bundle, promote, register
+
+    settings = _ready_settings()
+    champion_bundle(settings.sqlalchemy_url, settings.bundle_dir)  # so the one being replaced is on record
+    with session_scope(settings.sqlalchemy_url) as session:
+        if Path(key).is_dir():
+            manifest = load_manifest(Path(key))
+            check_compatible(manifest)
+            row = register(session, manifest, Path(key))
+        else:
+            row = model_version_like(session, key)
+            if row is None:
+                console.print(f"[red]no model version {key!r}; `ecg-intake model list` shows them")
+                raise typer.Exit(2)
+        try:
+            old = promote(session, row, _cli_actor(), "promoted by hand")
+        except RegistryError as exc:
+            console.print(f"[red]{exc}")
+            raise typer.Exit(2) from exc
+        console.print(f"{row.name} is champion" + (f"; {old.name} retired" if old else ""))
+
+
+@model_app.command("rollback")
+def model_rollback() -> None:
+    """Put the previous champion back; the current one is marked rejected."""
+    from worker.cli.review import _cli_actor
+    from worker.db.session import session_scope
+    from worker.registry import RegistryError, rollback
+
+    settings = _ready_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        try:
+            gone, restored = rollback(session, _cli_actor())
+        except RegistryError as exc:
+            console.print(f"[red]{exc}")
+            raise typer.Exit(2) from exc
+        console.print(f"{restored.name} is champion again; {gone.name} rejected")
+
+
+@app.command()
+def retrain(
+    now: Annotated[bool, typer.Option("--now", help="run here and wait, instead of queueing it for a train "
+                                                     "worker")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Fine-tune the champion on reviewed pages and promote the result only if it is measurably better.
+
+    Runs every night on its own (`ECG_INTAKE_RETRAIN_SCHEDULE`); exit 3 when another run holds the lock.
+    """
+    from worker.cli.review import _cli_actor
+
+    settings = _ready_settings()
+    if not now:
+        from worker.celery_app import submit_retrain
+
+        submit_retrain(_cli_actor())
+        console.print("queued on the train queue; a worker with `--queues train` runs it")
+        return
+    from worker.locks import LockHeld
+    from worker.retrain import run_retrain
+
+    try:
+        report = run_retrain(settings, _cli_actor())
+    except LockHeld as exc:
+        console.print(f"[red]refused: {exc}")
+        raise typer.Exit(3) from exc
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    if report["status"] == "skipped":
+        console.print(f"skipped: {report['reason']}")
+        return
+    comparison = report["comparison"]
+    table = Table(title=f"{report['challenger']} against {report['champion']} on {report['counts']['holdout']} "
+                        "held-out reviewed pages")
+    for column in ("", "champion", "challenger", "difference", "95% CI"):
+        table.add_column(column, justify="left" if not column else "right")
+    for label, diff in comparison["per_class_auroc_diff"].items():
+        low, high = comparison["per_class_auroc_diff_ci"][label]
+        table.add_row(label, f"{report['holdout']['champion']['per_class_auroc'][label]:.4f}",
+                      f"{report['holdout']['challenger']['per_class_auroc'][label]:.4f}", f"{diff:+.4f}",
+                      f"{low:+.3f} to {high:+.3f}")
+    low, high = comparison["macro_auroc_diff_ci"]
+    table.add_row("macro", f"{report['holdout']['champion']['macro_auroc']:.4f}",
+                  f"{report['holdout']['challenger']['macro_auroc']:.4f}", f"{comparison['macro_auroc_diff']:+.4f}",
+                  f"{low:+.3f} to {high:+.3f}")
+    if report.get("challenger_synthetic") is not None:
+        table.add_row("synthetic", f"{report['champion_synthetic']:.4f}", f"{report['challenger_synthetic']:.4f}",
+                      "", f"floor {report['rule']['synthetic_floor']}")
+    out.print(table)
+    console.print(f"{report['status']}: " + ("; ".join(report["decision"]["reasons"]) or "every check met"))
+
+
+def _ready_settings():
+    from worker.cli.review import _ready_settings as ready
+
+    return ready()
 
 
 @app.command()

@@ -47,8 +47,11 @@ def _watcher(paths: list[str] | None, poll: bool, settings: Settings):
     from ingest.watch import Watcher
     from worker.celery_app import submit_claim
 
+    # A claim still without an outcome after `reoffer_seconds` is offered again: its message may have been lost
+    # with a broker restart. Tasks are idempotent, so a second offer of a live claim costs only time.
     return Watcher(_inboxes(paths, settings), submit_claim, settings.stable_seconds, settings.poll_interval,
-                   use_events=settings.use_fs_events and not poll)
+                   use_events=settings.use_fs_events and not poll,
+                   reoffer_after=settings.reoffer_seconds)
 
 
 def _refuse_on_faults(settings: Settings, service: str) -> None:
@@ -80,29 +83,34 @@ def _schema_ready(settings: Settings) -> None:
 def _prepare(settings: Settings, service: str) -> None:
     """Refuse to start on an installation fault; folders; schema (embedded: upgraded, server: must be at head)."""
     from model_training.manifest import load_manifest
+    from worker.registry import serving_dir
 
     _refuse_on_faults(settings, service)
     _schema_ready(settings)
     if service == "watch":
         return
-    manifest = load_manifest(settings.bundle_dir)
+    bundle_dir = serving_dir(settings)
+    manifest = load_manifest(bundle_dir)
     if not manifest.trained:
-        console.print(Panel(f"Model bundle {manifest.model_version} at {settings.bundle_dir} is UNTRAINED "
+        console.print(Panel(f"Model bundle {manifest.model_version} at {bundle_dir} is UNTRAINED "
                             "(random weights).\nIts probabilities are meaningless: do not use them for care.",
                             title="WARNING: untrained model", style="bold red"))
 
 
-def _celery_worker(queues: list[str], pool: str = "solo", concurrency: int = 1, loglevel: str = "INFO"):
+def _celery_worker(queues: list[str], pool: str = "solo", concurrency: int = 1, loglevel: str = "INFO",
+                   beat: bool = False):
+    """`beat`: also send the scheduled tasks (the nightly retraining); one beat per installation."""
     from worker.celery_app import get_app
 
     return get_app().Worker(hostname=f"ecg-intake-{os.getpid()}@{socket.gethostname()}", pool_cls=pool,
-                         concurrency=concurrency, queues=queues, loglevel=loglevel, quiet=True)
+                         concurrency=concurrency, queues=queues, loglevel=loglevel, quiet=True, beat=beat)
 
 
-def _inference_process(settings: Settings, log_level: str) -> Supervised:
+def _inference_process(settings: Settings, log_level: str, nightly: bool = False) -> Supervised:
     """`run`'s second process: classify tasks in threads, so their pages share micro-batches and decoding
-    in the first process overlaps inference here."""
-    command = [sys.executable, "-m", "worker.cli", "worker", "--queues", "infer", "--pool", "threads",
+    in the first process overlaps inference here. `nightly`: it also takes the train queue."""
+    queues = "infer,train" if nightly else "infer"
+    command = [sys.executable, "-m", "worker.cli", "worker", "--queues", queues, "--pool", "threads",
                "--concurrency", str(settings.batch_size), "--under-run"]
     env = {**os.environ, "ECG_INTAKE_HOME": str(settings.home_dir), "ECG_INTAKE_LOG_LEVEL": log_level}
     return Supervised(command, env, "inference")
@@ -134,9 +142,13 @@ def run(
     _prepare(settings, "run")
     _quiet_root_warning(say=True)
     watcher = _watcher(inbox, poll, settings)
-    inference = _inference_process(settings, log_level)
-    worker = _celery_worker(["ingest"], loglevel=log_level)
+    inference = _inference_process(settings, log_level, nightly=not once)
+    worker = _celery_worker(["ingest"], loglevel=log_level, beat=not once)
     if not once:
+        from celery.signals import worker_shutting_down
+
+        # SIGTERM/SIGINT reach this process: the child starts its warm shutdown now, and is not restarted.
+        worker_shutting_down.connect(lambda **_: inference.stopping(), weak=False)
         stop = threading.Event()
         threading.Thread(target=watcher.run, args=(stop,), name="watcher", daemon=True).start()
         try:
@@ -144,6 +156,8 @@ def run(
         finally:
             stop.set()
             inference.stop()
+        if worker.exitcode:  # the worker stopped on an error, not on a signal: say so to the service manager
+            raise typer.Exit(worker.exitcode)
         return
 
     started = time.time()
@@ -164,12 +178,15 @@ def run(
     task_retry.connect(on_retry, weak=False)
 
     def stop_when_settled() -> None:
-        failed_at = None
+        failed_at, swept = None, time.monotonic()
         while any(c.claimed.exists() for c in claims):
             if (failures or faults) and failed_at is None:
                 failed_at = time.monotonic()
             if failed_at is not None and time.monotonic() - failed_at > 10:
                 break  # a failed task quarantines its file; give it a moment, never wait forever
+            if time.monotonic() - swept > 1:  # a message lost with a crashed classifier is offered again
+                watcher.reoffer_stale()
+                swept = time.monotonic()
             time.sleep(0.2)
         worker.stop(in_sighandler=False)
 
@@ -213,6 +230,10 @@ def watch(
     watcher = _watcher(inbox, poll, settings)
     if once:
         console.print(f"queued {len(watcher.run_once())} file(s)")
+        if watcher.unqueued:
+            console.print(f"[red]the queue cannot be reached: {watcher.unqueued} claimed file(s) stay in .claimed "
+                          "and are queued when a watcher starts again")
+            raise typer.Exit(1)
         return
     stop = threading.Event()
     try:
@@ -228,20 +249,28 @@ def worker_command(
                                             "of one model")] = "solo",
     concurrency: int = 1,
     loglevel: str = "INFO",
+    beat: Annotated[bool, typer.Option(help="also send the nightly retraining on schedule; one per installation"
+                                       )] = False,
     under_run: Annotated[bool, typer.Option(hidden=True, help="started by `run`, which speaks for it")] = False,
 ) -> None:
     """The worker half: consumes the queues, decodes, classifies and stores."""
     settings = get_settings()
     loglevel = _set_log_level(settings, loglevel)
     if under_run:
+        from worker.processes import follow_parent
+
         _quiet_root_warning(say=False)
+        follow_parent()  # `run` killed outright leaves no orphan classifier
     names = [q.strip() for q in queues.split(",") if q.strip()]
     _prepare(settings, "ingest" if "ingest" in names else "infer")
     if "infer" in names:
         from worker import tasks
 
         tasks.engine_for_worker(callers=concurrency if pool == "threads" else 1)
-    _celery_worker(names, pool, concurrency, loglevel).start()
+    worker = _celery_worker(names, pool, concurrency, loglevel, beat=beat)
+    worker.start()
+    if worker.exitcode:  # stopped on an error (Celery logged it), not by a signal
+        raise typer.Exit(worker.exitcode)
 
 
 def _label(value: str | None) -> str | None:

@@ -86,6 +86,15 @@ class Page(Base):
     predictions: Mapped[list[Prediction]] = relationship(back_populates="page")
 
 
+class ModelStatus:
+    """A model version's standing: one champion serves; a rejected challenger keeps its numbers."""
+
+    CANDIDATE = "candidate"
+    CHAMPION = "champion"
+    RETIRED = "retired"
+    REJECTED = "rejected"
+
+
 class ModelVersion(Base):
     __tablename__ = "model_versions"
 
@@ -94,8 +103,11 @@ class ModelVersion(Base):
     bundle_path: Mapped[str] = mapped_column(Text)
     manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="candidate", doc="candidate, champion or retired")
+    status: Mapped[str] = mapped_column(String(16), default=ModelStatus.CANDIDATE, index=True,
+                                        doc="candidate, champion, retired or rejected")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                         doc="when it last became champion")
 
 
 class Prediction(Base):
@@ -151,3 +163,14 @@ class Event(Base):
     document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="SET NULL"), index=True)
     page_id: Mapped[int | None] = mapped_column(ForeignKey("pages.id", ondelete="SET NULL"), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class JobLock(Base):
+    """One row per exclusive job while it runs; an expired row belongs to a job that died."""
+
+    __tablename__ = "job_locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

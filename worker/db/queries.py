@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from ingest.reasons import Reason
 from model_training.manifest import LABELS
-from worker.db.models import Document, Event, ModelVersion, Page, Prediction, Review, User
+from worker.db.models import Document, Event, ModelStatus, ModelVersion, Page, Prediction, Review, User
 
 
 def document_by_sha(session: Session, sha256: str) -> Document | None:
@@ -30,7 +30,62 @@ def model_version_named(session: Session, name: str) -> ModelVersion | None:
 
 
 def has_champion(session: Session) -> bool:
-    return session.scalar(select(ModelVersion.id).where(ModelVersion.status == "champion")) is not None
+    return champion(session) is not None
+
+
+def champion(session: Session) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.status == ModelStatus.CHAMPION)
+                          .order_by(ModelVersion.promoted_at.desc().nulls_last(), ModelVersion.id.desc()))
+
+
+def model_versions(session: Session) -> list[ModelVersion]:
+    """Newest first."""
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc(),
+                                                              ModelVersion.id.desc())))
+
+
+def model_version_like(session: Session, key: str) -> ModelVersion | None:
+    """By id, full name (`name@version`) or a unique version prefix (`@3f2a` or `3f2a`)."""
+    if key.isdigit() and (row := session.get(ModelVersion, int(key))) is not None:
+        return row
+    if (row := model_version_named(session, key)) is not None:
+        return row
+    prefix = key.lstrip("@")
+    found = list(session.scalars(select(ModelVersion).where(ModelVersion.name.like(f"%@{prefix}%")).limit(2)))
+    return found[0] if len(found) == 1 else None
+
+
+def previous_champion(session: Session, before: ModelVersion) -> ModelVersion | None:
+    """The retired version promoted most recently before `before`: what a rollback restores."""
+    return session.scalar(select(ModelVersion).where(
+        ModelVersion.status == ModelStatus.RETIRED, ModelVersion.promoted_at.is_not(None),
+        ModelVersion.id != before.id,
+        *([ModelVersion.promoted_at < before.promoted_at] if before.promoted_at else []),
+    ).order_by(ModelVersion.promoted_at.desc()))
+
+
+@dataclass(frozen=True)
+class ReviewedPage:
+    page_id: int
+    image_path: str
+    document_sha256: str
+    labels: list[str]
+    reviewed_at: datetime
+
+
+def reviewed_pages(session: Session) -> list[ReviewedPage]:
+    """Every reviewed page with its newest review's labels (the `pages.review_id` the triggers keep)."""
+    rows = session.execute(
+        select(Page.id, Page.image_path, Document.sha256, Review.labels, Review.created_at)
+        .join(Review, Review.id == Page.review_id).join(Document, Document.id == Page.document_id)
+        .order_by(Page.id))
+    return [ReviewedPage(*row) for row in rows]
+
+
+def reviews_since(session: Session, since: datetime | None) -> int:
+    """Reviews written after `since` (all of them for None): what the nightly job has not learnt from yet."""
+    query = select(func.count(Review.id))
+    return session.scalar(query.where(Review.created_at > since) if since else query) or 0
 
 
 def internal_errors_since(session: Session, since: datetime) -> list[str]:

@@ -20,11 +20,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
+    # hide_parameters: an error's text never carries the row's values (paths and patient IDs) into a log.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 @lru_cache(maxsize=8)

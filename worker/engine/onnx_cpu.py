@@ -6,13 +6,10 @@ Only exporting a missing ONNX file needs torch, and imports it there.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import logging
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +46,9 @@ def onnx_path(bundle_dir: Path, cache_dir: Path | None) -> Path:
     if not path.exists():
         target.mkdir(parents=True, exist_ok=True)
         model, _ = load_model(bundle_dir)
-        chatter = io.StringIO()
-        with tempfile.TemporaryDirectory(dir=target) as scratch, contextlib.redirect_stdout(chatter), \
-                warnings.catch_warnings():  # the exporter's progress lines and warnings: debug, not the terminal
-            warnings.simplefilter("ignore")
+        with tempfile.TemporaryDirectory(dir=target) as scratch:
             exported = export_onnx(model, manifest, Path(scratch))
             os.replace(exported, path)  # processes starting together never see half a file
-        log.debug("ONNX export of %s: %s", manifest.model_version, chatter.getvalue())
     return path
 
 

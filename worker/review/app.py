@@ -1,7 +1,9 @@
-"""The review web application: sessions, CSRF on every state change, security headers, and the routers.
+"""The review web application: sessions, CSRF on every state change, security headers, login throttling,
+and the routers.
 
 Without a session only /login (and its static files) answer: /api/ and /openapi.json say 401, every
-other page redirects to the login form.
+other page redirects to the login form. Every response carries the security headers (`SECURITY_HEADERS`;
+HSTS too when `review_https_only` is on); every response but a static file is `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -20,12 +22,17 @@ from starlette.middleware.sessions import SessionMiddleware
 from worker.review import api, views
 from worker.review.auth import LoginRequired, csrf_protect, session_secret
 from worker.review.gradcam import GradCam
+from worker.review.ratelimit import FailureWindow
 from worker.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
 SESSION_HOURS = 8
 CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")  # no 'unsafe-inline': no inline code
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+                    "Referrer-Policy": "no-referrer", "Cross-Origin-Opener-Policy": "same-origin",
+                    "Cross-Origin-Resource-Policy": "same-origin"}
+HSTS = "max-age=31536000"  # only sent when the site is served over https (`review_https_only`)
 
 
 def _is_api(request: Request) -> bool:
@@ -56,22 +63,27 @@ def create_app(settings: Settings) -> FastAPI:
                   dependencies=[Depends(csrf_protect)])
     app.state.settings = settings
     app.state.gradcam = GradCam(settings.bundle_dir, settings.home_dir / "gradcam", settings.torch_threads)
+    app.state.login_failures = FailureWindow(settings.review_login_window_seconds)
+    headers = {**SECURITY_HEADERS, **({"Strict-Transport-Security": HSTS} if settings.review_https_only else {})}
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers.update(headers)
         if not request.url.path.startswith("/static/"):
             response.headers["Cache-Control"] = "private, no-store"  # pages carry patient data
         return response
 
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie="ecg_review",
                        max_age=SESSION_HOURS * 3600, same_site="strict", https_only=settings.review_https_only)
+    async def server_error(_request: Request, _exc: Exception) -> Response:
+        """An unexpected fault: this answer is made outside the middleware above, so it carries the headers
+        itself, and it says nothing about the fault."""
+        return PlainTextResponse("Internal Server Error", 500, headers={**headers, "Cache-Control": "no-store"})
+
+    app.add_exception_handler(Exception, server_error)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

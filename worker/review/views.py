@@ -30,6 +30,7 @@ from worker.review.auth import (
     start_session,
 )
 from worker.review.filters import MAX_OFFSET, Paging, query_string, worklist_filters
+from worker.review.ratelimit import address_key, name_key
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
@@ -61,10 +62,26 @@ def login_form(request: Request, next: str | None = None) -> HTMLResponse:
 @router.post("/login")
 def login(request: Request, name: Annotated[str, Form(max_length=128)], password: Annotated[str, Form(max_length=1024)],
           next: Annotated[str, Form()] = "/worklist", session: Session = DB) -> Response:
+    """Too many recent failures for this name or from this address: 429 with Retry-After, and the password
+    is not even checked, so guessing stops paying (`ratelimit`)."""
+    settings = request.app.state.settings
+    failures = request.app.state.login_failures
+    limits = {name_key(name): settings.review_login_max_failures,
+              address_key(request.client.host if request.client else None):
+                  settings.review_login_max_failures_per_address}
+    wait = failures.retry_after(limits)
+    if wait is not None:
+        records.audit(session, name or "?", "login_throttled", retry_after=wait)
+        answer = render(request, "login.html", 429, next=safe_next(next),
+                        error=f"Too many failed logins. Try again in {wait} seconds.")
+        answer.headers["Retry-After"] = str(wait)
+        return answer
     user = authenticate(session, name, password)
     if user is None:
+        failures.fail(*limits)
         records.audit(session, name or "?", "login_failed")
         return render(request, "login.html", 401, next=safe_next(next), error="Wrong name or password.")
+    failures.forget(name_key(name))
     start_session(request, user)
     records.audit(session, user, "login")
     return _see_other(safe_next(next))
