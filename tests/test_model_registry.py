@@ -204,3 +204,32 @@ def test_the_nightly_schedule_follows_the_settings(tmp_path: Path) -> None:
     assert (entry["schedule"].minute, entry["schedule"].hour, entry["schedule"].day_of_week) == ({30}, {1},
                                                                                                    {1, 2, 3, 4, 5})
     assert app.conf.timezone == "Europe/London"
+
+
+def test_run_sends_the_nightly_job_on_schedule_and_a_worker_runs_it(cli: Cli, home: Path, tmp_path: Path) -> None:
+    """Beat inside `run` queues `retrain` on the train queue at the crontab time; with no reviews it is skipped,
+    and the skip is recorded with its reason."""
+    from worker.db.models import Event
+
+    cli.env["ECG_INTAKE_RETRAIN_SCHEDULE"] = "* * * * *"  # every minute
+    inbox, url, log = tmp_path / "inbox", f"sqlite:///{home / 'ecg-intake.db'}", tmp_path / "run.log"
+    inbox.mkdir()
+    runner = cli.popen("run", "--inbox", str(inbox), log=log)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with session_scope(url) as session:
+                    skipped = list(session.scalars(select(Event).where(Event.action == "retrain_skipped")))
+            except OperationalError:
+                skipped = []
+            if skipped:
+                break
+            assert time.monotonic() < deadline and runner.poll() is None, log.read_text()[-3000:]
+            time.sleep(1)
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(timeout=90)
+    get_engine(url).dispose()
+    assert skipped[0].actor == "schedule"
+    assert "0 new review(s)" in skipped[0].details["reason"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -136,6 +137,7 @@ def run(
     from celery.signals import task_failure, task_retry
 
     from ingest.reasons import InstallationError
+    from ingest.watch import Claim
 
     settings = get_settings()
     log_level = _set_log_level(settings, "WARNING" if once else "INFO")
@@ -170,21 +172,30 @@ def run(
     faults: list[str] = []  # the installation's: their files stay claimed for the next start
     task_failure.connect(lambda sender=None, exception=None, **_: failures.append(f"{sender.name}: {exception}"),
                          weak=False)
-    def on_retry(reason: BaseException | None = None, **_: object) -> None:
+    stuck: set[Path] = set()  # claims whose intake met an installation fault: they wait for the next start
+
+    def on_retry(request: object = None, reason: BaseException | None = None, **_: object) -> None:
         cause = getattr(reason, "exc", reason)  # autoretry's Retry carries the task's own exception
         if isinstance(cause, InstallationError):
             faults.append(str(cause))
+            with contextlib.suppress(AttributeError, IndexError, KeyError, TypeError):
+                stuck.add(Claim.from_message(request.args[0]).claimed)
 
     task_retry.connect(on_retry, weak=False)
 
     def stop_when_settled() -> None:
-        failed_at, swept = None, time.monotonic()
-        while any(c.claimed.exists() for c in claims):
-            if (failures or faults) and failed_at is None:
+        """Wait for every claim to settle; after a fault, for every claim but the stuck ones; after a task
+        failed for good, until no file has settled for 10 s. A claim left without an outcome (its message
+        lost with a crashed classifier) is offered again."""
+        failed_at, swept, left = None, time.monotonic(), len(claims)
+        while (now_left := sum(c.claimed.exists() and c.claimed not in stuck for c in claims)):
+            if now_left < left:
+                left, failed_at = now_left, None
+            if failures and failed_at is None:
                 failed_at = time.monotonic()
             if failed_at is not None and time.monotonic() - failed_at > 10:
-                break  # a failed task quarantines its file; give it a moment, never wait forever
-            if time.monotonic() - swept > 1:  # a message lost with a crashed classifier is offered again
+                break
+            if time.monotonic() - swept > 1:
                 watcher.reoffer_stale()
                 swept = time.monotonic()
             time.sleep(0.2)
