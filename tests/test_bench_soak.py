@@ -62,6 +62,7 @@ def _soak(cli: Cli, tmp_path: Path, *args: str) -> dict:
     return soak
 
 
+@pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
 def test_soak_embedded(cli: Cli, tmp_path: Path) -> None:
     soak = _soak(cli, tmp_path)
     assert set(soak["backends"]) == {"embedded"}
@@ -69,6 +70,7 @@ def test_soak_embedded(cli: Cli, tmp_path: Path) -> None:
 
 
 @pytest.mark.services
+@pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
 def test_soak_services(cli: Cli, tmp_path: Path, redis_server: RedisServer, postgres_url: str) -> None:
     soak = _soak(cli, tmp_path, "--backend", "services", "--redis-url", redis_server.url,
                  "--database-url", postgres_url)

@@ -256,6 +256,7 @@ def test_workers_sigkilled_three_times_in_a_300_file_batch(cli: Cli, home: Path,
     print(f"sigkill: {len(dropped)} files, 3 kills {kills}, {time.monotonic() - started:.0f}s, {audit}")
 
 
+@pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
 def test_redis_down_for_30s_mid_batch_loses_nothing(cli: Cli, home: Path, tmp_path: Path, redis: RedisServer,
                                                     postgres_url: str) -> None:
     """The broker goes away with messages in it (no persistence: they are gone) and comes back on the same port.
@@ -297,6 +298,7 @@ def postgres() -> Iterator[PostgresServer]:
     server.stop()
 
 
+@pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
 def test_postgres_down_mid_batch_retries_and_writes_nothing_half(cli: Cli, home: Path, tmp_path: Path,
                                                                 redis: RedisServer, postgres: PostgresServer) -> None:
     """The database goes away mid-batch, every connection cut; tasks retry with backoff and finish after."""
@@ -355,6 +357,7 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
 def test_full_data_disk_keeps_files_claimed_then_processes_them(cli: Cli, home: Path, tmp_path: Path,
                                                                  redis: RedisServer, postgres_url: str,
                                                                  small_disk: Path) -> None:

@@ -171,6 +171,7 @@ def _files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() or p.is_symlink()]
 
 
+@pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
 def test_the_corpus_through_the_whole_service(verdicts: list[Verdict], cli: Cli, home: Path, tmp_path: Path) -> None:
     """Every mutant dropped into one inbox and `ecg-intake run --once`: the process ends cleanly, every file is
     archived or quarantined (with its `.reason.json`), none is lost, and each quarantine reason is the one the

@@ -121,6 +121,7 @@ def _finished_once_each(url: str, home: Path, inbox: Path) -> None:
     assert not [p for p in inbox.rglob("*") if p.is_file()]
 
 
+@pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
 def test_sigterm_to_run_mid_batch_stops_it_cleanly_and_the_next_start_finishes(
         cli: Cli, home: Path, tmp_path: Path) -> None:
     inbox, log = tmp_path / "inbox", tmp_path / "run.log"
@@ -145,6 +146,7 @@ def test_sigterm_to_run_mid_batch_stops_it_cleanly_and_the_next_start_finishes(
 
 
 @pytest.mark.services
+@pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
 def test_sigterm_to_the_workers_process_groups_mid_batch_loses_nothing(
         cli: Cli, home: Path, tmp_path: Path, redis_server: RedisServer, postgres_url: str) -> None:
     cli.env.update({"ECG_INTAKE_DATABASE_URL": postgres_url, "ECG_INTAKE_BROKER_URL": redis_server.url,
