@@ -233,3 +233,18 @@ def test_run_sends_the_nightly_job_on_schedule_and_a_worker_runs_it(cli: Cli, ho
     get_engine(url).dispose()
     assert skipped[0].actor == "schedule"
     assert "0 new review(s)" in skipped[0].details["reason"]
+
+
+def test_the_decision_table_reads_a_real_report_and_undefined_figures() -> None:
+    import json
+
+    from rich.console import Console
+
+    from worker.cli.model import _report_table
+
+    report = json.loads((Path(__file__).parent.parent / "docs" / "retrain-photos-run.json").read_text())
+    report["comparison"]["per_class_auroc_diff_ci"]["HYP"] = [None, None]  # no resample had both HYP values
+    console = Console(width=120, record=True)
+    console.print(_report_table(report))
+    text = console.export_text()
+    assert "+0.0006" in text and "-0.008 to +0.009" in text and "n/a to n/a" in text and "floor 0.85" in text

@@ -23,6 +23,7 @@ from worker.db.session import session_scope
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
+_warned: dict[str, bool] = {}  # champions whose "serving X, not the configured bundle" line was logged
 
 
 class RegistryError(Exception):
@@ -106,8 +107,6 @@ def champion_bundle(url: str, configured: Path) -> tuple[int, Path]:
             return row.id, path
     raise RuntimeError("could not register the configured bundle as champion")
 
-
-_warned: dict[str, bool] = {}
 
 
 def serving_dir(settings: Settings) -> Path:

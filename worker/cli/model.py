@@ -191,25 +191,34 @@ def retrain(
     if report["status"] == "skipped":
         console.print(f"skipped: {report['reason']}")
         return
-    comparison = report["comparison"]
+    out.print(_report_table(report))
+    console.print(f"{report['status']}: " + ("; ".join(report["decision"]["reasons"]) or "every check met"))
+
+
+def _report_table(report: dict[str, Any]) -> Table:
+    """The nightly decision as a person reads it: both models per class on the holdout, and the benchmark."""
+    comparison, holdout = report["comparison"], report["holdout"]
     table = Table(title=f"{report['challenger']} against {report['champion']} on {report['counts']['holdout']} "
                         "held-out reviewed pages")
     for column in ("", "champion", "challenger", "difference", "95% CI"):
         table.add_column(column, justify="left" if not column else "right")
-    for label, diff in comparison["per_class_auroc_diff"].items():
-        low, high = comparison["per_class_auroc_diff_ci"][label]
-        table.add_row(label, f"{report['holdout']['champion']['per_class_auroc'][label]:.4f}",
-                      f"{report['holdout']['challenger']['per_class_auroc'][label]:.4f}", f"{diff:+.4f}",
-                      f"{low:+.3f} to {high:+.3f}")
-    low, high = comparison["macro_auroc_diff_ci"]
-    table.add_row("macro", f"{report['holdout']['champion']['macro_auroc']:.4f}",
-                  f"{report['holdout']['challenger']['macro_auroc']:.4f}", f"{comparison['macro_auroc_diff']:+.4f}",
-                  f"{low:+.3f} to {high:+.3f}")
+    rows = [(label, holdout["champion"]["per_class_auroc"][label], holdout["challenger"]["per_class_auroc"][label],
+             diff, comparison["per_class_auroc_diff_ci"][label])
+            for label, diff in comparison["per_class_auroc_diff"].items()]
+    rows.append(("macro", holdout["champion"]["macro_auroc"], holdout["challenger"]["macro_auroc"],
+                 comparison["macro_auroc_diff"], comparison["macro_auroc_diff_ci"]))
+    for label, before, after, diff, (low, high) in rows:
+        table.add_row(label, _number(before, ".4f"), _number(after, ".4f"), _number(diff, "+.4f"),
+                      f"{_number(low, '+.3f')} to {_number(high, '+.3f')}")
     if report.get("challenger_synthetic") is not None:
-        table.add_row("synthetic", f"{report['champion_synthetic']:.4f}", f"{report['challenger_synthetic']:.4f}",
-                      "", f"floor {report['rule']['synthetic_floor']}")
-    out.print(table)
-    console.print(f"{report['status']}: " + ("; ".join(report["decision"]["reasons"]) or "every check met"))
+        table.add_row("synthetic", _number(report["champion_synthetic"], ".4f"),
+                      _number(report["challenger_synthetic"], ".4f"), "", f"floor {report['rule']['synthetic_floor']}")
+    return table
+
+
+def _number(value: float | None, spec: str) -> str:
+    """A figure of the report; undefined ones (a class with one value in the holdout) are null in it."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def _ready_settings():
