@@ -54,7 +54,6 @@ class _Serving:
 
     engine: Engine
     model_version_id: int
-    bundle_dir: Path
     users: int = 0
 
 
@@ -76,7 +75,7 @@ def _current() -> _Serving:
         engine = load_engine(bundle_dir, settings.engine, settings.torch_threads, settings.batch_size,
                              cache_dir=settings.engine_cache_dir)
         old, _serving = _serving, _Serving(BatchingEngine(engine, settings.batch_size, settings.max_wait_ms, _callers),
-                                           model_version_id, bundle_dir)
+                                           model_version_id)
         if old is not None:
             log.info("now serving %s (was %s); tasks already running finish on the old model",
                      engine.manifest.model_version, old.engine.manifest.model_version)

@@ -29,10 +29,6 @@ def model_version_named(session: Session, name: str) -> ModelVersion | None:
     return session.scalar(select(ModelVersion).where(ModelVersion.name == name))
 
 
-def has_champion(session: Session) -> bool:
-    return champion(session) is not None
-
-
 def champion(session: Session) -> ModelVersion | None:
     return session.scalar(select(ModelVersion).where(ModelVersion.status == ModelStatus.CHAMPION)
                           .order_by(ModelVersion.promoted_at.desc().nulls_last(), ModelVersion.id.desc()))
