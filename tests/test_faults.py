@@ -344,14 +344,15 @@ def small_disk(home: Path) -> Iterator[Path]:
 
 
 def _fill(folder: Path) -> Path:
-    """Write one file until the file system says ENOSPC; returns it (deleting it frees the space)."""
+    """Write one file until the file system says ENOSPC; returns it (deleting it frees the space).
+
+    Unbuffered: a buffered writer would keep the bytes the full disk refused and raise again when closed."""
     filler = folder / "filler.bin"
     chunk = b"\0" * (1 << 16)
-    with open(filler, "wb") as handle:
+    with open(filler, "wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(chunk)
-                handle.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler

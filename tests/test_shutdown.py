@@ -26,7 +26,7 @@ from tests.servers import RedisServer
 from tests.test_exactly_once import _counts
 from worker.db.models import DocumentStatus
 
-FILES = 16
+FILES = 48  # enough that an idle machine is still mid-batch when the signal comes
 STOP_WITHIN_S = 60  # warm shutdown finishes the file in hand: seconds, not minutes, even on a loaded machine
 
 
@@ -36,7 +36,7 @@ def _write_batch(inbox: Path, count: int = FILES) -> None:
     inbox.mkdir(parents=True)
     for i in range(count):
         page = image.copy()
-        for bit in range(8):
+        for bit in range(10):
             if i >> bit & 1:
                 cv2.circle(page, (20 + 12 * bit, page.shape[0] - 15), 4, (0, 0, 0), -1)
         cv2.imwrite(str(inbox / f"scan-{i:03d}.png"), page)
