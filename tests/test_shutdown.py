@@ -36,7 +36,7 @@ def _write_batch(inbox: Path, count: int = FILES) -> None:
     inbox.mkdir(parents=True)
     for i in range(count):
         page = image.copy()
-        for bit in range(10):
+        for bit in range(8):
             if i >> bit & 1:
                 cv2.circle(page, (20 + 12 * bit, page.shape[0] - 15), 4, (0, 0, 0), -1)
         cv2.imwrite(str(inbox / f"scan-{i:03d}.png"), page)
