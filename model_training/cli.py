@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True)  # samples, synth, synth-gallery
-bench_app = typer.Typer(no_args_is_help=True)  # synth, validity, reference, recipe, preprocess, ablation
+bench_app = typer.Typer(no_args_is_help=True)  # synth, validity, reference, recipe, families, preprocess, ablation
 
 # The whole command's two consoles (worker.cli logs through `console` too, so logs and progress bars share it).
 console = Console(stderr=True)
@@ -158,6 +158,32 @@ def bench_recipe(
         table.add_column(column, justify="left" if column == "arm" else "right")
     for row in summary_rows(report):
         table.add_row(*(str(row[column]) for column in columns))
+    out.print(table)
+
+
+@bench_app.command("families")
+def bench_families(
+    held_out: Annotated[str, typer.Option(help="comma-separated families to leave out in turn (default: all)")] = "",
+    train_n: Annotated[int, typer.Option("--train", help="training pages per row, from the other families")] = 1500,
+    epochs: int = 3,
+    preset: str = "stage1",
+    json_out: Annotated[Path | None, typer.Option("--json", help="merge each row into this JSON file")] = None,
+) -> None:
+    """Leave one drawing family out: train on the rest of the stage 1 pages, score on the family left out."""
+    from model_training.bench.families import run_leave_one_family_out
+    from model_training.manifest import LABELS
+
+    chosen = [f.strip() for f in held_out.split(",") if f.strip()] or None
+    report = run_leave_one_family_out(chosen, train_n, epochs, preset, json_out=json_out,
+                                      on_row=lambda f, r: console.print(f"left out {f}: {r['held_out']['macro_auroc']}"
+                                                                        f" (in family {r['in_family_mean']})"))
+    table = Table(title=f"bench families: convnext_ecg, {train_n} pages, {epochs} epochs, macro AUROC")
+    for column in ("left out", "trained on", "held-out macro", *LABELS, "in-family macro", "gap"):
+        table.add_column(column, justify="left" if column in ("left out", "trained on") else "right")
+    for family, row in report["rows"].items():
+        per_class = row["held_out"]["per_class_auroc"]
+        table.add_row(family, "+".join(row["trained_on"]), str(row["held_out"]["macro_auroc"]),
+                      *(str(per_class[label]) for label in LABELS), str(row["in_family_mean"]), str(row["gap"]))
     out.print(table)
 
 

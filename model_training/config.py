@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from ingest.preprocess import STEPS
+from model_training.operating import OperatingPoint
 from model_training.pages import Source
 
 PRESETS = Path(__file__).parent / "presets"
@@ -28,6 +29,8 @@ class TrainConfig(BaseModel):
 
     data: list[Source]
     validation: list[Source]
+    # per label; a label not named is set by Youden's J. Thresholds are chosen after calibration on `validation`.
+    operating_points: dict[str, OperatingPoint] = Field(default_factory=dict)
 
     batch_size: int = 32
     total_pages: int = 20_000  # pages seen in all; epochs follow from the data size

@@ -25,7 +25,7 @@ from torch import nn
 from ingest.decode import decode
 from ingest.preprocess import preprocess
 from model_training.bundle import load_model
-from model_training.manifest import Manifest, over_thresholds, sigmoid
+from model_training.manifest import Manifest, over_thresholds, probabilities
 from model_training.model import to_input
 
 LABELS_CSV = "labels.csv"
@@ -73,7 +73,7 @@ def _load_page(path: Path, manifest: Manifest) -> np.ndarray:
 
 
 def predict_files(model: nn.Module, manifest: Manifest, paths: Sequence[Path], batch_size: int = 16) -> np.ndarray:
-    """Sigmoid probabilities (N, labels) for the first page of each file, prepared exactly as intake does."""
+    """Calibrated probabilities (N, labels) for the first page of each file, prepared exactly as intake does."""
     model.eval()
     out = []
     with torch.inference_mode():
@@ -82,30 +82,11 @@ def predict_files(model: nn.Module, manifest: Manifest, paths: Sequence[Path], b
             out.append(model(to_input(batch)).float().numpy())
     if not out:
         return np.zeros((0, len(manifest.labels)), dtype=np.float32)
-    return sigmoid(np.concatenate(out))
+    return probabilities(np.concatenate(out), manifest)
 
 
 def _two_valued(column: np.ndarray) -> bool:
     return np.unique(column).size == 2
-
-
-def choose_thresholds(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
-    """Per class, the score maximising Youden's J (TPR - FPR); meant for a validation split, not the test set.
-
-    A class with a single value, or where no threshold beats chance (J <= 0), keeps 0.5.
-    """
-    y_true, probs = np.asarray(y_true), np.asarray(probs)
-    chosen = {}
-    for i, label in enumerate(labels):
-        chosen[label] = 0.5
-        if not _two_valued(y_true[:, i]):
-            continue
-        fpr, tpr, thr = roc_curve(y_true[:, i], probs[:, i])
-        j = tpr - fpr
-        best = int(np.argmax(j))
-        if j[best] > 0 and math.isfinite(thr[best]):
-            chosen[label] = float(thr[best])  # predicted positive when prob >= threshold
-    return chosen
 
 
 def _round(value: float) -> float:
@@ -121,7 +102,8 @@ def _ci(values: list[float]) -> list[float]:
 
 def metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], thresholds: dict[str, float],
             n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """AUROC per class and macro with 95% percentile bootstrap CIs over pages, plus sensitivity/specificity.
+    """AUROC per class and macro with 95% percentile bootstrap CIs over pages, plus sensitivity/specificity,
+    calibration error and the share of normal pages (no finding) that get no flag at the thresholds.
 
     A class with one value in the whole set has no AUROC (NaN, listed in `undefined_classes`, left out of the
     macro). In a bootstrap resample, a class with one value is skipped for that class; the macro is recorded
@@ -155,6 +137,7 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], thresh
 
     sensitivity, specificity = {}, {}
     predictions = over_thresholds(probs, [thresholds[label] for label in labels])
+    normal = ~y_true.any(axis=1)
     for i, label in enumerate(labels):
         predicted = predictions[:, i]
         positive = y_true[:, i] == 1
@@ -171,6 +154,9 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], thresh
         "specificity": specificity,
         "thresholds": {label: _round(thresholds[label]) for label in labels},
         "prevalence": {label: _round(y_true[:, i].mean()) if n else math.nan for i, label in enumerate(labels)},
+        # what a reader sees on a healthy ECG: the share of pages with none of the findings that get no flag at all
+        "normal_no_flag": _round((~predictions[normal].any(axis=1)).mean()) if normal.any() else math.nan,
+        "normal_pages": int(normal.sum()),
         "ece": {label: _round(expected_calibration_error(y_true[:, i], probs[:, i])) for i, label in enumerate(labels)},
         "undefined_classes": [label for i, label in enumerate(labels) if i not in defined],
         "n": int(n),

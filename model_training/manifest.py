@@ -36,6 +36,10 @@ class Manifest(BaseModel):
     version: str = ""
     labels: list[str] = Field(default_factory=lambda: list(LABELS))
     thresholds: dict[str, float] = Field(default_factory=dict)
+    # per label [scale, bias] on the logit (Platt scaling), fitted on validation pages; absent = identity
+    calibration: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    # per label: the policy its threshold was chosen by, on which pages, and what it achieved there
+    operating_points: dict[str, dict[str, Any]] = Field(default_factory=dict)
     backbone: str = "convnext_atto"
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     in_chans: int = 1
@@ -115,6 +119,20 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64))).astype(np.float32)
 
 
+def probabilities(logits: np.ndarray, manifest: Manifest | None = None) -> np.ndarray:
+    """Logits (N, labels) -> probabilities through the manifest's per-label calibration (plain sigmoid without one).
+
+    Every engine, the evaluator and the trainer's validation go through here, so a threshold chosen on
+    calibrated probabilities is always compared with calibrated probabilities.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if manifest is None or not manifest.calibration:
+        return sigmoid(logits)
+    scale = np.array([manifest.calibration.get(label, (1.0, 0.0))[0] for label in manifest.labels])
+    bias = np.array([manifest.calibration.get(label, (1.0, 0.0))[1] for label in manifest.labels])
+    return sigmoid(logits * scale + bias)
+
+
 def over_thresholds(probs: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
     """Boolean (N, labels): a label is predicted when its probability is at or above its threshold."""
     return np.asarray(probs, dtype=np.float64) >= np.asarray(thresholds, dtype=np.float64)
@@ -127,6 +145,6 @@ def findings(probs: np.ndarray, manifest: Manifest) -> list[list[str]]:
 
 
 def postprocess(logits: np.ndarray, manifest: Manifest) -> tuple[np.ndarray, list[list[str]]]:
-    """Logits (N, labels) -> sigmoid probabilities (float32) and, per row, the labels at or over threshold."""
-    probs = sigmoid(logits)
+    """Logits (N, labels) -> calibrated probabilities (float32) and, per row, the labels at or over threshold."""
+    probs = probabilities(logits, manifest)
     return probs, findings(probs, manifest)

@@ -41,7 +41,8 @@ class Source(BaseModel):
     n: int | None = None  # synthetic: how many; ptbxl: at most this many records
     seed: int = 0  # synthetic set seed (sets never share records); page-style seed for ptbxl
     artifacts: Literal["none", "light", "heavy", "photo"] = "heavy"
-    family: Literal["ours", "ecgplot"] = "ours"  # drawing family (synthetic and ptbxl), see synth/families.py
+    # drawing family (synthetic and ptbxl), see synth/families.py
+    family: Literal["ours", "ecgplot", "dicomplot", "wfdbplot"] = "ours"
     dpi: int | None = 150  # None or 0 (TOML has no null): random 100-300 per page, as scans come
     path: Path | None = None  # ptbxl and folder
     folds: list[int] | None = None  # ptbxl strat_fold values to use

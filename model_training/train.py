@@ -24,11 +24,12 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from model_training.bundle import WEIGHTS, Manifest, export_bundle, load_manifest, save_bundle
+from model_training.bundle import WEIGHTS, export_bundle, load_manifest, save_bundle
 from model_training.config import TrainConfig
-from model_training.evaluate import choose_thresholds, metrics
-from model_training.manifest import LABELS, sigmoid
+from model_training.evaluate import metrics
+from model_training.manifest import LABELS, Manifest, probabilities
 from model_training.model import create_model, to_input
+from model_training.operating import OperatingPoint, choose_operating_points
 from model_training.pages import PageSet, concatenate, load_pages
 
 log = logging.getLogger(__name__)
@@ -100,23 +101,31 @@ def recalibrate_bn(model: nn.Module, images: np.ndarray, device: torch.device, p
     return True
 
 
-def _thresholds_and_scores(model: nn.Module, validation: PageSet, device: torch.device
-                          ) -> tuple[dict[str, float], dict[str, Any]]:
-    """The bundle's per-class thresholds, chosen on the validation split, and its metrics at them."""
-    probs = predict(model, validation.images, device)
+def _operating_points(model: nn.Module, validation: PageSet, device: torch.device,
+                      policy: dict[str, OperatingPoint]) -> dict[str, Any]:
+    """Calibration and thresholds chosen on the validation split by `policy`, and the metrics at them."""
+    logits = predict_logits(model, validation.images, device)
     truth = validation.labels.astype(int)
-    thresholds = choose_thresholds(truth, probs, LABELS)
-    return thresholds, metrics(truth, probs, LABELS, thresholds, n_bootstrap=200)
+    calibration, thresholds, record = choose_operating_points(truth, logits, LABELS, policy, validation.description)
+    probs = probabilities(logits, Manifest(name="validation", calibration=calibration))
+    return {"calibration": calibration, "thresholds": thresholds, "operating_points": record,
+            "scores": metrics(truth, probs, LABELS, thresholds, n_bootstrap=200)}
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 64) -> np.ndarray:
+def predict_logits(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 64) -> np.ndarray:
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = to_input(np.array(images[start : start + batch_size])).to(device)  # a copy: memmaps are read-only
         outputs.append(model(batch).float().cpu().numpy())
-    return sigmoid(np.concatenate(outputs))
+    return np.concatenate(outputs)
+
+
+def predict(model: nn.Module, images: np.ndarray, device: torch.device, manifest: Manifest | None = None,
+            batch_size: int = 64) -> np.ndarray:
+    """Probabilities through `manifest`'s calibration (a plain sigmoid without one)."""
+    return probabilities(predict_logits(model, images, device, batch_size), manifest)
 
 
 class Trainer:
@@ -288,10 +297,12 @@ class Trainer:
         model = self.evaluation_model()
         if self.ema:
             recalibrate_bn(model, train.images, self.device, pages=2048)
-        thresholds, scores = _thresholds_and_scores(model, validation, self.device)
+        chosen = _operating_points(model, validation, self.device, config.operating_points)
+        thresholds, scores = chosen["thresholds"], chosen["scores"]
         manifest = Manifest(name=config.name, backbone=config.backbone, backbone_kwargs=config.backbone_kwargs,
                             input_size=config.input_size, preprocess_steps=config.preprocess_steps,
-                            labels=list(LABELS), thresholds=thresholds, trained=True,
+                            labels=list(LABELS), thresholds=thresholds, calibration=chosen["calibration"],
+                            operating_points=chosen["operating_points"], trained=True,
                             metrics={"validation": scores, "pages_seen": self.pages, "stage": config.stage},
                             data=f"train: {train.description}; validation: {validation.description}",
                             command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
@@ -331,9 +342,10 @@ def recalibrate_bundle(bundle_dir: Path, config: TrainConfig, pages: int = 2048)
     train_pages, validation = pages_of(config.data), pages_of(config.validation)
     if not recalibrate_bn(model, train_pages.images, device, pages=pages):
         raise ValueError(f"bundle {manifest.model_version} has no BatchNorm to recalibrate")
-    thresholds, scores = _thresholds_and_scores(model, validation, device)
+    chosen = _operating_points(model, validation, device, config.operating_points)
     manifest = manifest.model_copy(update={
-        "thresholds": thresholds, "program": None, "onnx": None,
-        "metrics": {**manifest.metrics, "validation": scores, "recalibrated_on": train_pages.description},
+        "thresholds": chosen["thresholds"], "calibration": chosen["calibration"],
+        "operating_points": chosen["operating_points"], "program": None, "onnx": None,
+        "metrics": {**manifest.metrics, "validation": chosen["scores"], "recalibrated_on": train_pages.description},
         "command": f"{manifest.command}; then " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])})
     return save_bundle(model, manifest, bundle_dir)

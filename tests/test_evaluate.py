@@ -13,12 +13,12 @@ import pytest
 from model_training.bundle import create_untrained_bundle, load_model
 from model_training.evaluate import (
     EvaluationError,
-    choose_thresholds,
     evaluate_bundle,
     metrics,
     predict_files,
     read_labels,
 )
+from model_training.operating import OperatingPoint, threshold_for
 from model_training.synth.dataset import write_dataset
 from model_training.synth.signals import LABELS
 
@@ -104,7 +104,8 @@ def test_a_class_with_one_value_is_undefined_and_left_out_of_the_macro() -> None
 def test_youden_threshold_falls_between_the_classes() -> None:
     y = np.array([[0, 1], [0, 1], [0, 1], [1, 1], [1, 1], [1, 1]])
     p = np.array([[0.05, 0.5], [0.2, 0.5], [0.3, 0.5], [0.55, 0.5], [0.8, 0.5], [0.95, 0.5]])
-    chosen = choose_thresholds(y, p, ["sep", "constant"])
+    chosen = {"sep": threshold_for(y[:, 0], p[:, 0], OperatingPoint()),
+              "constant": threshold_for(y[:, 1], p[:, 1], OperatingPoint())}
     assert 0.3 < chosen["sep"] <= 0.55
     predicted = p[:, 0] >= chosen["sep"]
     assert (predicted == y[:, 0].astype(bool)).all()

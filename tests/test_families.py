@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -40,11 +41,23 @@ def test_each_family_draws_the_same_record_differently() -> None:
         render_family(record, 77, "crayon")
 
 
-def test_a_family_is_written_with_labels_and_recorded(tmp_path: Path) -> None:
-    write_dataset(tmp_path, 3, ("png",), "light", seed=7, dpi=100, workers=1, family="ecgplot")
+def test_dicomplot_prints_the_record_it_was_given() -> None:
+    """The DICOM printer draws our signal, not a stock one: a flat record leaves flat traces."""
+    record = generate_record(5)
+    flat = dataclasses.replace(record, signals=np.zeros_like(record.signals))
+    page, style = render_family(record, 78, "dicomplot", "none", 100)
+    empty, _ = render_family(flat, 78, "dicomplot", "none", 100)
+    assert style.layout.startswith("dicomplot-") and page.shape == empty.shape
+    ink = lambda image: (image.min(axis=2) < 80).sum()  # noqa: E731
+    assert ink(page) > 1.2 * ink(empty)  # flat lines, text and the grid are ink on both
+
+
+@pytest.mark.parametrize("family", ["ecgplot", "dicomplot"])
+def test_a_family_is_written_with_labels_and_recorded(tmp_path: Path, family: str) -> None:
+    write_dataset(tmp_path, 3, ("png",), "light", seed=7, dpi=100, workers=1, family=family)
     rows = _rows(tmp_path)
-    assert [r["family"] for r in rows] == ["ecgplot"] * 3
-    assert all(r["layout"].startswith("ecgplot-") for r in rows)
+    assert [r["family"] for r in rows] == [family] * 3
+    assert all(r["layout"].startswith(f"{family}-") for r in rows)
     truth = [generate_record(int(r["seed"])).labels for r in rows]
     assert [{label: int(r[label]) for label in LABELS} for r in rows] == truth
 
@@ -95,3 +108,26 @@ def test_recipe_bench_trains_arms_at_equal_pages_and_merges_results(tmp_path: Pa
     with pytest.raises(ValueError, match="unknown arms"):
         run_recipe_bench(["resnet_from_a_hub"], cache=tmp_path / "cache")
     assert "plain_cnn" in ARMS
+
+
+@pytest.mark.slow
+def test_leave_one_family_out_rows_hold_out_each_family(tmp_path: Path) -> None:
+    from model_training.bench.families import run_leave_one_family_out
+
+    sources = "".join(
+        f'[[{kind}]]\nkind = "synthetic"\nn = {n}\nseed = {seed}\nartifacts = "light"\ndpi = 60\n'
+        f'family = "{family}"\n\n'
+        for family, base in (("ours", 1), ("ecgplot", 3), ("dicomplot", 5))
+        for kind, n, seed in (("data", 8, base), ("validation", 6, base + 1)))
+    preset = tmp_path / "tiny.toml"
+    preset.write_text(f'name = "tiny"\ninput_size = [64, 96]\ncache_dir = "{tmp_path / "cache"}"\nworkers = 2\n\n'
+                      + sources)
+    out = tmp_path / "lofo.json"
+    report = run_leave_one_family_out(["dicomplot", "ours"], train_pages=12, epochs=1, preset=str(preset),
+                                      json_out=out)
+    assert json.loads(out.read_text())["rows"].keys() == {"dicomplot", "ours"}
+    row = report["rows"]["dicomplot"]
+    assert row["trained_on"] == ["ours", "ecgplot"] and row["pages"] == 12
+    assert "family=dicomplot" not in row["train"] and "family=ecgplot" in row["train"]
+    assert set(row["history"][-1]) >= {"ours", "ecgplot", "dicomplot"}
+    assert report["rows"]["ours"]["trained_on"] == ["ecgplot", "dicomplot"]

@@ -98,12 +98,19 @@ def test_presets_are_valid_configs() -> None:
         TrainConfig.model_validate({"name": "x", "data": [{"kind": "mystery"}], "validation": []})
 
 
+def _truth(folder: Path) -> list[list[int]]:
+    with open(folder / "labels.csv") as handle:
+        return [[int(row[label]) for label in ("MI", "AF", "STTC", "CD", "HYP")] for row in csv.DictReader(handle)]
+
+
 def test_evaluate_command_reports_auroc_with_intervals(cli, tmp_path: Path, bundle_dir: Path) -> None:
     data = tmp_path / "test-set"
     write_dataset(data, 12, ("png",), "light", seed=45, dpi=50, workers=1)
-    cli("evaluate", "--data", str(data), "--json", str(tmp_path / "report.json"), "--bootstrap", "50")
+    shown = cli("evaluate", "--data", str(data), "--json", str(tmp_path / "report.json"), "--bootstrap", "50").stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["per_class_auroc"]) == {"MI", "AF", "STTC", "CD", "HYP"}
+    assert "ECE" in shown and f"normal ECGs with no flag: {report['normal_no_flag']:.3f}" in shown
+    assert report["normal_pages"] == sum(not any(row) for row in _truth(data))
     assert "macro_auroc" in report and len(report["macro_auroc_ci"]) == 2
     assert all(Path(p).exists() for p in report["plots"])
 

@@ -226,8 +226,8 @@ def _score(settings: Settings, champion_dir: Path, challenger_dir: Path, holdout
     size, steps = tuple(manifest.input_size), tuple(manifest.preprocess_steps)
     held = load_pages(Source(kind="folder", path=holdout, preprocessed=True), size, steps, holdout / "cache")
     truth = held.labels.astype(int)
-    probs = {"champion": predict(champion_model, held.images, device),
-             "challenger": predict(challenger_model, held.images, device)}
+    probs = {"champion": predict(champion_model, held.images, device, manifest),
+             "challenger": predict(challenger_model, held.images, device, challenger_manifest)}
     keep_lock()
     result: dict[str, Any] = {
         "holdout": {who: metrics(truth, p, labels, {lb: m.threshold(lb) for lb in labels}, n_bootstrap=200)

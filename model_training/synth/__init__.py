@@ -2,4 +2,4 @@
 
 # Bumped whenever the generator, a renderer or an artifact draws differently for the same seed, so
 # cached training pages drawn by older code are never reused.
-SYNTH_VERSION = "2"
+SYNTH_VERSION = "3"

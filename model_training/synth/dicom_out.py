@@ -57,7 +57,7 @@ def _code(value: str, scheme: str, meaning: str, version: str | None = None) -> 
     return item
 
 
-def write_waveform(record: Record, path: Path) -> Path:
+def waveform_dataset(record: Record) -> Dataset:
     """12-Lead ECG Waveform Storage: int16 samples at 2.5 uV per unit, SCP-ECG lead codes."""
     ds = _base(ECG_12_LEAD, "ECG", record)
     group = Dataset()
@@ -83,7 +83,11 @@ def write_waveform(record: Record, path: Path) -> Path:
     units = np.clip(np.round(record.signals * 1000.0 / MICROVOLTS_PER_UNIT), -32768, 32767).astype("<i2")
     group.WaveformData = units.T.tobytes()  # multiplexed: sample by sample, channels interleaved
     ds.WaveformSequence = Sequence([group])
-    ds.save_as(path, enforce_file_format=True)
+    return ds
+
+
+def write_waveform(record: Record, path: Path) -> Path:
+    waveform_dataset(record).save_as(path, enforce_file_format=True)
     return path
 
 

@@ -7,6 +7,13 @@ Stage 1 mixes families, and a family left out of training is the honest test of 
   ecgplot  the `ecg_plot` package from the package index (SVG-first charts in millimetres), drawn
            through its Matplotlib adapter: separate panels with gaps, amplitude-sized rows, a
            calibration pulse per row, time axes, its own fonts and grid palette
+  dicomplot  the `dicom-ecg-plot` package (a hospital's DICOM waveform printer): the record is written
+           as a 12-lead DICOM waveform object and read back by that package, which low-pass filters
+           it at 40 Hz and prints it on its own A4/letter sheet (250 x 170 mm chart, red grid, lead
+           separators, patient and acquisition text above and below)
+  wfdbplot the `wfdb` package's own plotter (`wfdb.plot.plot_items` with its ECG grids): twelve stacked
+           panels with axes, tick labels and unit labels, each set to 25 mm/s and 10 mm/mV. No preset
+           trains on it; it is the family the shipped model's tests and model card hold out
 
 Both get the same scan and photo artifacts afterwards (`paper.apply_artifacts`), so a family differs
 only in how the chart is drawn.
@@ -19,7 +26,7 @@ import numpy as np
 from model_training.synth.paper import PageStyle, apply_artifacts, render_page
 from model_training.synth.signals import Record
 
-FAMILIES = ("ours", "ecgplot")
+FAMILIES = ("ours", "ecgplot", "dicomplot", "wfdbplot")
 
 # (minor, major) grid colours as ecg_plot takes them; None draws no grid.
 _ECGPLOT_GRIDS = {
@@ -76,6 +83,74 @@ def render_ecgplot(record: Record, page_seed: int, artifacts: str = "heavy", dpi
     return image, PageStyle(f"ecgplot-{layout}", grid, "chart", dpi, applied)
 
 
+_DICOMPLOT_LAYOUTS = ("3x4_1", "3x4", "6x2", "12x1")
+
+
+def render_dicomplot(record: Record, page_seed: int, artifacts: str = "heavy", dpi: int | None = None
+                     ) -> tuple[np.ndarray, PageStyle]:
+    """`record` as a DICOM waveform, printed by the dicom-ecg-plot package at `dpi`, then our artifacts."""
+    import io
+
+    from ecg.ecg import ECG  # dicom-ecg-plot's import name
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from model_training.synth.dicom_out import waveform_dataset
+
+    rng = np.random.default_rng([page_seed, 0xD1C])
+    layout = str(rng.choice(_DICOMPLOT_LAYOUTS, p=[0.45, 0.25, 0.15, 0.15]))
+    paper = str(rng.choice(["a4", "letter"]))
+    dpi = dpi or int(rng.choice([100, 150, 200, 250, 300], p=[0.15, 0.2, 0.35, 0.15, 0.15]))
+    buffer = io.BytesIO()
+    waveform_dataset(record).save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    chart = ECG(buffer, paper=paper)
+    try:
+        chart.draw(layout, mm_mv=10.0, minor_axis=bool(rng.random() < 0.7), interpretation=False)
+        figure = chart._plotter.fig  # the package saves only at 300 DPI through pyplot; draw it at ours
+        figure.set_dpi(dpi)
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        image = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:, :, 2::-1])
+    finally:
+        chart.close()
+    image, applied = apply_artifacts(image, artifacts, rng)
+    return image, PageStyle(f"dicomplot-{layout}", "red", paper, dpi, applied)
+
+
+def render_wfdbplot(record: Record, page_seed: int, artifacts: str = "heavy", dpi: int | None = None
+                    ) -> tuple[np.ndarray, PageStyle]:
+    """`record` drawn by wfdb's plotter, its axes set to paper scale, at `dpi`, then our artifacts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from wfdb.plot import plot_items
+
+    rng = np.random.default_rng([page_seed, 0x3FDB])
+    dpi = dpi or int(rng.choice([100, 150, 200, 250, 300], p=[0.15, 0.2, 0.35, 0.15, 0.15]))
+    seconds = record.signals.shape[1] / record.fs
+    width_in = (seconds * 25 + float(rng.uniform(40, 70))) / 25.4  # 25 mm/s plus the axes' margins
+    height_in = float(rng.uniform(11, 16))
+    figure, axes = plot_items(signal=record.signals.T, fs=record.fs, time_units="seconds", sig_name=list(record.leads),
+                              sig_units=["mV"] * len(record.leads), ecg_grids="all", figsize=(width_in, height_in),
+                              sig_style=["k-"],  # cleaning drops wfdb's default blue pen with the grid colours
+                              return_fig_axes=True)
+    try:
+        for axis, trace in zip(axes, record.signals, strict=True):
+            height_mm = axis.get_position().height * height_in * 25.4
+            centre = float(np.median(trace))
+            axis.set_ylim(centre - height_mm / 20, centre + height_mm / 20)  # 10 mm per mV
+        figure.set_dpi(dpi)
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        image = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:, :, 2::-1])
+    finally:
+        pyplot.close(figure)
+    image, applied = apply_artifacts(image, artifacts, rng)
+    return image, PageStyle("wfdbplot-12x1", "red", "chart", dpi, applied)
+
+
 def render_family(record: Record, page_seed: int, family: str = "ours", artifacts: str = "heavy",
                   dpi: int | None = None) -> tuple[np.ndarray, PageStyle]:
     """A page of `record` in drawing family `family`; `page_seed` decides everything visual."""
@@ -83,4 +158,8 @@ def render_family(record: Record, page_seed: int, family: str = "ours", artifact
         return render_page(record, page_seed, artifacts, dpi)
     if family == "ecgplot":
         return render_ecgplot(record, page_seed, artifacts, dpi)
+    if family == "dicomplot":
+        return render_dicomplot(record, page_seed, artifacts, dpi)
+    if family == "wfdbplot":
+        return render_wfdbplot(record, page_seed, artifacts, dpi)
     raise ValueError(f"unknown drawing family {family!r}; available: {', '.join(FAMILIES)}")

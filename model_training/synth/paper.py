@@ -203,6 +203,28 @@ def crumple(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray
     return cv2.convertScaleAbs(image.astype(np.float32) * field[:, :, None])
 
 
+def wrinkle(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    """Wrinkled paper: fibre texture plus many short creases at any angle, each a light ridge beside a dark
+    valley, crossing traces wherever they fall (what a page that was balled up and flattened looks like)."""
+    h, w = image.shape[:2]
+    step = 4
+    yy, xx = np.mgrid[0:h:step, 0:w:step].astype(np.float32)
+    field = np.zeros_like(xx)
+    for _ in range(int(rng.integers(10, 45))):
+        angle = rng.uniform(0, np.pi)
+        nx, ny = np.cos(angle), np.sin(angle)
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        across = (nx * (xx - cx) + ny * (yy - cy)) / (rng.uniform(1.5, 6.0) * w / 1000 * 4)
+        along = (-ny * (xx - cx) + nx * (yy - cy)) / (rng.uniform(0.1, 0.6) * max(h, w))
+        field += rng.uniform(0.3, 1.0) * across * np.exp(-across**2 - along**2)  # light on one side, dark the other
+    grain = cv2.GaussianBlur(rng.standard_normal(xx.shape).astype(np.float32), (0, 0), 1.5)
+    blotch = cv2.GaussianBlur(rng.standard_normal(xx.shape).astype(np.float32), (0, 0), 12.0)
+    field = 0.22 * field + 0.5 * grain / (grain.std() + 1e-6) * 0.06 + blotch / (blotch.std() + 1e-6) * 0.05
+    field = np.clip(1 + s * field, 0.45, 1.2)
+    field = cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.convertScaleAbs(image.astype(np.float32) * field[:, :, None])
+
+
 def stamp(image: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
     """A rubber stamp (box or ring with words) in a coloured ink, at an angle, over whatever is there."""
     h, w = image.shape[:2]
@@ -247,20 +269,22 @@ def handwriting(image: np.ndarray, s: float, rng: np.random.Generator) -> np.nda
 
 
 ARTIFACTS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {
-    "shadow": shadow, "crease": crease, "crumple": crumple, "stains": stains, "stamp": stamp, "scribbles": scribbles,
+    "shadow": shadow, "crease": crease, "crumple": crumple, "wrinkle": wrinkle, "stains": stains, "stamp": stamp,
+    "scribbles": scribbles,
     "handwriting": handwriting, "low_contrast": low_contrast,
     "perspective": perspective, "partial_crop": partial_crop, "blur": blur, "binarise": binarise,
     "scanner_noise": scanner_noise, "jpeg": jpeg,
 }
 _PROBABILITY = {  # per preset: chance each artifact applies, and the strength range
-    "light": ({"binarise": 0.0, "partial_crop": 0.1, "scribbles": 0.1, "stains": 0.1, "crumple": 0.1, "stamp": 0.1,
-               "handwriting": 0.1}, 0.35, (0.05, 0.4)),
+    "light": ({"binarise": 0.0, "partial_crop": 0.1, "scribbles": 0.1, "stains": 0.1, "crumple": 0.1, "wrinkle": 0.1,
+               "stamp": 0.1, "handwriting": 0.1}, 0.35, (0.05, 0.4)),
     "heavy": ({"binarise": 0.12, "partial_crop": 0.35, "scribbles": 0.3, "stains": 0.35, "crumple": 0.35,
-               "stamp": 0.25, "handwriting": 0.3}, 0.7, (0.3, 1.0)),
+               "wrinkle": 0.45, "stamp": 0.25, "handwriting": 0.3}, 0.7, (0.3, 1.0)),
     # A phone photo of a printout on a desk: always shadowed, warped, dim, soft and recompressed.
     # Stage 1 never trains on it, so it stands for a hospital's own, unseen style (the two-stage ablation).
     "photo": ({"shadow": 1.0, "perspective": 1.0, "low_contrast": 1.0, "blur": 1.0, "jpeg": 1.0, "binarise": 0.0,
-               "scanner_noise": 0.0, "crumple": 0.0, "stamp": 0.0, "handwriting": 0.0}, 0.25, (0.6, 1.0)),
+               "scanner_noise": 0.0, "crumple": 0.0, "wrinkle": 0.0, "stamp": 0.0, "handwriting": 0.0},
+              0.25, (0.6, 1.0)),
 }
 
 

@@ -290,19 +290,23 @@ def evaluate(
     plots: Annotated[Path | None, typer.Option(help="folder for roc.png and calibration.png")] = None,
     bootstrap: int = 1000,
 ) -> None:
-    """Macro and per-class AUROC with bootstrap 95% intervals, sensitivity/specificity at the bundle's thresholds."""
+    """AUROC with bootstrap 95% intervals; sensitivity, specificity, calibration error and the share of normal
+    ECGs with no flag, at the bundle's thresholds."""
     from model_training.evaluate import evaluate_bundle
 
     report = evaluate_bundle(bundle or get_settings().bundle_dir, data, json_out, plots, n_bootstrap=bootstrap)
     table = Table(title=f"{report['bundle']} on {data} ({report['n']} pages)")
-    for column in ("label", "AUROC", "95% CI", "sensitivity", "specificity", "threshold"):
+    for column in ("label", "AUROC", "95% CI", "sensitivity", "specificity", "ECE", "threshold"):
         table.add_column(column, justify="left" if column == "label" else "right")
     for label, auroc in report["per_class_auroc"].items():
         low, high = report["per_class_auroc_ci"].get(label, [float("nan")] * 2)
         table.add_row(label, f"{auroc:.4f}", f"{low:.3f}-{high:.3f}", f"{report['sensitivity'][label]:.3f}",
-                      f"{report['specificity'][label]:.3f}", f"{report['thresholds'][label]:.3f}")
+                      f"{report['specificity'][label]:.3f}", f"{report['ece'][label]:.3f}",
+                      f"{report['thresholds'][label]:.3f}")
     low, high = report["macro_auroc_ci"]
-    table.add_row("macro", f"{report['macro_auroc']:.4f}", f"{low:.3f}-{high:.3f}", "", "", "")
+    table.add_row("macro", f"{report['macro_auroc']:.4f}", f"{low:.3f}-{high:.3f}", "", "", "", "")
+    table.caption = (f"normal ECGs with no flag: {report['normal_no_flag']:.3f} "
+                     f"of {report['normal_pages']} pages with no finding")
     out.print(table)
 
 

@@ -1,4 +1,4 @@
-"""The loop every backend shares: pages in batches -> `to_input` -> the backend's forward pass -> one sigmoid.
+"""The loop every backend shares: pages in batches -> `to_input` -> the forward pass -> calibrated probabilities.
 
 A backend subclasses `BatchedEngine` and supplies only `_forward`: float32 input (n, 1, H, W) -> logits
 (n, labels) as a numpy array. Conversion, batching and the probabilities are the same code for all of them,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_training.manifest import Manifest, sigmoid, to_input
+from model_training.manifest import Manifest, probabilities, to_input
 
 
 class BatchedEngine:
@@ -23,7 +23,7 @@ class BatchedEngine:
                   for start in range(0, len(pages), self.batch_size)]
         if not logits:
             return np.zeros((0, len(self.manifest.labels)), np.float32)
-        return sigmoid(np.concatenate(logits))
+        return probabilities(np.concatenate(logits), self.manifest)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """float32 (n, 1, H, W) -> logits (n, labels)."""
