@@ -46,8 +46,8 @@ def synth(
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
     prevalence: Annotated[str | None, typer.Option(help="e.g. AF=0.3,HYP=0.2 (default: close to PTB-XL)")] = None,
     normal_fraction: Annotated[float | None, typer.Option(help="share of normal records (default 0.4)")] = None,
-    family: Annotated[str, typer.Option(help="drawing family: ours (our renderer) or ecgplot (the ecg_plot "
-                                             "package)")] = "ours",
+    family: Annotated[str, typer.Option(help="drawing family: ours, ecgplot, dicomplot or wfdbplot "
+                                             "(model_training/synth/families.py)")] = "ours",
 ) -> None:
     """Write synthetic labelled ECG pages and labels.csv (file, MI, AF, STTC, CD, HYP, subtypes, seed, style)."""
     from rich.progress import Progress

@@ -33,7 +33,7 @@ def _events(run: Path) -> list[dict]:
 
 
 def test_training_writes_a_bundle_that_serves_and_reproduces(tmp_path: Path) -> None:
-    first = train(_config(tmp_path, "a", export=True))
+    first = train(_config(tmp_path, "a", export=True, operating_points={"MI": {"sensitivity": 0.9}}))
     assert first["finished"] and first["pages"] == 32
     bundle = Path(first["bundle"])
     manifest = load_manifest(bundle)
@@ -41,6 +41,12 @@ def test_training_writes_a_bundle_that_serves_and_reproduces(tmp_path: Path) -> 
     assert all(0.0 < t < 1.0 for t in manifest.thresholds.values())
     assert manifest.metrics["validation"]["n"] == 16 and "macro_auroc" in manifest.metrics["validation"]
     assert "synthetic n=24 seed=41" in manifest.data
+    assert set(manifest.calibration) == set(manifest.operating_points) == set(manifest.labels)
+    assert manifest.operating_points["MI"]["policy"] == "sensitivity >= 0.9"
+    assert manifest.operating_points["AF"]["policy"] == "Youden's J"  # a label the policy does not name
+    if manifest.operating_points["MI"]["sensitivity"] is not None:  # MI present in the 16 validation pages
+        assert manifest.operating_points["MI"]["sensitivity"] >= 0.9
+        assert manifest.metrics["validation"]["sensitivity"]["MI"] >= 0.9  # the same pages, calibrated alike
     events = [e["event"] for e in _events(tmp_path / "runs" / "a")]
     assert events[0] == "start" and events.count("eval") == 2 and events[-1] == "bundle"
 
@@ -54,7 +60,7 @@ def test_training_writes_a_bundle_that_serves_and_reproduces(tmp_path: Path) -> 
     onnx_logits = session.run(None, {"pages": pages.numpy()})[0]
     np.testing.assert_allclose(onnx_logits, model(pages).detach().numpy(), atol=1e-4)
 
-    again = train(_config(tmp_path, "b"))  # same seed, same data, same budget: the same weights
+    again = train(_config(tmp_path, "b", operating_points={"MI": {"sensitivity": 0.9}}))  # same seed, same data, same budget: the same weights
     assert again["model_version"].split("@")[1] == first["model_version"].split("@")[1]
 
 
