@@ -193,17 +193,21 @@ def bench_preprocess(
     flat_pages: int = 50,
     time_pages: int = 40,
     scale_pages: int = 200,
+    paper_pages: int = 40,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
 ) -> None:
-    """ms per 200-DPI page on one core, deskew error, paper flatness, px/mm error and trace area found."""
+    """ms per 200-DPI page on one core, deskew error, paper flatness, px/mm error, trace area found, and how
+    much of a page survives creased, crumpled and wrinkled paper."""
     from model_training.bench.preprocess import bench_preprocess as run_bench
 
-    result = run_bench(deskew_pages, flat_pages, time_pages, scale_pages)
+    result = run_bench(deskew_pages, flat_pages, time_pages, scale_pages, paper_pages)
     flat = {"benchmark": "preprocess", "ms_per_page": result["ms_per_page"],
             **{f"deskew_{k}": v for k, v in result["deskew"].items()},
             **{f"flatness_{k}": v for k, v in result["flatness"].items()},
             **{f"scale_{name}_{k}": v for name, scale in result["scale"].items() for k, v in scale.items()
-               if k in ("trace_area_found", "share_under_3pct", "share_under_10pct", "median_error")}}
+               if k in ("trace_area_found", "share_under_3pct", "share_under_10pct", "median_error")},
+            **{f"paper_{name}_{k}": v for name in ("crease", "crumple", "wrinkle", "all")
+               for k, v in result["paper_damage"][name].items()}}
     _report(flat, None)
     _save_json(result, json_out)
 

@@ -60,7 +60,8 @@ def test_training_writes_a_bundle_that_serves_and_reproduces(tmp_path: Path) -> 
     onnx_logits = session.run(None, {"pages": pages.numpy()})[0]
     np.testing.assert_allclose(onnx_logits, model(pages).detach().numpy(), atol=1e-4)
 
-    again = train(_config(tmp_path, "b", operating_points={"MI": {"sensitivity": 0.9}}))  # same seed, same data, same budget: the same weights
+    # same seed, same data, same budget, same policy: the same weights
+    again = train(_config(tmp_path, "b", operating_points={"MI": {"sensitivity": 0.9}}))
     assert again["model_version"].split("@")[1] == first["model_version"].split("@")[1]
 
 
