@@ -182,3 +182,12 @@ def test_scale_benchmark_scores_clean_pages_of_both_families() -> None:
                                                                                    artifacts="none")
     assert ours["trace_area_found"] == 1.0 and ours["share_under_3pct"] >= 0.9, ours
     assert ecgplot["trace_area_found"] >= 0.9 and ecgplot["share_under_10pct"] >= 0.5, ecgplot
+
+
+def test_cleaning_keeps_the_traces_through_creased_crumpled_and_wrinkled_paper() -> None:
+    from model_training.bench.preprocess import paper_survival
+
+    result = paper_survival(n=3)
+    for damage in ("crease", "crumple", "wrinkle"):
+        assert result[damage]["recall"] >= 0.9 and result[damage]["precision"] >= 0.9, (damage, result)
+    assert set(result["all"]) == {"recall", "precision", "mad"}
