@@ -126,23 +126,25 @@ def paper_survival(n: int = 40, strength: float = 1.0) -> dict:
     Each page is drawn clean at 200 DPI, then once more with one kind of paper damage at `strength`
     (and all three together). Scores compare the two cleaned inputs: the share of the clean page's ink
     that is still ink within a pixel (recall), the share of the damaged page's ink within a pixel of
-    the clean page's (precision: 1 - spurious marks), and the mean absolute difference in grey levels.
+    the clean page's (precision: 1 - spurious marks), the mean absolute difference in grey levels, and
+    the share of pages whose measured millimetre stayed within 1% (a changed scale redraws the whole page).
     """
-    rows: dict[str, dict[str, list[float]]] = {name: {"recall": [], "precision": [], "mad": []}
+    rows: dict[str, dict[str, list[float]]] = {name: {"recall": [], "precision": [], "mad": [], "same_scale": []}
                                                 for name in (*PAPER_DAMAGE, "all")}
     for i in range(n):
         page = _clean_page(40_000 + i)
-        reference = clean(page, (256, 352)).image
+        before = clean(page, (256, 352))
+        reference = before.image
         ref_ink = _ink(reference)
         for name in rows:
             rng = np.random.default_rng([SEED_BASE, 40_000 + i])
             damaged = page
             for artifact in (PAPER_DAMAGE if name == "all" else (name,)):
                 damaged = ARTIFACTS[artifact](damaged, strength, rng)
-            cleaned = clean(damaged, (256, 352)).image
-            ink = _ink(cleaned)
-            if cleaned.shape != reference.shape:
-                continue
+            after = clean(damaged, (256, 352))
+            cleaned, ink = after.image, _ink(after.image)
+            rows[name]["same_scale"].append(float(bool(before.px_per_mm and after.px_per_mm)
+                                                  and abs(after.px_per_mm / before.px_per_mm - 1) < 0.01))
             rows[name]["recall"].append(float((_near(ink) & ref_ink).sum() / max(1, ref_ink.sum())))
             rows[name]["precision"].append(float((ink & _near(ref_ink)).sum() / max(1, ink.sum())))
             rows[name]["mad"].append(float(np.abs(cleaned.astype(np.int16) - reference).mean()))
