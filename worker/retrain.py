@@ -159,9 +159,7 @@ def _train_and_decide(settings: Settings, actor: str, pages: list[ReviewedPage],
     manifest = load_manifest(champion_dir)
     stage1 = load_config("stage1")
     replay_total = round(settings.retrain_replay_pages)
-    # Our renderer's stage 1 sets only: the foreign families draw at 1.6-5 s a page, ten times slower,
-    # which would add minutes to every nightly run for a few hundred replay pages.
-    synthetic = [s for s in stage1.data if s.kind == "synthetic" and s.family == "ours"]
+    synthetic = [s for s in stage1.data if s.kind == "synthetic"]
     stage1_pages = sum(s.n or 0 for s in synthetic)
     shares = [round(replay_total * (s.n or 0) / stage1_pages) for s in synthetic[:-1]] if stage1_pages else []
     shares.append(replay_total - sum(shares))
