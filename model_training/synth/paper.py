@@ -298,7 +298,9 @@ def apply_artifacts(image: np.ndarray, level: str, rng: np.random.Generator) -> 
     if level == "none":
         return image, ()
     special, default_p, (low, high) = _PROBABILITY[level]
-    chosen = {name for name in ARTIFACTS if rng.random() < special.get(name, default_p)}
+    # `wrinkle` came later: a level that never wrinkles skips its draw and keeps the pages it made before
+    chosen = {name for name in ARTIFACTS if not (name == "wrinkle" and special.get(name, default_p) == 0)
+              and rng.random() < special.get(name, default_p)}
     if "binarise" in chosen:
         chosen -= {"shadow", "perspective", "low_contrast"}
     applied = []
