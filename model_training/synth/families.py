@@ -42,6 +42,16 @@ _ECGPLOT_PENS = ["#172331", "#000000", "#1f3a93", "#3b3b3b", "#5a1010"]
 _ECGPLOT_LAYOUTS = ("12lead+rhythm", "12lead", "columns", "limb-chest")
 
 
+def _figure_bgr(figure, dpi: int) -> np.ndarray:
+    """A Matplotlib figure rasterised at `dpi` as a BGR page, whichever package built it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure.set_dpi(dpi)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:, :, 2::-1])  # RGBA -> BGR
+
+
 def _ecgplot_chart(record: Record, rng: np.random.Generator):
     import ecg_plot
 
@@ -69,16 +79,12 @@ def _ecgplot_chart(record: Record, rng: np.random.Generator):
 def render_ecgplot(record: Record, page_seed: int, artifacts: str = "heavy", dpi: int | None = None
                    ) -> tuple[np.ndarray, PageStyle]:
     """`record` drawn by the ecg_plot package at `dpi` (random 100-300 if None), then our artifacts."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     rng = np.random.default_rng([page_seed, 0xEC6])
     chart, layout, grid = _ecgplot_chart(record, rng)
     dpi = dpi or int(rng.choice([100, 150, 200, 250, 300], p=[0.15, 0.2, 0.35, 0.15, 0.15]))
     figure, _ = chart.to_matplotlib()
-    figure.set_dpi(dpi)
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    image = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:, :, 2::-1])  # RGBA -> BGR
+    image = _figure_bgr(figure, dpi)
     image, applied = apply_artifacts(image, artifacts, rng)
     return image, PageStyle(f"ecgplot-{layout}", grid, "chart", dpi, applied)
 
@@ -92,7 +98,6 @@ def render_dicomplot(record: Record, page_seed: int, artifacts: str = "heavy", d
     import io
 
     from ecg.ecg import ECG  # dicom-ecg-plot's import name
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from model_training.synth.dicom_out import waveform_dataset
 
@@ -106,11 +111,7 @@ def render_dicomplot(record: Record, page_seed: int, artifacts: str = "heavy", d
     chart = ECG(buffer, paper=paper)
     try:
         chart.draw(layout, mm_mv=10.0, minor_axis=bool(rng.random() < 0.7), interpretation=False)
-        figure = chart._plotter.fig  # the package saves only at 300 DPI through pyplot; draw it at ours
-        figure.set_dpi(dpi)
-        canvas = FigureCanvasAgg(figure)
-        canvas.draw()
-        image = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:, :, 2::-1])
+        image = _figure_bgr(chart._plotter.fig, dpi)  # the package saves only at 300 DPI; draw it at ours
     finally:
         chart.close()
     image, applied = apply_artifacts(image, artifacts, rng)
@@ -124,7 +125,6 @@ def render_wfdbplot(record: Record, page_seed: int, artifacts: str = "heavy", dp
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from wfdb.plot import plot_items
 
     rng = np.random.default_rng([page_seed, 0x3FDB])
@@ -141,10 +141,7 @@ def render_wfdbplot(record: Record, page_seed: int, artifacts: str = "heavy", dp
             height_mm = axis.get_position().height * height_in * 25.4
             centre = float(np.median(trace))
             axis.set_ylim(centre - height_mm / 20, centre + height_mm / 20)  # 10 mm per mV
-        figure.set_dpi(dpi)
-        canvas = FigureCanvasAgg(figure)
-        canvas.draw()
-        image = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:, :, 2::-1])
+        image = _figure_bgr(figure, dpi)
     finally:
         pyplot.close(figure)
     image, applied = apply_artifacts(image, artifacts, rng)
