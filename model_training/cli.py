@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True)  # samples, synth, synth-gallery
-bench_app = typer.Typer(no_args_is_help=True)  # synth, validity, reference, recipe, families, preprocess, ablation
+# bench: synth, validity, reference, recipe, families, morphology, preprocess, ablation
+bench_app = typer.Typer(no_args_is_help=True)
 
 # The whole command's two consoles (worker.cli logs through `console` too, so logs and progress bars share it).
 console = Console(stderr=True)
@@ -184,6 +185,29 @@ def bench_families(
         per_class = row["held_out"]["per_class_auroc"]
         table.add_row(family, "+".join(row["trained_on"]), str(row["held_out"]["macro_auroc"]),
                       *(str(per_class[label]) for label in LABELS), str(row["in_family_mean"]), str(row["gap"]))
+    out.print(table)
+
+
+@bench_app.command("morphology")
+def bench_morphology(
+    arms: Annotated[str, typer.Option(help="comma-separated arms of model_training.bench.morphology.ARMS")] = (
+        "baseline,signal,distill,signal_distill,hires"),
+    pages_seen: Annotated[int, typer.Option(help="pages seen by every arm")] = 6000,
+    json_out: Annotated[Path | None, typer.Option("--json", help="merge each arm's result into this JSON file")] = None,
+) -> None:
+    """Signal head, signal teacher and more px/mm against the plain recipe at equal pages seen, on held-out families."""
+    from model_training.bench.morphology import HELD_OUT, run_morphology_bench
+
+    report = run_morphology_bench([a.strip() for a in arms.split(",") if a.strip()], pages_seen, json_out=json_out,
+                                  on_arm=lambda arm, r: console.print(f"{arm}: in style {r['in_style']}, "
+                                                                      f"held out {r['held_out_mean']}"))
+    table = Table(title=f"bench morphology: {pages_seen} pages seen, macro AUROC")
+    for column in ("arm", "minutes", "in style", *HELD_OUT, "held-out mean"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for arm, row in report["arms"].items():
+        table.add_row(arm, str(round(row["seconds"] / 60, 1)), str(row["in_style"]),
+                      *(str(row["held_out"].get(name, {}).get("macro_auroc")) for name in HELD_OUT),
+                      str(row["held_out_mean"]))
     out.print(table)
 
 

@@ -42,6 +42,10 @@ class TrainConfig(BaseModel):
     ema_decay: float | None = None  # e.g. 0.999; evaluation and the bundle then use the averaged weights
     augment: bool = True
     seed: int = 0
+    # Morphology losses from what the generator knows (pages with a known signal only; docs/recipe.md):
+    signal_weight: float = 0.0  # weight of the signal head's loss (median beats and measurements); 0 = no head
+    distill_weight: float = 0.0  # share of each finding's target taken from the signal teacher's probability
+    teacher_records: int = 3000  # records the signal teacher (gradient-boosted trees on measurements) learns from
 
     eval_every_pages: int = 2_000
     checkpoint_every_pages: int = 2_000

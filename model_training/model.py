@@ -37,16 +37,19 @@ def create_model(backbone: str, num_labels: int, in_chans: int = 1, **kwargs: An
 
 
 class ConvPoolStem(nn.Sequential):
-    """Two dense conv-BN-ReLU-maxpool layers: a 4x reduction that a thin trace survives."""
+    """Dense conv-BN-ReLU-maxpool layers, each halving: a 2**pools reduction that a thin trace survives.
 
-    def __init__(self, in_chans: int, out_chs: int) -> None:
-        mid_chs = max(8, out_chs // 2)
-        super().__init__(
-            nn.Conv2d(in_chans, mid_chs, 3, padding=1, bias=False), nn.BatchNorm2d(mid_chs), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(mid_chs, out_chs, 3, padding=1, bias=False), nn.BatchNorm2d(out_chs), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        )
+    Two pools (4x) at 1.26 px/mm; three (8x) at twice the px/mm keep every later stage's receptive
+    field the same in millimetres, with the extra full-resolution layer at half the width.
+    """
+
+    def __init__(self, in_chans: int, out_chs: int, pools: int = 2) -> None:
+        widths = [max(8, out_chs >> (pools - 1 - i)) for i in range(pools)]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([in_chans, *widths[:-1]], widths, strict=True):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+        super().__init__(*layers)
 
 
 def _pool_downsample(strided: nn.Sequential) -> nn.Sequential:
@@ -58,7 +61,7 @@ def _pool_downsample(strided: nn.Sequential) -> nn.Sequential:
 
 @register_model
 def convnext_ecg(pretrained: bool = False, stem: str = "conv_pool", downsample: str = "maxpool",
-                 **kwargs: Any) -> ConvNeXt:
+                 stem_pools: int = 2, **kwargs: Any) -> ConvNeXt:
     """ConvNeXt for paper ECGs learnt from scratch; every timm ConvNeXt argument still applies."""
     if pretrained:
         raise ValueError("convnext_ecg has no pretrained weights; train it or load a bundle")
@@ -72,12 +75,42 @@ def convnext_ecg(pretrained: bool = False, stem: str = "conv_pool", downsample: 
                             "norm_layer": "batchnorm2d", "ls_init_value": None, "global_pool": "avg", **kwargs}
     model = ConvNeXt(stem_type=stem if stem in TIMM_STEMS else "patch", **args)
     if stem == "conv_pool":
-        model.stem = ConvPoolStem(args.get("in_chans", 3), args["dims"][0])
+        model.stem = ConvPoolStem(args.get("in_chans", 3), args["dims"][0], stem_pools)
+    elif stem_pools != 2:
+        raise ValueError("stem_pools applies to the conv_pool stem only")
     if downsample == "maxpool":
         for stage in list(model.stages)[1:]:
             if isinstance(stage.downsample, nn.Sequential):
                 stage.downsample = _pool_downsample(stage.downsample)
     return model
+
+
+class SignalHead(nn.Module):
+    """Training-only head that reads the record's signal targets (`signal_targets`) back from the image.
+
+    Each of 12 learnt lead queries attends over the last feature map (with a learnt position per
+    cell, so it can find its lead on the page) and regresses that lead's median beat; the
+    measurements come from the pooled map. It is dropped at export: the bundle holds the classifier.
+    """
+
+    def __init__(self, channels: int, grid: tuple[int, int], leads: int, beat_samples: int, measurements: int,
+                 dim: int = 64) -> None:
+        super().__init__()
+        self.keys = nn.Conv2d(channels, dim, 1)
+        self.values = nn.Conv2d(channels, dim, 1)
+        self.position = nn.Parameter(torch.zeros(1, dim, *grid))
+        self.queries = nn.Parameter(torch.randn(leads, dim) * dim**-0.5)
+        self.beat = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, beat_samples))
+        self.measurements = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, measurements))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) feature map -> (N, leads * beat_samples + measurements) standardised targets."""
+        keys = (self.keys(features) + self.position).flatten(2)  # N, dim, h*w
+        values = self.values(features).flatten(2)
+        attention = torch.softmax(torch.einsum("ld,ndp->nlp", self.queries, keys) * keys.shape[1] ** -0.5, -1)
+        per_lead = torch.einsum("nlp,ndp->nld", attention, values)
+        beats = self.beat(per_lead).flatten(1)
+        return torch.cat([beats, self.measurements(features.mean((2, 3)))], 1)
 
 
 def to_input(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from ingest.decode import decode
 from ingest.preprocess import PREPROCESS_VERSION, letterbox, preprocess
 from model_training.parallel import parallel_map
+from model_training.signal_targets import WIDTH, missing, record_targets
 from model_training.synth import SYNTH_VERSION
 from model_training.synth.dataset import item_seed
 from model_training.synth.families import render_family
@@ -85,31 +86,42 @@ class _Job:
     preprocessed: bool = False
 
 
-def _make(job: _Job) -> tuple[np.ndarray, np.ndarray]:
+def _record(job: _Job) -> Record | None:
+    """The 12-lead record a synthetic or PTB-XL page is drawn from; None for a folder page."""
     if job.kind == "synthetic":
-        seed = item_seed(job.seed, job.index)
-        record = generate_record(seed, prevalence=dict(job.prevalence) if job.prevalence else None,
-                                 normal_fraction=job.normal_fraction)
-        image, _ = render_family(record, seed, job.family, job.artifacts, job.dpi)
-        labels = record.multi_hot().astype(np.float32)
-    elif job.kind == "ptbxl":
+        return generate_record(item_seed(job.seed, job.index),
+                               prevalence=dict(job.prevalence) if job.prevalence else None,
+                               normal_fraction=job.normal_fraction)
+    if job.kind == "ptbxl":
         from model_training.ptbxl import read_signals
 
         signals, fs, leads = read_signals(Path(job.path).parent, Path(job.path).name)
-        record = Record(signals=signals, fs=fs, labels=dict(zip(LABELS, job.labels, strict=True)), subtypes=[],
-                        variant="ptbxl", seed=job.index, params={}, leads=tuple(leads))
-        image, _ = render_family(record, item_seed(job.seed, job.index), job.family, job.artifacts, job.dpi)
-        labels = np.array(job.labels, dtype=np.float32)
-    else:
-        labels = np.array(job.labels, dtype=np.float32)
-        if job.preprocessed:
-            gray = cv2.imread(job.path, cv2.IMREAD_GRAYSCALE)
-            if gray is None:
-                raise ValueError(f"cannot read page image {job.path}")
-            return letterbox(gray, job.size), labels
-        _, pages = decode(Path(job.path))
-        image = pages[0].image
-    return preprocess(image, job.size, job.steps), labels
+        return Record(signals=signals, fs=fs, labels=dict(zip(LABELS, job.labels, strict=True)), subtypes=[],
+                      variant="ptbxl", seed=job.index, params={}, leads=tuple(leads))
+    return None
+
+
+def _make(job: _Job) -> tuple[np.ndarray, np.ndarray]:
+    record = _record(job)
+    if record is not None:
+        page_seed = item_seed(job.seed, job.index)
+        image, _ = render_family(record, page_seed, job.family, job.artifacts, job.dpi)
+        labels = record.multi_hot().astype(np.float32) if job.kind == "synthetic" \
+            else np.array(job.labels, dtype=np.float32)
+        return preprocess(image, job.size, job.steps), labels
+    labels = np.array(job.labels, dtype=np.float32)
+    if job.preprocessed:
+        gray = cv2.imread(job.path, cv2.IMREAD_GRAYSCALE)
+        if gray is None:
+            raise ValueError(f"cannot read page image {job.path}")
+        return letterbox(gray, job.size), labels
+    _, pages = decode(Path(job.path))
+    return preprocess(pages[0].image, job.size, job.steps), labels
+
+
+def _targets(job: _Job) -> np.ndarray:
+    record = _record(job)
+    return missing() if record is None else record_targets(record)
 
 
 def _jobs(source: Source, size: tuple[int, int], steps: tuple[str, ...]) -> list[_Job]:
@@ -172,6 +184,28 @@ def load_pages(source: Source, size: tuple[int, int], steps: Sequence[str], cach
     np.save(labels_path, labels)
     os.replace(partial, images_path)  # only a complete set is ever found under its key
     return PageSet(np.load(images_path, mmap_mode="r"), labels, source.describe())
+
+
+def load_targets(source: Source, cache: Path, workers: int | None = None) -> np.ndarray:
+    """Each page's signal targets (`signal_targets`), in page order, cached like the pages.
+
+    They depend on the records only, not on the drawing or the input size, so one file serves every
+    size and family of the same records.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    records = source.model_dump(mode="json", exclude={"artifacts", "family", "dpi", "preprocessed"})
+    identity = {"records": records, "synth_version": SYNTH_VERSION, "targets": WIDTH}
+    if source.kind == "folder" and source.path is not None:
+        identity["labels_mtime"] = (source.path / "labels.csv").stat().st_mtime_ns
+    path = cache / f"{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]}-targets.npy"
+    if path.exists():
+        return np.load(path)
+    jobs = _jobs(source, (0, 0), ())
+    targets = np.stack(list(parallel_map(_targets, jobs, workers or os.cpu_count() or 1)))
+    partial = path.with_suffix(".partial.npy")
+    np.save(partial, targets)
+    os.replace(partial, path)
+    return targets
 
 
 def concatenate(sets: list[PageSet]) -> PageSet:

@@ -28,12 +28,16 @@ from model_training.bundle import WEIGHTS, export_bundle, load_manifest, save_bu
 from model_training.config import TrainConfig
 from model_training.evaluate import metrics
 from model_training.manifest import LABELS, Manifest, probabilities
-from model_training.model import create_model, to_input
+from model_training.model import SignalHead, create_model, to_input
 from model_training.operating import OperatingPoint, choose_operating_points
-from model_training.pages import PageSet, concatenate, load_pages
+from model_training.pages import PageSet, concatenate, load_pages, load_targets
+from model_training.signal_targets import BEAT_SAMPLES, LEADS, MEASUREMENTS, measurement_columns
+from model_training.synth.dataset import item_seed
+from model_training.synth.features import feature_table, fit_feature_models, predict_feature_models
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+TEACHER_SET = 977  # the signal teacher's records; no preset, bench or test set uses this set seed
 
 
 def lr_at(pages: int, config: TrainConfig) -> float:
@@ -132,10 +136,12 @@ class Trainer:
     """Holds the run's state so that `run` can stop at any checkpoint and a new process can resume it."""
 
     def __init__(self, config: TrainConfig, on_log: Callable[[dict[str, Any]], None] | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> None:
+                 progress: Callable[[str, int, int], None] | None = None,
+                 monitor: dict[str, PageSet] | None = None) -> None:
         self.config = config
         self.on_log = on_log or (lambda _: None)
         self.progress = progress
+        self.monitor = monitor or {}  # more page sets scored at every evaluation (e.g. held-out families)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.cuda = self.device.type == "cuda"
         if config.threads > 0:
@@ -149,13 +155,21 @@ class Trainer:
             self.model.load_state_dict(_initial_weights(Path(config.init)))
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimiser = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
+        self.signal_head = self._signal_head() if config.signal_weight > 0 else None
+        trained = nn.ModuleList([self.model, self.signal_head]) if self.signal_head else self.model
+        self.optimiser = torch.optim.AdamW(_param_groups(trained, config.weight_decay), lr=config.lr)
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
                                  use_buffers=True) if config.ema_decay else None
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) \
             if self.cuda and config.amp == "auto" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.pages, self.epoch, self.offset, self.best = 0, 0, 0, 0.0
+
+    def _signal_head(self) -> SignalHead:
+        self.model.eval()  # a forward in training mode would move the BatchNorm statistics
+        with torch.no_grad():
+            shape = self.model.forward_features(torch.zeros(1, 1, *self.config.input_size, device=self.device)).shape
+        return SignalHead(shape[1], tuple(shape[2:]), LEADS, BEAT_SAMPLES, MEASUREMENTS).to(self.device)
 
     # ---- data -----------------------------------------------------------------------------------
     def _load(self, sources: list, what: str) -> PageSet:
@@ -168,10 +182,32 @@ class Trainer:
                                    self.config.workers, progress=callback))
         return concatenate(sets)
 
+    def _morphology_targets(self, train: PageSet) -> tuple[np.ndarray, np.ndarray | None]:
+        """Training targets per page: labels mixed with the signal teacher's probabilities, and the
+        standardised signal targets for the signal head (NaN rows where a page's signal is unknown)."""
+        config = self.config
+        targets = np.concatenate([load_targets(source, config.cache_dir, config.workers) for source in config.data])
+        known = ~np.isnan(targets).any(axis=1)
+        soft = train.labels.copy()
+        if config.distill_weight > 0 and known.any():
+            teacher = fit_feature_models(*feature_table([item_seed(TEACHER_SET, i)
+                                                         for i in range(config.teacher_records)]))
+            taught = predict_feature_models(teacher, measurement_columns(targets[known]))
+            soft[known] = (1 - config.distill_weight) * train.labels[known] + config.distill_weight * taught
+            agreement = metrics(train.labels[known].astype(int), taught, LABELS, dict.fromkeys(LABELS, 0.5),
+                                n_bootstrap=0)
+            self._log({"event": "teacher", "records": config.teacher_records, "pages": int(known.sum()),
+                       "macro_auroc_on_train": agreement["macro_auroc"]})
+        if self.signal_head is None:
+            return soft, None
+        mean, std = np.nanmean(targets, axis=0), np.nanstd(targets, axis=0)
+        return soft, np.clip((targets - mean) / np.maximum(std, 1e-3), -5, 5).astype(np.float32)
+
     # ---- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         path = self.config.run_dir / CHECKPOINT
         state = {"model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
+                 "signal_head": self.signal_head.state_dict() if self.signal_head else None,
                  "ema_model": self.ema.module.state_dict() if self.ema else None,
                  "ema": self.ema.state_dict() if self.ema else None, "scaler": self.scaler.state_dict(),
                  "pages": self.pages, "epoch": self.epoch, "offset": self.offset, "best": self.best,
@@ -187,6 +223,8 @@ class Trainer:
             return False
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["model"])
+        if self.signal_head and state.get("signal_head"):
+            self.signal_head.load_state_dict(state["signal_head"])
         self.optimiser.load_state_dict(state["optimiser"])
         if self.ema and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
@@ -214,16 +252,26 @@ class Trainer:
                 yield batch
             self.epoch, self.offset = self.epoch + 1, 0
 
-    def _step(self, images: np.ndarray, labels: np.ndarray, loss_fn: nn.Module) -> float:
+    def _step(self, images: np.ndarray, labels: np.ndarray, loss_fn: nn.Module,
+              signal: np.ndarray | None = None) -> tuple[float, float]:
+        """One optimiser step; returns the classification loss and the signal head's loss (0 without one)."""
         self.model.train()
         for group in self.optimiser.param_groups:
             group["lr"] = lr_at(self.pages, self.config)
         inputs, targets = to_input(images).to(self.device), torch.from_numpy(labels).to(self.device)
         if self.config.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
+        signal_loss = torch.zeros((), device=self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            loss = loss_fn(self.model(inputs).float(), targets)
+            features = self.model.forward_features(inputs)
+            loss = loss_fn(self.model.forward_head(features).float(), targets)
+            if self.signal_head is not None and signal is not None:
+                known = torch.from_numpy(~np.isnan(signal).any(axis=1)).to(self.device)
+                if known.any():
+                    wanted = torch.from_numpy(np.nan_to_num(signal)).to(self.device)[known]
+                    signal_loss = nn.functional.mse_loss(self.signal_head(features[known]).float(), wanted)
+                    loss = loss + self.config.signal_weight * signal_loss
         self.optimiser.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.clip_grad:
@@ -233,7 +281,7 @@ class Trainer:
         self.scaler.update()
         if self.ema:
             self.ema.update_parameters(self.model)
-        return float(loss.detach())
+        return float(loss.detach()), float(signal_loss.detach())
 
     def evaluation_model(self) -> nn.Module:
         return self.ema.module if self.ema else self.model
@@ -241,9 +289,15 @@ class Trainer:
     def evaluate(self, data: PageSet, train: PageSet) -> dict[str, Any]:
         if self.ema:
             recalibrate_bn(self.ema.module, train.images, self.device, seed=self.pages)
-        probs = predict(self.evaluation_model(), data.images, self.device)
-        scores = metrics(data.labels.astype(int), probs, LABELS, dict.fromkeys(LABELS, 0.5), n_bootstrap=0)
-        return {"macro_auroc": scores["macro_auroc"], "per_class_auroc": scores["per_class_auroc"]}
+        def score(pages: PageSet) -> dict[str, Any]:
+            probs = predict(self.evaluation_model(), pages.images, self.device)
+            scores = metrics(pages.labels.astype(int), probs, LABELS, dict.fromkeys(LABELS, 0.5), n_bootstrap=0)
+            return {"macro_auroc": scores["macro_auroc"], "per_class_auroc": scores["per_class_auroc"]}
+
+        result = score(data)
+        if self.monitor:
+            result["monitor"] = {name: score(pages) for name, pages in self.monitor.items()}
+        return result
 
     def run(self, resume: bool = True) -> dict[str, Any]:
         """Train to `total_pages` (or `max_minutes`), then write the bundle; returns the final summary."""
@@ -256,8 +310,10 @@ class Trainer:
         self._log({"event": "start", "stage": config.stage, "train_pages": len(train),
                    "validation_pages": len(validation), "data": train.description, "device": str(self.device)})
         loss_fn = nn.BCEWithLogitsLoss()
+        morphology = config.signal_weight > 0 or config.distill_weight > 0
+        train_targets, signal = self._morphology_targets(train) if morphology else (train.labels, None)
         rng = np.random.default_rng([config.seed, self.pages])
-        started, losses = time.monotonic(), []
+        started, losses, signal_losses = time.monotonic(), [], []
         next_eval = (self.pages // config.eval_every_pages + 1) * config.eval_every_pages
         next_checkpoint = (self.pages // config.checkpoint_every_pages + 1) * config.checkpoint_every_pages
         stopped_early = False
@@ -267,11 +323,14 @@ class Trainer:
             if config.max_minutes and time.monotonic() - started > 60 * config.max_minutes:
                 stopped_early = True
                 break
-            images = np.asarray(train.images[np.sort(batch)])
-            labels = train.labels[np.sort(batch)]
+            chosen = np.sort(batch)
+            images = np.asarray(train.images[chosen])
             if config.augment:
                 images = augment(images, rng)
-            losses.append(self._step(images, labels, loss_fn))
+            loss, signal_loss = self._step(images, train_targets[chosen], loss_fn,
+                                           None if signal is None else signal[chosen])
+            losses.append(loss)
+            signal_losses.append(signal_loss)
             self.pages += len(batch)
             if self.progress:
                 self.progress("training", len(batch), config.total_pages)
@@ -280,8 +339,9 @@ class Trainer:
                 self.best = max(self.best, scores["macro_auroc"])
                 self._log({"event": "eval", "pages": self.pages, "epoch": self.epoch, "lr": lr_at(self.pages, config),
                            "loss": round(float(np.mean(losses)), 4),
+                           **({"signal_loss": round(float(np.mean(signal_losses)), 4)} if signal is not None else {}),
                            "minutes": round((time.monotonic() - started) / 60, 2), **scores})
-                losses, next_eval = [], next_eval + config.eval_every_pages
+                losses, signal_losses, next_eval = [], [], next_eval + config.eval_every_pages
             if self.pages >= next_checkpoint:
                 self.save_checkpoint()
                 next_checkpoint += config.checkpoint_every_pages
@@ -322,8 +382,9 @@ class Trainer:
 
 
 def train(config: TrainConfig, resume: bool = True, on_log: Callable[[dict[str, Any]], None] | None = None,
-          progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    return Trainer(config, on_log, progress).run(resume=resume)
+          progress: Callable[[str, int, int], None] | None = None,
+          monitor: dict[str, PageSet] | None = None) -> dict[str, Any]:
+    return Trainer(config, on_log, progress, monitor).run(resume=resume)
 
 
 def recalibrate_bundle(bundle_dir: Path, config: TrainConfig, pages: int = 2048) -> Manifest:

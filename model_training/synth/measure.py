@@ -78,17 +78,31 @@ def _first_below(values: np.ndarray, start: int, step: int, threshold: float, ru
     return int(np.clip(index, 0, values.size - 1))
 
 
-def measure(signals: np.ndarray, fs: int) -> Measurements:
-    """All measurements of one 12-lead record (leads in standard order, mV)."""
+BEAT_BEFORE_S, BEAT_AFTER_S = 0.4, 0.65  # the median beat's window around each QRS
+
+
+def median_beat(x: np.ndarray, peaks: np.ndarray, fs: int) -> np.ndarray:
+    """The median of every complete beat (leads x samples), QRS at `BEAT_BEFORE_S`; the first window if none is."""
+    before, after = int(BEAT_BEFORE_S * fs), int(BEAT_AFTER_S * fs)
+    usable = peaks[(peaks > before) & (peaks < x.shape[1] - after)]
+    if not usable.size:
+        return x[:, : before + after]
+    return np.median(np.stack([x[:, p - before : p + after] for p in usable]), axis=0)
+
+
+def filtered_beat(signals: np.ndarray, fs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 0.5-40 Hz signals, their QRS locations and their median beat: what every measurement starts from."""
     x = _bandpass(signals.astype(np.float64), fs, 0.5, 40.0)
     peaks = qrs_locations(signals, fs)
-    before, after = int(0.4 * fs), int(0.65 * fs)
-    usable = peaks[(peaks > before) & (peaks < x.shape[1] - after)]
+    return x, peaks, median_beat(x, peaks, fs)
+
+
+def measure(signals: np.ndarray, fs: int) -> Measurements:
+    """All measurements of one 12-lead record (leads in standard order, mV)."""
+    x, peaks, beat = filtered_beat(signals, fs)
     rr = np.diff(peaks) / fs
     rr_mean = float(rr.mean()) if rr.size else 1.0
-    beat = np.median(np.stack([x[:, p - before : p + after] for p in usable]), axis=0) if usable.size else \
-        x[:, :before + after]
-    centre = before
+    centre = int(BEAT_BEFORE_S * fs)
     ms = 1000.0 / fs
 
     velocity = np.sqrt((np.gradient(beat, axis=1) ** 2).sum(axis=0))
