@@ -265,13 +265,14 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             features = self.model.forward_features(inputs)
-            loss = loss_fn(self.model.forward_head(features).float(), targets)
+            classification = loss_fn(self.model.forward_head(features).float(), targets)
+            loss = classification
             if self.signal_head is not None and signal is not None:
                 known = torch.from_numpy(~np.isnan(signal).any(axis=1)).to(self.device)
                 if known.any():
                     wanted = torch.from_numpy(np.nan_to_num(signal)).to(self.device)[known]
                     signal_loss = nn.functional.mse_loss(self.signal_head(features[known]).float(), wanted)
-                    loss = loss + self.config.signal_weight * signal_loss
+                    loss = classification + self.config.signal_weight * signal_loss
         self.optimiser.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.clip_grad:
@@ -281,7 +282,7 @@ class Trainer:
         self.scaler.update()
         if self.ema:
             self.ema.update_parameters(self.model)
-        return float(loss.detach()), float(signal_loss.detach())
+        return float(classification.detach()), float(signal_loss.detach())
 
     def evaluation_model(self) -> nn.Module:
         return self.ema.module if self.ema else self.model

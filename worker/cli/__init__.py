@@ -15,7 +15,7 @@ from worker.cli.common import console
 app = typer.Typer(help="Classify scanned ECGs dropped into watched folders.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 bench_app = typer.Typer(help="Benchmarks; each prints a table and can write JSON.", no_args_is_help=True)
-bench_app.add_typer(training_bench_app)  # synth, validity, reference, recipe, families, morphology, preprocess, ...
+bench_app.add_typer(training_bench_app)  # the data and training benchmarks (model_training/cli.py)
 bench_app.add_typer(bench.bench_app)  # decode, engine, pipeline
 app.add_typer(service.app)  # run, watch, worker, results, doctor
 app.add_typer(training_app)  # samples, synth, synth-gallery
