@@ -293,3 +293,26 @@ def evaluate_bundle(bundle_dir: Path, data_dir: Path, out_json: Path | None = No
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     return report
+
+
+def compare_bundles(baseline_dir: Path, bundle_dir: Path, data_dir: Path, out_json: Path | None = None,
+                    n_bootstrap: int = 1000) -> dict[str, Any]:
+    """`bundle_dir` against `baseline_dir` on the same labelled pages: AUROC differences with paired CIs.
+
+    Two reports on the same small set each carry their own wide interval; the paired interval is what
+    says whether one model ranks these pages better than the other.
+    """
+    paths, y_true = None, None
+    probs = []
+    for directory in (baseline_dir, bundle_dir):
+        model, manifest = load_model(Path(directory))
+        labels = list(manifest.labels)
+        if paths is None:
+            paths, y_true = read_labels(Path(data_dir), labels)
+        probs.append(predict_files(model, manifest, paths))
+    report = {"baseline": str(baseline_dir), "bundle": str(bundle_dir), "data": str(data_dir),
+              **paired_comparison(y_true, probs[0], probs[1], labels, n_bootstrap=n_bootstrap)}
+    if out_json is not None:
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_json).write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+    return report

@@ -79,7 +79,6 @@ def classified(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Re
         "--set", "total_pages=640", "--set", "warmup_pages=96", "--set", "eval_every_pages=640",
         "--set", "checkpoint_every_pages=640", "--set", f"out_dir={root / 'runs'}",
         "--set", f"cache_dir={root / 'cache'}", "--set", f"bundle_dir={champion}", "--set", "export=false",
-        "--set", "signal_weight=0",  # the champion is a fixture for the retraining decision, kept as it was
         timeout=1800)
     env["ECG_INTAKE_BUNDLE"] = str(champion)
     truth = _drop(Cli(env, root), root / "synth", root / "inbox", 360, 500, "photo")

@@ -122,6 +122,23 @@ def test_evaluate_command_reports_auroc_with_intervals(cli, tmp_path: Path, bund
     assert all(Path(p).exists() for p in report["plots"])
 
 
+def test_evaluate_against_another_bundle_gives_paired_differences(cli, tmp_path: Path, bundle_dir: Path) -> None:
+    """The shipped model against an untrained one ranks the same pages far better, and against itself not at all."""
+    from worker.settings import SHIPPED_BUNDLE
+
+    data = tmp_path / "test-set"
+    write_dataset(data, 32, ("png",), "light", seed=46, dpi=100, workers=1)
+    shown = cli("evaluate", "--data", str(data), "--bundle", str(SHIPPED_BUNDLE), "--against", str(bundle_dir),
+                "--json", str(tmp_path / "diff.json"), "--bootstrap", "200").stdout
+    diff = json.loads((tmp_path / "diff.json").read_text())
+    assert diff["baseline"] == str(bundle_dir) and diff["n"] == 32 and "paired 95% CI" in shown
+    assert diff["macro_auroc_diff"] > 0.15 and diff["macro_auroc_diff_ci"][0] > 0, diff
+    cli("evaluate", "--data", str(data), "--bundle", str(SHIPPED_BUNDLE), "--against", str(SHIPPED_BUNDLE),
+        "--json", str(tmp_path / "same.json"), "--bootstrap", "50")
+    same = json.loads((tmp_path / "same.json").read_text())
+    assert same["macro_auroc_diff"] == 0 and same["macro_auroc_diff_ci"] == [0, 0]
+
+
 def test_recalibrated_batchnorm_statistics_match_the_data() -> None:
     """After recalibration, eval mode on the calibration batch gives what train mode (batch statistics) gives."""
     import torch

@@ -289,11 +289,25 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
     plots: Annotated[Path | None, typer.Option(help="folder for roc.png and calibration.png")] = None,
     bootstrap: int = 1000,
+    against: Annotated[Path | None, typer.Option(help="another bundle: print the AUROC differences (this one "
+                                                      "minus that one) with paired bootstrap intervals")] = None,
 ) -> None:
     """AUROC with bootstrap 95% intervals; sensitivity, specificity, calibration error and the share of normal
-    ECGs with no flag, at the bundle's thresholds."""
-    from model_training.evaluate import evaluate_bundle
+    ECGs with no flag, at the bundle's thresholds. With --against, the paired difference from another bundle."""
+    from model_training.evaluate import compare_bundles, evaluate_bundle
 
+    if against is not None:
+        diff = compare_bundles(against, bundle or get_settings().bundle_dir, data, json_out, n_bootstrap=bootstrap)
+        table = Table(title=f"{diff['bundle']} minus {diff['baseline']} on {data} ({diff['n']} pages)")
+        for column in ("label", "AUROC difference", "paired 95% CI"):
+            table.add_column(column, justify="left" if column == "label" else "right")
+        for label, value in diff["per_class_auroc_diff"].items():
+            low, high = diff["per_class_auroc_diff_ci"][label]
+            table.add_row(label, f"{value:+.4f}", f"{low:+.3f} to {high:+.3f}")
+        low, high = diff["macro_auroc_diff_ci"]
+        table.add_row("macro", f"{diff['macro_auroc_diff']:+.4f}", f"{low:+.3f} to {high:+.3f}")
+        out.print(table)
+        return
     report = evaluate_bundle(bundle or get_settings().bundle_dir, data, json_out, plots, n_bootstrap=bootstrap)
     table = Table(title=f"{report['bundle']} on {data} ({report['n']} pages)")
     for column in ("label", "AUROC", "95% CI", "sensitivity", "specificity", "ECE", "threshold"):
