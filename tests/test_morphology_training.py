@@ -11,7 +11,7 @@ import torch
 from model_training.bundle import load_model
 from model_training.config import TrainConfig
 from model_training.model import create_model
-from model_training.pages import Source, load_targets
+from model_training.pages import Source, load_pages, load_targets
 from model_training.signal_targets import BEAT_SAMPLES, LEADS, WIDTH, measurement_columns, record_targets
 from model_training.synth.dataset import item_seed, write_dataset
 from model_training.synth.measure import LEAD_INDEX, measure
@@ -80,10 +80,13 @@ def test_signal_head_trains_resumes_and_stays_out_of_the_bundle(tmp_path: Path) 
     assert first["finished"] and first["pages"] == 16
     checkpoint = torch.load(tmp_path / "runs" / "head" / "checkpoint.pt", weights_only=False)
     assert checkpoint["signal_head"] is not None
-    resumed = train(_config(tmp_path, "head", total_pages=32, signal_weight=0.5, distill_weight=0.3))
+    config = _config(tmp_path, "head", total_pages=32, signal_weight=0.5, distill_weight=0.3)
+    same_pages = load_pages(config.validation[0], SIZE, config.preprocess_steps, config.cache_dir, workers=1)
+    resumed = train(config, monitor={"again": same_pages})
     events = [json.loads(line) for line in (tmp_path / "runs" / "head" / "log.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]
     assert [e["pages"] for e in evals] == [16, 32]
+    assert evals[-1]["monitor"]["again"]["macro_auroc"] == evals[-1]["macro_auroc"]  # the same pages, scored alike
     assert all(np.isfinite(e["signal_loss"]) and e["signal_loss"] > 0 for e in evals)
     model, manifest = load_model(Path(resumed["bundle"]))
     plain = create_model("convnext_ecg", len(manifest.labels), 1)
