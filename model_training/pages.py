@@ -106,9 +106,7 @@ def _make(job: _Job) -> tuple[np.ndarray, np.ndarray]:
     if record is not None:
         page_seed = item_seed(job.seed, job.index)
         image, _ = render_family(record, page_seed, job.family, job.artifacts, job.dpi)
-        labels = record.multi_hot().astype(np.float32) if job.kind == "synthetic" \
-            else np.array(job.labels, dtype=np.float32)
-        return preprocess(image, job.size, job.steps), labels
+        return preprocess(image, job.size, job.steps), record.multi_hot().astype(np.float32)
     labels = np.array(job.labels, dtype=np.float32)
     if job.preprocessed:
         gray = cv2.imread(job.path, cv2.IMREAD_GRAYSCALE)

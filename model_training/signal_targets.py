@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_training.synth.measure import BEAT_AFTER_S, BEAT_BEFORE_S, Measurements, filtered_beat, measure
+from model_training.synth.measure import BEAT_AFTER_S, BEAT_BEFORE_S, Measurements, filtered_beat, measure_filtered
 from model_training.synth.signals import Record
 
 LEADS = 12
@@ -23,14 +23,14 @@ WIDTH = LEADS * BEAT_SAMPLES + MEASUREMENTS
 
 def record_targets(record: Record) -> np.ndarray:
     """One row: 12 x `BEAT_SAMPLES` beat values (mV), then the measurements (float32, NaN-free)."""
-    _, _, beat = filtered_beat(record.signals, record.fs)
+    x, peaks, median = filtered_beat(record.signals, record.fs)
     width = int(BEAT_BEFORE_S * record.fs) + int(BEAT_AFTER_S * record.fs)
-    beat = beat[:LEADS, :width]
+    beat = median[:LEADS, :width]
     if beat.shape != (LEADS, width):
         raise ValueError(f"record has a beat of shape {beat.shape}, expected {(LEADS, width)}")
     edges = np.linspace(0, width, BEAT_SAMPLES + 1).astype(int)
     coarse = np.add.reduceat(beat, edges[:-1], axis=1) / np.diff(edges)
-    values = np.concatenate([coarse.ravel(), measure(record.signals, record.fs).vector()])
+    values = np.concatenate([coarse.ravel(), measure_filtered(x, peaks, median, record.fs).vector()])
     return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 

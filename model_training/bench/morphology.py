@@ -30,7 +30,6 @@ ARMS: dict[str, dict[str, Any]] = {
     "distill": {"distill_weight": 0.5},
     "signal_distill": {"signal_weight": 0.5, "distill_weight": 0.5},
     "hires": {"input_size": (512, 704), "backbone_kwargs": {"stem_pools": 3}},
-    "hires_signal": {"input_size": (512, 704), "backbone_kwargs": {"stem_pools": 3}, "signal_weight": 0.5},
 }
 TRAIN = Source(kind="synthetic", n=2000, seed=101, artifacts="heavy", dpi=None)
 IN_STYLE = Source(kind="synthetic", n=200, seed=202, artifacts="heavy", dpi=None)

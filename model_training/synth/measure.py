@@ -99,7 +99,11 @@ def filtered_beat(signals: np.ndarray, fs: int) -> tuple[np.ndarray, np.ndarray,
 
 def measure(signals: np.ndarray, fs: int) -> Measurements:
     """All measurements of one 12-lead record (leads in standard order, mV)."""
-    x, peaks, beat = filtered_beat(signals, fs)
+    return measure_filtered(*filtered_beat(signals, fs), fs)
+
+
+def measure_filtered(x: np.ndarray, peaks: np.ndarray, beat: np.ndarray, fs: int) -> Measurements:
+    """`measure` from what `filtered_beat` returned, for a caller that needs the beat as well."""
     rr = np.diff(peaks) / fs
     rr_mean = float(rr.mean()) if rr.size else 1.0
     centre = int(BEAT_BEFORE_S * fs)
