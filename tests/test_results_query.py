@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from worker.db.migrate import upgrade
 from worker.db.models import Document, ModelVersion, Page, Prediction, Review, User
+from model_training.manifest import LABELS
 from worker.db.queries import ResultFilter, count_page_results, page_result, page_results, worklist
 from worker.db.session import session_scope
 
@@ -87,12 +88,42 @@ def test_filters_sorting_and_paging(url: str) -> None:
         assert _names(page_results(session, ResultFilter(sort="-received"), limit=2, offset=1)) == ["corrected",
                                                                                                    "agreed"]
         assert count_page_results(session, ResultFilter(status="unreviewed")) == 3
-        assert _names(worklist(session, ResultFilter(), limit=10)) == ["mi-high", "af-unsure", "mi-low"]
-        assert _names(worklist(session, ResultFilter(), limit=1, offset=1)) == ["af-unsure"]
+        assert _names(worklist(session, ResultFilter(labels=LABELS), limit=10)) == ["mi-high", "af-unsure", "mi-low"]
+        assert _names(worklist(session, ResultFilter(labels=LABELS), limit=1, offset=1)) == ["af-unsure"]
+        with pytest.raises(ValueError, match="serving model's labels"):  # no label set: no silent default
+            worklist(session, ResultFilter(), limit=1)
 
         row = page_result(session, everything[4]["page_id"])
         assert row is not None and row["review_labels"] == [] and row["reviewer"] == "dr-a"
         assert row["disagreement"] is True and row["model_labels"] == ["MI"]
+
+
+def test_a_model_with_other_labels_is_filtered_sorted_and_shown_in_its_order(url: str) -> None:
+    """Labels come from the model that read the page: one the view has no column for is filtered and sorted
+    through the prediction itself, and a row's probabilities keep its model's label order."""
+    other = ("LVH", "MI")
+    with session_scope(url) as session:
+        model = ModelVersion(name="x@lvh", bundle_path="-", status="candidate", manifest={"labels": list(other)})
+        session.add(model)
+        session.flush()
+        document = Document(sha256="e" * 64, path="/in/lvh.pdf", current_path="-", source="er", status="done",
+                            received_at=DAY + timedelta(hours=12))
+        session.add(document)
+        session.flush()
+        page = Page(document_id=document.id, page_no=1, image_path="-", preprocess_version="3")
+        session.add(page)
+        session.flush()
+        session.add(Prediction(page_id=page.id, model_version_id=model.id, probabilities={"MI": 0.2, "LVH": 0.9},
+                               labels=["LVH"], engine="cpu", latency_ms=1, created_at=DAY + timedelta(days=2)))
+    with session_scope(url) as session:
+        found = page_results(session, ResultFilter(label="LVH", above=0.5, labels=other))
+        assert _names(found) == ["lvh"]
+        assert list(found[0]["probabilities"]) == ["LVH", "MI"]
+        assert _names(page_results(session, ResultFilter(label="LVH"))) == ["lvh"]  # found by the model's labels
+        assert count_page_results(session, ResultFilter(label="LVH", below=0.5, labels=other)) == 0
+        assert _names(worklist(session, ResultFilter(labels=other, sort="probability"), limit=1)) == ["lvh"]
+        with pytest.raises(ValueError, match="unknown label"):
+            page_results(session, ResultFilter(label="STTC", labels=other))
 
 
 def test_filter_values_are_parameters_not_sql(url: str) -> None:

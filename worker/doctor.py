@@ -121,9 +121,9 @@ def check_poppler() -> Check:
 
 def check_bundle(settings: Settings) -> Check:
     from model_training.manifest import BundleError, check_compatible, load_manifest
-    from worker.registry import serving_dir
+    from worker.serving import serving_bundle
 
-    where = serving_dir(settings)
+    where = serving_bundle(settings)
     try:
         manifest = load_manifest(where)
         check_compatible(manifest)
@@ -144,9 +144,9 @@ def check_engines(settings: Settings) -> Check:
     from worker.engine import AUTO_ORDER, engine_report, unavailable
 
     try:
-        from worker.registry import serving_dir
+        from worker.serving import serving_bundle
 
-        reasons = engine_report(serving_dir(settings), settings.engine_cache_dir)
+        reasons = engine_report(serving_bundle(settings), settings.engine_cache_dir)
     except BundleError:  # reported by the model check; say what the machine itself can run
         reasons = {kind: unavailable(kind) for kind in AUTO_ORDER}
     usable = [kind for kind, reason in reasons.items() if reason is None]

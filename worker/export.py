@@ -15,16 +15,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from model_training.manifest import LABELS
-
-PROBABILITY_COLUMNS = tuple(f"p_{label.lower()}" for label in LABELS)  # as in the `page_results` view
+# The columns before and after the probability columns (one per label, `p_<label>` as in the `page_results` view).
 # `results --format csv`: what the command shows, without patient identifiers
-RESULT_COLUMNS = ("sha256", "path", "page", "source", "status", "reason", "received_at", "model_version",
-                  *PROBABILITY_COLUMNS, "model_labels", "review_labels", "reviewer")
+RESULT_FIELDS = (("sha256", "path", "page", "source", "status", "reason", "received_at", "model_version"),
+                 ("model_labels", "review_labels", "reviewer"))
 # `export --format csv|parquet`: a table to hand on; a page is reviewed when `reviewer` is set
-COLUMNS = ("sha256", "path", "page", "source", "status", "reason", "file_type", "received_at", "model_version",
-           "predicted_at", *PROBABILITY_COLUMNS, "model_labels", "review_labels", "reviewer", "reviewed_at",
-           "disagreement", "patient_id", "accession_number")
+EXPORT_FIELDS = (("sha256", "path", "page", "source", "status", "reason", "file_type", "received_at",
+                  "model_version", "predicted_at"),
+                 ("model_labels", "review_labels", "reviewer", "reviewed_at", "disagreement", "patient_id",
+                  "accession_number"))
+Fields = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def probability_column(label: str) -> str:
+    return f"p_{label.lower()}"
+
+
+def columns(labels: Sequence[str], fields: Fields = EXPORT_FIELDS) -> tuple[str, ...]:
+    """The table's columns for these labels (`worker.db.queries.row_labels`: the serving model's, then any
+    other a row was read with)."""
+    before, after = fields
+    return (*before, *(probability_column(label) for label in labels), *after)
 
 
 def utc(moment: datetime | None) -> datetime | None:
@@ -48,14 +59,14 @@ def result_record(row: dict[str, Any]) -> dict[str, Any]:
             "review_labels": row["review_labels"], "reviewer": row["reviewer"]}
 
 
-def flat_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A view row as one flat record of `COLUMNS`: a probability column per label, times in UTC."""
-    flat = {name: row.get(name) for name in COLUMNS}
+def flat_row(row: dict[str, Any], labels: Sequence[str]) -> dict[str, Any]:
+    """A view row as one flat record of `columns(labels)`: a probability column per label, times in UTC."""
+    flat = {name: row.get(name) for name in columns(labels)}
     flat["page"] = row["page_no"]
     for name in ("received_at", "predicted_at", "reviewed_at"):
         flat[name] = utc(row.get(name))
-    for label, column in zip(LABELS, PROBABILITY_COLUMNS, strict=True):
-        flat[column] = row["probabilities"].get(label)
+    for label in labels:
+        flat[probability_column(label)] = row["probabilities"].get(label)
     return flat
 
 
@@ -69,35 +80,37 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def write_csv(rows: Iterable[dict[str, Any]], handle: IO[str], columns: Sequence[str] = COLUMNS) -> int:
+def write_csv(rows: Iterable[dict[str, Any]], handle: IO[str], labels: Sequence[str],
+              fields: Fields = EXPORT_FIELDS) -> int:
     """One line per row; labels space-separated, empty cells for none. Returns the row count."""
+    names = columns(labels, fields)
     writer = csv.writer(handle)
-    writer.writerow(columns)
+    writer.writerow(names)
     count = 0
     for row in rows:
-        flat = flat_row(row)
-        writer.writerow([_cell(flat[name]) for name in columns])
+        flat = flat_row(row, labels)
+        writer.writerow([_cell(flat[name]) for name in names])
         count += 1
     return count
 
 
-def parquet_schema():
+def parquet_schema(labels: Sequence[str]):
     import pyarrow as pa
 
     types = {"page": pa.int32(), "disagreement": pa.bool_(),
              **dict.fromkeys(("received_at", "predicted_at", "reviewed_at"), pa.timestamp("us", tz="UTC")),
-             **dict.fromkeys(PROBABILITY_COLUMNS, pa.float64()),
+             **dict.fromkeys(map(probability_column, labels), pa.float64()),
              **dict.fromkeys(("model_labels", "review_labels"), pa.list_(pa.string()))}
-    return pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
+    return pa.schema([(name, types.get(name, pa.string())) for name in columns(labels)])
 
 
-def write_parquet(rows: Iterable[dict[str, Any]], path: Path) -> int:
-    """`COLUMNS` as a Parquet file (labels as lists; `review_labels` null for an unreviewed page)."""
+def write_parquet(rows: Iterable[dict[str, Any]], path: Path, labels: Sequence[str]) -> int:
+    """`columns(labels)` as a Parquet file (labels as lists; `review_labels` null for an unreviewed page)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    records = [flat_row(row) for row in rows]
-    pq.write_table(pa.Table.from_pylist(records, schema=parquet_schema()), path)
+    records = [flat_row(row, labels) for row in rows]
+    pq.write_table(pa.Table.from_pylist(records, schema=parquet_schema(labels)), path)
     return len(records)
 
 
@@ -115,7 +128,8 @@ INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpreta
 POSITIVE = {"system": INTERPRETATION, "code": "POS", "display": "Positive"}
 NEGATIVE = {"system": INTERPRETATION, "code": "NEG", "display": "Negative"}
 # The closest SNOMED CT concepts to the five PTB-XL superclasses, which are broader than any one concept:
-# STTC and CD group several findings, HYP is mostly left ventricular hypertrophy.
+# STTC and CD group several findings, HYP is mostly left ventricular hypertrophy. A label of another model
+# is exported by its name alone (`_finding`).
 FINDINGS = {
     "MI": {"system": SNOMED, "code": "22298006", "display": "Myocardial infarction"},
     "AF": {"system": SNOMED, "code": "49436004", "display": "Atrial fibrillation"},
@@ -126,6 +140,11 @@ FINDINGS = {
 SHA256_SYSTEM = "urn:ecg-intake:sha256"  # the document key: sha256 of the original file's bytes
 PAGE_SYSTEM = "urn:ecg-intake:observation"  # <sha256>/<page>/<label>
 MODEL_ID = "model"
+
+
+def _finding(label: str) -> dict[str, Any]:
+    """A finding as a CodeableConcept: its SNOMED CT coding where one is known, its name always."""
+    return {"coding": [FINDINGS[label]], "text": label} if label in FINDINGS else {"text": label}
 
 
 def _urn(*parts: Any) -> str:
@@ -156,7 +175,7 @@ def _observation(row: dict[str, Any], label: str, probability: float) -> dict[st
         "identifier": [{"system": PAGE_SYSTEM, "value": f"{row['sha256']}/{row['page_no']}/{label}"}],
         "status": "preliminary",  # the model's reading; a clinician reads every page
         "category": [{"coding": [PROCEDURE]}],
-        "code": {"coding": [FINDINGS[label]], "text": label},
+        "code": _finding(label),
         "subject": _subject(row),
         "issued": utc(row["predicted_at"]),
         "valueQuantity": {"value": probability, "unit": "probability", "system": "http://unitsofmeasure.org",
@@ -173,7 +192,7 @@ def _report(pages: list[dict[str, Any]], results: list[str]) -> dict[str, Any]:
     identifiers = [{"system": SHA256_SYSTEM, "value": first["sha256"]}]
     if first.get("accession_number"):
         identifiers.append({"type": {"coding": [ACCESSION]}, "value": first["accession_number"]})
-    positive = [label for label in LABELS if any(label in page["model_labels"] for page in pages)]
+    positive = list(dict.fromkeys(label for page in pages for label in page["model_labels"]))
     summary = "; ".join(f"page {page['page_no']}: {', '.join(page['model_labels']) or 'no finding'}"
                         for page in pages)
     return {
@@ -186,7 +205,7 @@ def _report(pages: list[dict[str, Any]], results: list[str]) -> dict[str, Any]:
         "issued": max(utc(page["predicted_at"]) for page in pages),
         "result": [{"reference": url} for url in results],
         "conclusion": f"Model {first['model_version']} (decision support, not reviewed): {summary}",
-        "conclusionCode": [{"coding": [FINDINGS[label]]} for label in positive] or None,
+        "conclusionCode": [_finding(label) for label in positive] or None,
     }
 
 
@@ -215,7 +234,7 @@ def fhir_bundle(rows: Iterable[dict[str, Any]], timestamp: datetime | None = Non
     for sha256, pages in documents.items():
         observations = [(_urn(sha256, page["page_no"], label, page["prediction_id"]),
                          _observation(page, label, page["probabilities"][label]))
-                        for page in pages for label in LABELS if label in page["probabilities"]]
+                        for page in pages for label in page["probabilities"]]
         report = _report(pages, [url for url, _ in observations])
         entries.append({"fullUrl": _urn(sha256), "resource": report})
         entries += [{"fullUrl": url, "resource": observation} for url, observation in observations]

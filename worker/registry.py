@@ -3,7 +3,7 @@
 Workers serve the champion. The configured bundle (`ECG_INTAKE_BUNDLE`, default the shipped model) only
 seeds the registry: it becomes champion when there is none. From then on the champion changes by
 promotion (the nightly job, or `ecg-intake model promote`) or rollback, and running workers switch to it
-between tasks (`worker.tasks.serving_engine`).
+between tasks (`worker.serving`, which owns what serves).
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingest.reasons import InstallationError
-from model_training.manifest import Manifest, load_manifest
+from model_training.manifest import MANIFEST, BundleError, Manifest, check_compatible, load_manifest
 from worker.db.models import ModelStatus, ModelVersion
 from worker.db.queries import champion, model_version_named, previous_champion, record_event
 from worker.db.session import session_scope
-from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 _warned: dict[str, bool] = {}  # champions whose "serving X, not the configured bundle" line was logged
@@ -44,9 +43,14 @@ def register(session: Session, manifest: Manifest, bundle_dir: Path, status: str
 
 
 def promote(session: Session, row: ModelVersion, actor: str, why: str) -> ModelVersion | None:
-    """Make `row` champion and retire the one before it (returned); recorded as an audit event."""
+    """Make `row` champion and retire the one before it (returned); recorded as an audit event. A bundle this
+    code cannot serve end to end (`check_compatible`) is refused with the reason."""
     if row.status == ModelStatus.CHAMPION:
         raise RegistryError(f"{row.name} is already the champion")
+    try:
+        check_compatible(Manifest.model_validate(row.manifest))
+    except (BundleError, ValueError) as exc:
+        raise RegistryError(f"{row.name} cannot be served here, so it is not promoted: {exc}") from exc
     old = champion(session)
     if old is not None:
         old.status = ModelStatus.RETIRED
@@ -97,7 +101,7 @@ def champion_bundle(url: str, configured: Path) -> tuple[int, Path]:
                     continue
                 log.info("registered %s from %s as champion", row.name, configured)
             path = Path(row.bundle_path)
-            if not (path / "manifest.json").is_file():
+            if not (path / MANIFEST).is_file():
                 raise InstallationError(f"champion {row.name}: its bundle {path} is not on this machine "
                                   "(models must live on storage every worker reads)")
             if path.resolve() != Path(configured).resolve() and not _warned.get(row.name):
@@ -106,15 +110,3 @@ def champion_bundle(url: str, configured: Path) -> tuple[int, Path]:
                          row.name, path, configured)
             return row.id, path
     raise RuntimeError("could not register the configured bundle as champion")
-
-
-
-def serving_dir(settings: Settings) -> Path:
-    """The bundle workers serve: the champion's, or the configured one while the registry is empty or
-    unreadable. Read-only, for checks and warnings before a worker starts."""
-    try:
-        with session_scope(settings.sqlalchemy_url) as session:
-            row = champion(session)
-            return Path(row.bundle_path) if row is not None else settings.bundle_dir
-    except SQLAlchemyError:  # no database yet, or one the doctor reports on its own
-        return settings.bundle_dir

@@ -79,6 +79,8 @@ class Page(Base):
     review_id: Mapped[int | None] = mapped_column(Integer, index=True, doc="newest review (a trigger keeps it)")
     thumbnail_path: Mapped[str | None] = mapped_column(Text)
     preprocess_version: Mapped[str] = mapped_column(String(32))
+    preparation: Mapped[str | None] = mapped_column(String(255), doc="the key of the preparation the stored "
+                                                    "model input was made with (`Preparation.key`)")
     source: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

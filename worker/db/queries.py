@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Float, Integer, MetaData, String, Table, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from ingest.reasons import Reason
-from model_training.manifest import LABELS
+from model_training.manifest import LABEL_NAME
 from worker.db.models import Document, Event, ModelStatus, ModelVersion, Page, Prediction, Review, User
 
 
@@ -67,12 +67,13 @@ class ReviewedPage:
     document_sha256: str
     labels: list[str]
     reviewed_at: datetime
+    preparation: str | None  # the key its stored image was made with
 
 
 def reviewed_pages(session: Session) -> list[ReviewedPage]:
     """Every reviewed page with its newest review's labels (the `pages.review_id` the triggers keep)."""
     rows = session.execute(
-        select(Page.id, Page.image_path, Document.sha256, Review.labels, Review.created_at)
+        select(Page.id, Page.image_path, Document.sha256, Review.labels, Review.created_at, Page.preparation)
         .join(Review, Review.id == Page.review_id).join(Document, Document.id == Page.document_id)
         .order_by(Page.id))
     return [ReviewedPage(*row) for row in rows]
@@ -90,7 +91,9 @@ def internal_errors_since(session: Session, since: datetime) -> list[str]:
         Document.reason == Reason.INTERNAL_ERROR.value, Document.processed_at >= since)))
 
 
-# The `page_results` view (migration 0002): one row per page with its newest prediction and review.
+# The `page_results` view (migration 0002): one row per page with its newest prediction and review. Its
+# probability columns cover the five findings it was made for; every other label is read from the prediction.
+VIEW_LABELS = ("MI", "AF", "STTC", "CD", "HYP")
 PAGE_RESULTS = Table(
     "page_results", MetaData(),  # its own metadata: a view, never created from the models
     *(Column(name, Integer) for name in ("document_id", "page_id", "page_no", "prediction_id", "review_id",
@@ -101,10 +104,26 @@ PAGE_RESULTS = Table(
     *(Column(name, DateTime(timezone=True)) for name in ("received_at", "processed_at", "predicted_at",
                                                           "reviewed_at")),
     *(Column(name, JSON) for name in ("model_labels", "review_labels")),
-    *(Column(f"p_{label.lower()}", Float) for label in LABELS),
+    *(Column(f"p_{label.lower()}", Float) for label in VIEW_LABELS),
 )
+RESULTS = PAGE_RESULTS.outerjoin(Prediction, Prediction.id == PAGE_RESULTS.c.prediction_id)
 STATUS_FILTERS = ("processed", "quarantined", "reviewed", "unreviewed", "disagreement")
 SORTS = ("received", "-received", "probability", "uncertainty", "urgency")
+
+
+def day_start(day: date) -> datetime:
+    """`since` for a whole day: its first moment, in UTC."""
+    return datetime.combine(day, time.min, UTC)
+
+
+def day_end(day: date) -> datetime:
+    """`until` for a whole day: the start of the next (the bound is exclusive), so all of `day` counts."""
+    return day_start(day + timedelta(days=1))
+
+
+def last_day(until: datetime) -> date:
+    """The day `day_end` was made from: what a form shows for an `until` bound."""
+    return (until - timedelta(microseconds=1)).date()
 
 
 @dataclass(frozen=True)
@@ -120,27 +139,36 @@ class ResultFilter:
     status: str | None = None  # one of STATUS_FILTERS, or a document status
     patient: str | None = None  # patient ID or accession number
     sort: str | None = None  # one of SORTS; default: received
+    labels: tuple[str, ...] = ()  # the serving model's: what `above`/`below` without a label and the sorts range over
 
 
-def _probability(label: str):
-    if label not in LABELS:
-        raise ValueError(f"unknown label {label!r}; one of {', '.join(LABELS)}")
-    return PAGE_RESULTS.c[f"p_{label.lower()}"]
+def _probability(label: str, labels: tuple[str, ...]):
+    if not LABEL_NAME.fullmatch(label) or (labels and label not in labels):
+        raise ValueError(f"unknown label {label!r}; one of {', '.join(labels)}")
+    if label in VIEW_LABELS:  # the view's column: PostgreSQL's worklist index covers it
+        return PAGE_RESULTS.c[f"p_{label.lower()}"]
+    return Prediction.probabilities[label].as_float()
+
+
+def _labels(filters: ResultFilter) -> tuple[str, ...]:
+    if not filters.labels:
+        raise ValueError("this filter or sort ranges over every label: give the serving model's labels")
+    return filters.labels
 
 
 def _where(filters: ResultFilter) -> list:
     v = PAGE_RESULTS.c
-    probabilities = [_probability(label) for label in LABELS]
     found: list = []
     if filters.label is not None:
-        column = _probability(filters.label)
+        column = _probability(filters.label, filters.labels)
         if filters.above is None and filters.below is None:
             found.append(func.coalesce(cast(v.model_labels, String), "").like(f'%"{filters.label}"%'))
         if filters.above is not None:
             found.append(column >= filters.above)
         if filters.below is not None:
             found.append(column < filters.below)
-    else:
+    elif filters.above is not None or filters.below is not None:
+        probabilities = [_probability(label, filters.labels) for label in _labels(filters)]
         if filters.above is not None:
             found.append(or_(*(p >= filters.above for p in probabilities)))
         if filters.below is not None:
@@ -167,9 +195,11 @@ def _where(filters: ResultFilter) -> list:
     return found
 
 
-def _uncertainty(dialect: str):
+def _uncertainty(filters: ResultFilter, dialect: str):
     """The distance of the most uncertain label from 0.5: small first."""
-    distances = [func.abs(_probability(label) - 0.5) for label in LABELS]
+    distances = [func.abs(_probability(label, filters.labels) - 0.5) for label in _labels(filters)]
+    if len(distances) == 1:
+        return distances[0]
     return func.least(*distances) if dialect == "postgresql" else func.min(*distances)
 
 
@@ -181,20 +211,41 @@ def _order(filters: ResultFilter, dialect: str) -> list:
     if sort == "-received":
         keys = [v.received_at.desc(), v.document_id.desc()]
     elif sort == "probability":
-        keys = [_probability(filters.label or "MI").desc().nulls_last()]
+        keys = [_probability(filters.label or _labels(filters)[0], filters.labels).desc().nulls_last()]
     elif sort == "uncertainty":
-        keys = [_uncertainty(dialect).asc().nulls_last()]
-    elif sort == "urgency":  # likely infarction first, then the pages the model is least sure of
-        keys = [v.p_mi.desc().nulls_last(), _uncertainty(dialect).asc().nulls_last()]
+        keys = [_uncertainty(filters, dialect).asc().nulls_last()]
+    elif sort == "urgency":  # likely infarction first (when the model reads it), then the least sure pages
+        keys = [v.p_mi.desc().nulls_last(), _uncertainty(filters, dialect).asc().nulls_last()]
     else:
         keys = [v.received_at, v.document_id]
     return [*keys, v.document_id, v.page_no, v.page_id]  # a stable order: paging never repeats or skips
 
 
-def _row(mapping: Any) -> dict[str, Any]:
-    row = {key: value for key, value in mapping.items() if not key.startswith("p_")}
-    row["probabilities"] = {label: mapping[f"p_{label.lower()}"] for label in LABELS
-                            if mapping[f"p_{label.lower()}"] is not None}
+def row_labels(rows: Iterable[dict[str, Any]], first: Sequence[str]) -> list[str]:
+    """`first` (the serving model's labels), then every other label a row was read with: one column each when
+    rows are shown or exported, so a page keeps the labels of the model that read it."""
+    return list(dict.fromkeys([*first, *(label for row in rows for label in row.get("probabilities", {}))]))
+
+
+def label_orders(session: Session, model_versions: Iterable[str]) -> dict[str, list[str]]:
+    """Each named model version's labels in its manifest's order: the order its probabilities are shown in."""
+    names = sorted(set(model_versions) - {None})
+    if not names:
+        return {}
+    found = session.execute(select(ModelVersion.name, ModelVersion.manifest).where(ModelVersion.name.in_(names)))
+    return {name: list((manifest or {}).get("labels") or []) for name, manifest in found}
+
+
+def _rows(session: Session, mappings: list[Any]) -> list[dict[str, Any]]:
+    orders = label_orders(session, (mapping["model_version"] for mapping in mappings))
+    return [_row(mapping, orders.get(mapping["model_version"], [])) for mapping in mappings]
+
+
+def _row(mapping: Any, order: list[str]) -> dict[str, Any]:
+    row = {key: value for key, value in mapping.items() if not key.startswith("p_") and key != "model_probabilities"}
+    stored = mapping["model_probabilities"] or {}
+    row["probabilities"] = {label: stored[label] for label in [*order, *sorted(set(stored) - set(order))]
+                            if stored.get(label) is not None}
     row["model_labels"] = list(row["model_labels"] or [])
     row["review_labels"] = None if row["review_labels"] is None else list(row["review_labels"])
     row["disagreement"] = None if row["disagreement"] is None else bool(row["disagreement"])
@@ -204,18 +255,23 @@ def _row(mapping: Any) -> dict[str, Any]:
 def page_results(session: Session, filters: ResultFilter = ResultFilter(), limit: int | None = None,
                  offset: int = 0) -> list[dict[str, Any]]:
     """Rows of the `page_results` view that pass `filters`, in their sort order."""
-    query = (select(PAGE_RESULTS).where(*_where(filters))
+    query = (_results().where(*_where(filters))
              .order_by(*_order(filters, session.get_bind().dialect.name)).offset(offset))
     if limit is not None:
         query = query.limit(limit)
-    return [_row(mapping) for mapping in session.execute(query).mappings()]
+    return _rows(session, list(session.execute(query).mappings()))
+
+
+def _results():
+    """The view's rows with each page's newest prediction's probabilities, whatever labels its model has."""
+    return select(PAGE_RESULTS, Prediction.probabilities.label("model_probabilities")).select_from(RESULTS)
 
 
 def count_page_results(session: Session, filters: ResultFilter = ResultFilter()) -> int:
-    if replace(filters, sort=None) == ResultFilter(status="unreviewed"):  # the worklist's total: pages alone say it
+    if replace(filters, sort=None, labels=()) == ResultFilter(status="unreviewed"):  # the worklist's total: pages alone
         return session.scalar(select(func.count()).select_from(Page).where(
             Page.prediction_id.is_not(None), Page.review_id.is_(None))) or 0
-    return session.scalar(select(func.count()).select_from(PAGE_RESULTS).where(*_where(filters))) or 0
+    return session.scalar(select(func.count()).select_from(RESULTS).where(*_where(filters))) or 0
 
 
 def worklist(session: Session, filters: ResultFilter, limit: int, offset: int = 0) -> list[dict[str, Any]]:
@@ -224,8 +280,8 @@ def worklist(session: Session, filters: ResultFilter, limit: int, offset: int = 
 
 
 def page_result(session: Session, page_id: int) -> dict[str, Any] | None:
-    found = session.execute(select(PAGE_RESULTS).where(PAGE_RESULTS.c.page_id == page_id)).mappings().first()
-    return _row(found) if found is not None else None
+    found = session.execute(_results().where(PAGE_RESULTS.c.page_id == page_id)).mappings().first()
+    return _rows(session, [found])[0] if found is not None else None
 
 
 # Users, reviews and audit (review UI)

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from model_training.manifest import LABELS, BundleError
+from model_training.manifest import BundleError
 from worker.db import queries
 from worker.db.queries import ResultFilter
 from worker.review import records
 from worker.review.auth import DB, SessionUser, csrf_token, current_user, require
-from worker.review.filters import Paging, query_string, result_filters, worklist_filters
+from worker.review.filters import Labels, Paging, query_string, result_filters, worklist_filters
 from worker.review.schemas import Me, PageDetail, ResultPage, ReviewIn, ReviewOut, visible_row
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -67,20 +67,21 @@ def worklist(filters: ResultFilter = Depends(worklist_filters), paging: Paging =
     return worklist_page(session, filters, paging, user)
 
 
-def page_detail(session: Session, page_id: int, user: SessionUser) -> tuple[dict, PageDetail]:
-    """A page's row, thresholds and image URLs, with its `view_page` audit event."""
+def page_detail(session: Session, page_id: int, user: SessionUser, serving: tuple[str, ...]) -> tuple[dict, PageDetail]:
+    """A page's row, its labels and thresholds, and image URLs, with its `view_page` audit event."""
     row = records.page_or_404(session, page_id)
     records.audit(session, user, "view_page", row)
     images = {kind: f"/api/pages/{page_id}/images/{kind}" for kind in records.image_kinds(user)}
-    return row, PageDetail(page=visible_row(row, user), labels=list(LABELS),
-                           thresholds=records.thresholds(session, row), images=images)
+    labels = records.page_labels(row, serving)
+    return row, PageDetail(page=visible_row(row, user), labels=labels,
+                           thresholds=records.thresholds(session, row, labels), images=images)
 
 
 @router.get("/pages/{page_id}", response_model=PageDetail, response_model_exclude_unset=True)
-def page(page_id: PageId, user: SessionUser = Depends(current_user),
+def page(page_id: PageId, labels: Labels, user: SessionUser = Depends(current_user),
          session: Session = DB) -> PageDetail:
-    """One page: its row, the model's thresholds, and where its images are."""
-    return page_detail(session, page_id, user)[1]
+    """One page: its row, the labels of the model that read it, their thresholds, and where its images are."""
+    return page_detail(session, page_id, user, labels)[1]
 
 
 @router.get("/pages/{page_id}/images/{kind}", response_class=FileResponse,
@@ -94,7 +95,9 @@ def image(request: Request, page_id: PageId, kind: records.ImageKind, user: Sess
     row = records.page_or_404(session, page_id)
     cleaned = records.stored_image(row, "cleaned" if kind == "gradcam" else kind)
     try:
-        path = request.app.state.gradcam.png(page_id, cleaned) if kind == "gradcam" else cleaned
+        path = cleaned
+        if kind == "gradcam":
+            path = request.app.state.gradcam.png(page_id, cleaned, records.model_bundle(session, row, request))
     except BundleError as exc:
         raise HTTPException(503, f"Grad-CAM needs a usable model bundle: {exc}") from exc
     records.audit(session, user, "view_image", row, kind=kind)
@@ -102,10 +105,10 @@ def image(request: Request, page_id: PageId, kind: records.ImageKind, user: Sess
 
 
 @router.post("/pages/{page_id}/review", response_model=ReviewOut, status_code=201, openapi_extra=CSRF_DOC)
-def review(page_id: PageId, body: ReviewIn, user: SessionUser = Depends(require("reviewer")),
+def review(page_id: PageId, body: ReviewIn, labels: Labels, user: SessionUser = Depends(require("reviewer")),
            session: Session = DB) -> ReviewOut:
-    """Store a reviewer's labels (in LABELS order) and comment for a page; needs the reviewer role."""
+    """Store a reviewer's labels (in the page's label order) and comment for a page; needs the reviewer role."""
     row = records.page_or_404(session, page_id)
-    saved = records.save_review(session, user, row, list(body.labels), body.comment)
+    saved = records.save_review(session, user, row, list(body.labels), body.comment, labels)
     return ReviewOut(review_id=saved.id, page_id=page_id, reviewer=user.name, labels=list(saved.labels),
                      comment=saved.comment, created_at=saved.created_at)

@@ -62,7 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None,  # served behind login by `views`
                   dependencies=[Depends(csrf_protect)])
     app.state.settings = settings
-    app.state.gradcam = GradCam(settings.bundle_dir, settings.home_dir / "gradcam", settings.torch_threads)
+    app.state.gradcam = GradCam(settings.home_dir / "gradcam", settings.torch_threads)
     app.state.login_failures = FailureWindow(settings.review_login_window_seconds)
     headers = {**SECURITY_HEADERS, **({"Strict-Transport-Security": HSTS} if settings.review_https_only else {})}
 

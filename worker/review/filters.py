@@ -3,17 +3,17 @@ validate the same way and the OpenAPI document describes what the pages accept t
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Query
+from fastapi import Depends, HTTPException, Query, Request
 from pydantic import BeforeValidator, Field, StringConstraints
 
-from model_training.manifest import LABELS
-from worker.db.queries import ResultFilter
+from model_training.manifest import BundleError
+from worker.db.queries import STATUS_FILTERS, ResultFilter, day_end, day_start, last_day
+from worker.serving import serving_manifest
 
-LabelName = Literal[LABELS]  # type: ignore[valid-type]
-Status = Literal["processed", "quarantined", "reviewed", "unreviewed", "disagreement"]
+Status = Literal[STATUS_FILTERS]  # type: ignore[valid-type]
 MAX_OFFSET = 10**9  # far beyond any table, well inside every database's integer
 
 
@@ -29,12 +29,30 @@ Probability = Annotated[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Day = Annotated[date | None, Blank, Query(description="YYYY-MM-DD, by the date the file was received (UTC)")]
 
 
-def _day_start(day: date | None) -> datetime | None:
-    return datetime.combine(day, time.min, UTC) if day else None
+def _since(day: date | None) -> datetime | None:
+    return day_start(day) if day else None
 
 
-def _day_end(day: date | None) -> datetime | None:
-    return datetime.combine(day, time.max, UTC) if day else None
+def _until(day: date | None) -> datetime | None:
+    return day_end(day) if day else None
+
+
+def serving_labels(request: Request) -> tuple[str, ...]:
+    """The serving model's labels: what the filters, the worklist's columns and new reviews offer."""
+    try:
+        return tuple(serving_manifest(request.app.state.settings).labels)
+    except BundleError as exc:
+        raise HTTPException(503, f"the serving model's bundle cannot be read: {exc}") from exc
+
+
+Labels = Annotated[tuple[str, ...], Depends(serving_labels)]
+LabelText = Annotated[SafeText | None, Blank, Query(description="a label of the serving model")]
+
+
+def _label(label: str | None, labels: tuple[str, ...]) -> str | None:
+    if label is not None and label not in labels:
+        raise HTTPException(422, f"unknown label {label!r}; the serving model reads {', '.join(labels)}")
+    return label
 
 
 class Paging:
@@ -46,19 +64,22 @@ class Paging:
 
 
 def worklist_filters(
-    label: Annotated[LabelName | None, Blank, Query(description="only pages whose model probability of this label "
-                                                                "is above `above`")] = None,
+    labels: Labels,
+    label: Annotated[SafeText | None, Blank, Query(description="only pages whose model probability of this label "
+                                                               "is above `above`")] = None,
     above: Probability = None,
     source: Text = None,
     since: Day = None,
     until: Day = None,
 ) -> ResultFilter:
     """The worklist's filters: label, probability above, source, date range."""
-    return ResultFilter(label=label, above=above, source=source, since=_day_start(since), until=_day_end(until))
+    return ResultFilter(label=_label(label, labels), above=above, source=source, since=_since(since),
+                        until=_until(until), labels=labels)
 
 
 def result_filters(
-    label: Annotated[LabelName | None, Blank, Query()] = None,
+    labels: Labels,
+    label: LabelText = None,
     above: Probability = None,
     below: Probability = None,
     source: Text = None,
@@ -68,8 +89,8 @@ def result_filters(
     patient: Annotated[SafeText | None, Blank, Query(description="patient id; reviewers and admins only")] = None,
 ) -> ResultFilter:
     """Every filter of `ResultFilter` the API offers on /api/results."""
-    return ResultFilter(label=label, above=above, below=below, source=source, since=_day_start(since),
-                        until=_day_end(until), status=status, patient=patient)
+    return ResultFilter(label=_label(label, labels), above=above, below=below, source=source, since=_since(since),
+                        until=_until(until), status=status, patient=patient, labels=labels)
 
 
 def query_string(filters: ResultFilter) -> dict[str, str]:
@@ -79,8 +100,8 @@ def query_string(filters: ResultFilter) -> dict[str, str]:
         value = getattr(filters, name, None)
         if value is not None:
             params[name] = str(value)
-    for name in ("since", "until"):
-        value = getattr(filters, name, None)
-        if value is not None:
-            params[name] = value.date().isoformat()
+    if filters.since is not None:
+        params["since"] = filters.since.date().isoformat()
+    if filters.until is not None:
+        params["until"] = last_day(filters.until).isoformat()
     return params

@@ -1,6 +1,6 @@
 """Grad-CAM on demand: where in the cleaned page the model looked for its strongest finding.
 
-Computed with the bundle's torch model on the stored model input and cached as a PNG under
+Computed with the torch model of the bundle that read the page on the stored model input and cached as a PNG under
 `<home>/gradcam/<model_version>/<page_id>.png`: an RGBA heatmap the page view lays over the cleaned
 image. Hooks sit on the last feature stage (`model.stages[-1]` of the timm ConvNeXt), the finest map
 that still sees the whole 12-lead layout.
@@ -59,28 +59,28 @@ def overlay_png(cam: np.ndarray) -> bytes:
 
 
 class GradCam:
-    """The bundle's model, loaded on the first request, and the cache of computed overlays."""
+    """The model last asked for, loaded on request, and the cache of computed overlays."""
 
-    def __init__(self, bundle_dir: Path, cache_dir: Path, threads: int = 0) -> None:
-        self.bundle_dir, self.cache_dir, self.threads = bundle_dir, cache_dir, threads
+    def __init__(self, cache_dir: Path, threads: int = 0) -> None:
+        self.cache_dir, self.threads = cache_dir, threads
         self._lock = threading.Lock()  # one backward pass at a time through the one model
-        self._model: tuple[nn.Module, Manifest] | None = None
+        self._model: tuple[Path, nn.Module, Manifest] | None = None
 
-    def _loaded(self) -> tuple[nn.Module, Manifest]:
-        if self._model is None:
+    def _loaded(self, bundle_dir: Path) -> tuple[nn.Module, Manifest]:
+        if self._model is None or self._model[0] != bundle_dir:
             import torch
 
             from model_training.bundle import load_model
 
             if self.threads:
                 torch.set_num_threads(self.threads)
-            self._model = load_model(self.bundle_dir)
-        return self._model
+            self._model = (bundle_dir, *load_model(bundle_dir))
+        return self._model[1], self._model[2]
 
-    def png(self, page_id: int, image_path: Path) -> Path:
-        """The cached overlay of a page, computed first if needed."""
+    def png(self, page_id: int, image_path: Path, bundle_dir: Path) -> Path:
+        """The cached overlay of a page under the model of `bundle_dir`, computed first if needed."""
         with self._lock:
-            model, manifest = self._loaded()
+            model, manifest = self._loaded(Path(bundle_dir))
             folder = self.cache_dir / re.sub(r"[^A-Za-z0-9@._-]", "_", manifest.model_version)
             target = folder / f"{page_id}.png"
             if target.is_file():

@@ -1,18 +1,19 @@
 """What the review views read and write besides plain queries: the audit trail of every view and change,
-reviews in the one label order, and a page's thresholds and images."""
+reviews in the page's label order, and a page's thresholds and images."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from sqlalchemy.orm import Session
 
-from model_training.manifest import LABELS
 from worker.db import queries
 from worker.db.models import Review
 from worker.review.auth import SessionUser
+from worker.serving import serving_bundle
 
 ImageKind = Literal["original", "cleaned", "gradcam"]
 IMAGE_KINDS: tuple[str, ...] = get_args(ImageKind)
@@ -35,24 +36,31 @@ def page_or_404(session: Session, page_id: int) -> dict[str, Any]:
     return row
 
 
-def thresholds(session: Session, row: dict[str, Any]) -> dict[str, float]:
+def page_labels(row: dict[str, Any], serving: Sequence[str]) -> list[str]:
+    """The labels a page is shown and reviewed with: its model's (in that model's order), then any other the
+    serving model reads; the serving model's alone for a page no model has read yet."""
+    return list(dict.fromkeys([*row.get("probabilities", {}), *serving]))
+
+
+def thresholds(session: Session, row: dict[str, Any], labels: Sequence[str]) -> dict[str, float]:
     """The thresholds the page's model decided with, from its model_versions manifest; 0.5 where none."""
     stored: dict[str, Any] = {}
     version = queries.model_version_named(session, row["model_version"]) if row.get("model_version") else None
     if version is not None:
         stored = (version.manifest or {}).get("thresholds") or {}
-    return {label: float(stored.get(label, 0.5)) for label in LABELS}
+    return {label: float(stored.get(label, 0.5)) for label in labels}
 
 
 def save_review(session: Session, user: SessionUser, row: dict[str, Any], labels: list[str],
-                comment: str | None) -> Review:
-    """A review with its labels in LABELS order, and its audit event (with the model's labels beside)."""
-    unknown = set(labels) - set(LABELS)
+                comment: str | None, serving: Sequence[str]) -> Review:
+    """A review with its labels in the page's label order, and its audit event (the model's labels beside)."""
+    allowed = page_labels(row, serving)
+    unknown = set(labels) - set(allowed)
     if unknown:
-        raise HTTPException(422, f"unknown labels {sorted(unknown)}")
+        raise HTTPException(422, f"unknown labels {sorted(unknown)}; this page is read for {', '.join(allowed)}")
     if row.get("page_id") is None:
         raise HTTPException(404, "no such page")
-    ordered = [label for label in LABELS if label in labels]
+    ordered = [label for label in allowed if label in labels]
     review = queries.add_review(session, page_id=row["page_id"], reviewer_id=user.id, labels=ordered,
                                 comment=(comment or "").strip() or None)
     audit(session, user, "review", row, review_id=review.id, labels=ordered, model_labels=row.get("model_labels"),
@@ -73,3 +81,9 @@ def stored_image(row: dict[str, Any], kind: str) -> Path:
     if path is None or not path.is_file():
         raise HTTPException(404, f"the {kind} image of this page is not stored")
     return path
+
+
+def model_bundle(session: Session, row: dict[str, Any], request: Request) -> Path:
+    """The bundle of the model that read the page (Grad-CAM explains that model); the serving one otherwise."""
+    version = queries.model_version_named(session, row["model_version"]) if row.get("model_version") else None
+    return Path(version.bundle_path) if version is not None else serving_bundle(request.app.state.settings)

@@ -7,12 +7,14 @@ patient identifiers only when the caller may see them (for a viewer the keys are
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
+from model_training.manifest import LABEL_NAME
 from worker.review.auth import SessionUser
-from worker.review.filters import LabelName
+
+LabelName = Annotated[str, StringConstraints(pattern=f"^{LABEL_NAME.pattern}$")]
 
 IDENTIFYING = ("patient_id", "accession_number", "path")  # the file name a scanner wrote often names the patient
 
@@ -53,13 +55,15 @@ class ResultPage(BaseModel):
 
 class PageDetail(BaseModel):
     page: ResultRow
-    labels: list[str] = Field(description="the label order of reviews and of the keys 1-5")
+    labels: list[str] = Field(description="the labels of the model that read the page (else the serving model's), "
+                                          "in its order: the order of reviews and of the keys 1-9")
     thresholds: dict[str, float] = Field(description="the model's threshold per label (0.5 where none is stored)")
     images: dict[str, str] = Field(description="image kind -> URL: original (reviewers and admins), cleaned, gradcam")
 
 
 class ReviewIn(BaseModel):
-    labels: list[LabelName] = Field(max_length=16, description="the findings present; [] for a normal ECG")
+    labels: list[LabelName] = Field(max_length=64, description="the findings present, from the page's `labels`; "
+                                                               "[] for a normal ECG")
     comment: str | None = Field(None, max_length=4000)
 
 

@@ -16,7 +16,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from model_training.manifest import LABELS
 from worker.db import queries
 from worker.db.queries import ResultFilter
 from worker.review import api, records
@@ -29,18 +28,19 @@ from worker.review.auth import (
     require,
     start_session,
 )
-from worker.review.filters import MAX_OFFSET, Paging, query_string, worklist_filters
+from worker.review.filters import MAX_OFFSET, Labels, Paging, query_string, worklist_filters
 from worker.review.ratelimit import address_key, name_key
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
 Position = Annotated[int | None, Query(ge=0, le=MAX_OFFSET)]
+MAX_KEY = 9  # labels past the ninth have no number key
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    """A template with what every page needs: the user (if any), the CSRF token and the label order."""
-    return templates.TemplateResponse(request, name, {"csrf_token": csrf_token(request), "labels": LABELS,
-                                                      "user": None, **context}, status_code=status_code)
+    """A template with what every page needs: the user (if any) and the CSRF token."""
+    return templates.TemplateResponse(request, name, {"csrf_token": csrf_token(request), "user": None, **context},
+                                      status_code=status_code)
 
 
 def safe_next(target: str | None) -> str:
@@ -101,11 +101,14 @@ def home(_user: SessionUser = Depends(current_user)) -> Response:
 
 
 @router.get("/worklist")
-def worklist(request: Request, filters: ResultFilter = Depends(worklist_filters), paging: Paging = Depends(),
-             user: SessionUser = Depends(current_user), session: Session = DB) -> HTMLResponse:
+def worklist(request: Request, labels: Labels, filters: ResultFilter = Depends(worklist_filters),
+             paging: Paging = Depends(), user: SessionUser = Depends(current_user), session: Session = DB
+             ) -> HTMLResponse:
     listing = api.worklist_page(session, filters, paging, user)
     params = query_string(filters)
+    columns = queries.row_labels((row.model_dump() for row in listing.items), labels)
     return render(request, "worklist.html", user=user, listing=listing, filters=params, qs=urlencode(params),
+                  labels=labels, columns=columns, keys=min(len(labels), MAX_KEY),
                   query=lambda **extra: urlencode({**params, "limit": paging.limit, **extra}))
 
 
@@ -122,10 +125,10 @@ def worklist_at(position: Annotated[int, Path(ge=0, le=MAX_OFFSET)],
 
 
 @router.get("/pages/{page_id}")
-def page(request: Request, page_id: api.PageId, at: Position = None,
+def page(request: Request, page_id: api.PageId, labels: Labels, at: Position = None,
          filters: ResultFilter = Depends(worklist_filters), user: SessionUser = Depends(current_user),
          session: Session = DB) -> HTMLResponse:
-    row, detail = api.page_detail(session, page_id, user)
+    row, detail = api.page_detail(session, page_id, user, labels)
     qs = urlencode(query_string(filters))
     prev_url = next_url = None
     if at is not None:
@@ -133,8 +136,9 @@ def page(request: Request, page_id: api.PageId, at: Position = None,
         # a page reviewed meanwhile has left the worklist: the one after it now holds its position
         next_url = f"/worklist/at/{at + 1 if row.get('review_id') is None else at}?{qs}"
     probabilities = detail.page.probabilities
-    bars = [{"label": label, "key": i + 1, "p": probabilities.get(label), "t": detail.thresholds[label],
-             "model": label in detail.page.model_labels} for i, label in enumerate(LABELS)]
+    bars = [{"label": label, "key": i + 1 if i < MAX_KEY else None, "p": probabilities.get(label),
+             "t": detail.thresholds[label], "model": label in detail.page.model_labels}
+            for i, label in enumerate(detail.labels)]
     chosen = detail.page.review_labels if detail.page.review_labels is not None else detail.page.model_labels
     return render(request, "page.html", user=user, detail=detail, row=detail.page, bars=bars, chosen=set(chosen),
                   at=at, qs=qs, prev_url=prev_url, next_url=next_url,
@@ -142,14 +146,14 @@ def page(request: Request, page_id: api.PageId, at: Position = None,
 
 
 @router.post("/pages/{page_id}/review")
-def review(page_id: api.PageId, labels: Annotated[list[str] | None, Form()] = None,
+def review(page_id: api.PageId, serving: Labels, labels: Annotated[list[str] | None, Form()] = None,
            comment: Annotated[str, Form(max_length=4000)] = "",
            at: Annotated[int | None, Form(ge=0, le=MAX_OFFSET)] = None,
            filters: Annotated[str, Form(max_length=2000)] = "", user: SessionUser = Depends(require("reviewer")),
            session: Session = DB) -> Response:
     """Save, then go on: the saved page leaves the worklist, so the same position holds the next page."""
     row = records.page_or_404(session, page_id)
-    records.save_review(session, user, row, labels or [], comment)
+    records.save_review(session, user, row, labels or [], comment, serving)
     qs = urlencode(parse_qsl(filters))
     return _see_other(f"/worklist/at/{at}?{qs}" if at is not None else f"/pages/{page_id}")
 

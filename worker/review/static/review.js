@@ -2,12 +2,20 @@
 "use strict";
 
 function toggleGradcam() {
-  const overlay = document.getElementById("gradcam");
   const button = document.getElementById("gradcam-toggle");
-  if (!overlay) return;
-  if (!overlay.getAttribute("src")) overlay.setAttribute("src", overlay.dataset.src);  // computed on first use
+  if (!button) return;
+  let overlay = document.getElementById("gradcam");
+  if (!overlay) {  // made on first use: the heatmap is computed on request, and no empty image is ever shown
+    overlay = document.createElement("img");
+    overlay.id = "gradcam";
+    overlay.className = "overlay";
+    overlay.alt = "Grad-CAM heatmap";
+    overlay.hidden = true;
+    overlay.src = button.dataset.src;
+    document.getElementById(button.getAttribute("aria-controls")).appendChild(overlay);
+  }
   overlay.hidden = !overlay.hidden;
-  if (button) button.setAttribute("aria-pressed", String(!overlay.hidden));
+  button.setAttribute("aria-pressed", String(!overlay.hidden));
 }
 
 function acceptModel(form) {
@@ -37,7 +45,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const target = event.target;
     if (target.closest && target.closest("textarea, select, input:not([type=checkbox])")) return;
     const key = event.key;
-    if (form && /^[1-5]$/.test(key)) {
+    if (form && /^[1-9]$/.test(key)) {
       const box = form.querySelector(`input[data-key="${key}"]`);
       if (box) { box.checked = !box.checked; event.preventDefault(); }
     } else if (form && key === "a") {

@@ -1,0 +1,28 @@
+"""Each stored page names the preparation (preprocessing version, input size, cleaning steps) it was made with,
+so a page made for one model is never fed to a model of another geometry.
+
+Pages stored before this revision have none and are prepared again before they are classified.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-06
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("pages", sa.Column("preparation", sa.String(length=255), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("pages", schema=None) as batch_op:
+        batch_op.drop_column("preparation")
