@@ -16,12 +16,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from model_training.manifest import LABELS
-from tests.conftest import Cli
-from tests.servers import PostgresServer
+from tests.helpers.cli import Cli
+from tests.helpers.servers import PostgresServer
 from worker.db.migrate import upgrade
 from worker.db.models import Document, ModelVersion, Page, Prediction, Review, User
 from worker.db.session import session_scope
-from worker.export import COLUMNS, RESULT_COLUMNS
+from worker.export import RESULT_FIELDS, columns
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 MODEL = "ecg@test"
@@ -153,7 +153,7 @@ def test_bad_filter_values_exit_2(run: Cli, tmp_path: Path) -> None:
 
 def test_csv_output_and_export(run: Cli, tmp_path: Path) -> None:
     shown = list(csv.DictReader(io.StringIO(run("results", "--format", "csv", "--status", "unreviewed").stdout)))
-    assert list(shown[0]) == list(RESULT_COLUMNS)
+    assert list(shown[0]) == list(columns(LABELS, RESULT_FIELDS))  # the serving model's labels
     assert [(row["path"], row["page"], row["p_mi"], row["model_labels"]) for row in shown] == [
         ("/in/night-mi.pdf", "1", "0.93", "MI"), ("/in/night-mi.pdf", "2", "0.4", "AF")]
     assert "patient_id" not in shown[0]
@@ -161,7 +161,7 @@ def test_csv_output_and_export(run: Cli, tmp_path: Path) -> None:
     target = tmp_path / "out" / "results.csv"
     run("export", "--format", "csv", "--out", str(target), "--source", "er")
     rows = list(csv.DictReader(target.open(newline="")))
-    assert list(rows[0]) == list(COLUMNS)
+    assert list(rows[0]) == list(columns(LABELS))
     assert [f"{Path(row['path']).stem}:{row['page']}" for row in rows] == ["broken:", "night-mi:1", "night-mi:2",
                                                                            "night-reviewed:1"]
     assert rows[0]["reason"] == "corrupt" and rows[0]["p_mi"] == ""
@@ -177,7 +177,7 @@ def test_parquet_export(run: Cli, tmp_path: Path) -> None:
     target = tmp_path / "mi.parquet"
     run("export", "--format", "parquet", "--out", str(target), "--label", "MI", "--above", "0.8")
     table = pq.read_table(target)
-    assert table.column_names == list(COLUMNS)
+    assert table.column_names == list(columns(LABELS))
     rows = table.to_pylist()
     assert [(Path(row["path"]).stem, row["page"]) for row in rows] == [("night-mi", 1), ("night-reviewed", 1)]
     assert [row["p_mi"] for row in rows] == pytest.approx([0.93, 0.90])

@@ -80,8 +80,17 @@ def serving_bundle(settings: Settings) -> Path:
 
 
 def serving_manifest(settings: Settings) -> Manifest:
-    """The serving bundle's manifest (read again only when its file changes): the labels shown and stored."""
-    return current_manifest(serving_bundle(settings))
+    """The serving model's manifest, for the labels shown and the geometry reported: the registry's record
+    of the champion (its bundle need not be on this machine, e.g. for the review UI), else the configured
+    bundle's."""
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            row = champion_row(session)
+            if row is not None and row.manifest:
+                return Manifest.model_validate(row.manifest)
+    except SQLAlchemyError:  # no database yet: the configured bundle is what would serve
+        pass
+    return current_manifest(settings.bundle_dir)
 
 
 @dataclass

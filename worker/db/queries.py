@@ -244,7 +244,7 @@ def _rows(session: Session, mappings: list[Any]) -> list[dict[str, Any]]:
 def _row(mapping: Any, order: list[str]) -> dict[str, Any]:
     row = {key: value for key, value in mapping.items() if not key.startswith("p_") and key != "model_probabilities"}
     stored = mapping["model_probabilities"] or {}
-    row["probabilities"] = {label: stored[label] for label in [*order, *sorted(set(stored) - set(order))]
+    row["probabilities"] = {label: stored[label] for label in dict.fromkeys([*order, *stored])
                             if stored.get(label) is not None}
     row["model_labels"] = list(row["model_labels"] or [])
     row["review_labels"] = None if row["review_labels"] is None else list(row["review_labels"])
