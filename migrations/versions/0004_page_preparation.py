@@ -24,5 +24,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("pages", schema=None) as batch_op:
-        batch_op.drop_column("preparation")
+    # A plain DROP COLUMN (SQLite 3.35+): a batch copy of `pages` would break the triggers that name it.
+    op.execute("ALTER TABLE pages DROP COLUMN preparation")
