@@ -125,7 +125,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(path: Path) -> Iterator[bool]:
+def claim_lock(path: Path) -> Iterator[bool]:
     """Hold an advisory lock on `path` while the block runs; yields False when another process holds it.
 
     Two deliveries of the same claim (a broker redelivery, a re-offered claim) must not decode and move

@@ -147,13 +147,6 @@ def flatten_illumination(gray: np.ndarray) -> np.ndarray:
     return cv2.divide(gray, np.maximum(background, 1), scale=255)
 
 
-def _ink_threshold(gray: np.ndarray) -> int:
-    """Between the pen's darkness (a low percentile) and paper white."""
-    sample = gray[::4, ::4]
-    dark = float(np.percentile(sample, 0.5))
-    return int(dark + 0.55 * (255 - dark))
-
-
 def _row_sharpness(dark: np.ndarray, angle: float) -> float:
     centre = (dark.shape[1] / 2, dark.shape[0] / 2)
     matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
@@ -229,12 +222,6 @@ def _ink_box(gray: np.ndarray, margin: float = 0.02) -> tuple[int, int, int, int
     if bottom - top < gray.shape[0] * 0.2 or right - left < gray.shape[1] * 0.2:
         return 0, gray.shape[0], 0, gray.shape[1]
     return top, bottom, left, right
-
-
-def crop_to_ink(gray: np.ndarray, margin: float = 0.02) -> np.ndarray:
-    """The box holding 99% of the ink pixels, with a small margin; the page itself when there is none."""
-    top, bottom, left, right = _ink_box(gray, margin)
-    return gray[top:bottom, left:right]
 
 
 def grid_spectra(flat_luminance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 This is the torch half: saving, loading and exporting the network. The manifest itself (`Manifest`,
 `load_manifest`, `check_compatible`, the file names, the labels) lives in the torch-free
-`model_training.manifest` and is re-exported here, so `from model_training.bundle import ...` keeps working.
+`model_training.manifest`; import it from there.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from model_training.manifest import (  # noqa: F401  (re-exported: the manifest half used to live here)
+from model_training.manifest import (
     LABELS,
     MANIFEST,
     MAX_BATCH,
     ONNX,
     PROGRAM,
-    WEIGHTS,
     BundleError,
     Manifest,
     check_compatible,
@@ -37,8 +36,6 @@ from model_training.manifest import (  # noqa: F401  (re-exported: the manifest 
 from model_training.model import create_model
 
 log = logging.getLogger(__name__)
-
-DEFAULT_LABELS = LABELS  # the old name
 
 
 def _git_commit() -> str:

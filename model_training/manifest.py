@@ -3,8 +3,9 @@
 Like timm's pretrained configs, the manifest carries everything a caller needs (labels, thresholds,
 input size, preprocessing version, backbone), so the worker never needs to know model internals.
 This module is numpy and pydantic only, no torch: the ONNX engine serves a bundle with it alone.
-`to_input` (pages -> network input) and `postprocess` (logits -> probabilities and labels) are the one
-definition of each step; training, evaluation and every engine go through them.
+`to_input` (pages -> network input) and `probabilities` (logits -> calibrated probabilities) are the one
+definition of each step; training, evaluation and every engine go through them. `findings` (probabilities ->
+the labels at their thresholds) is the one place the worker turns an engine's output into labels.
 """
 
 from __future__ import annotations
@@ -142,9 +143,3 @@ def findings(probs: np.ndarray, manifest: Manifest) -> list[list[str]]:
     """Per row of probabilities, the manifest's labels at or above their thresholds, in manifest order."""
     predicted = over_thresholds(probs, [manifest.threshold(label) for label in manifest.labels])
     return [[label for label, hit in zip(manifest.labels, row, strict=True) if hit] for row in predicted]
-
-
-def postprocess(logits: np.ndarray, manifest: Manifest) -> tuple[np.ndarray, list[list[str]]]:
-    """Logits (N, labels) -> calibrated probabilities (float32) and, per row, the labels at or over threshold."""
-    probs = probabilities(logits, manifest)
-    return probs, findings(probs, manifest)

@@ -24,10 +24,10 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from model_training.bundle import WEIGHTS, export_bundle, load_manifest, save_bundle
+from model_training.bundle import export_bundle, save_bundle
 from model_training.config import TrainConfig
 from model_training.evaluate import metrics
-from model_training.manifest import LABELS, Manifest, probabilities
+from model_training.manifest import LABELS, WEIGHTS, Manifest, load_manifest, probabilities
 from model_training.model import SignalHead, create_model, to_input
 from model_training.operating import OperatingPoint, choose_operating_points
 from model_training.pages import PageSet, concatenate, load_pages, load_targets

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ingest.preprocess import PREPROCESS_VERSION, letterbox
-from model_training.bundle import BundleError, create_untrained_bundle, export_bundle, load_manifest, load_model
+from model_training.bundle import create_untrained_bundle, export_bundle, load_model
+from model_training.manifest import BundleError, load_manifest
 from model_training.model import to_input
 from worker.engine import load_engine
 
@@ -85,13 +86,14 @@ def test_numpy_input_conversion_is_the_torch_one_bit_for_bit() -> None:
         numpy_to_input(pages.astype(np.float32))
 
 
-def test_postprocess_gives_probabilities_and_the_labels_at_or_over_threshold() -> None:
-    from model_training.manifest import LABELS, Manifest, postprocess
+def test_probabilities_and_the_labels_at_or_over_threshold() -> None:
+    from model_training.manifest import LABELS, Manifest, findings, probabilities
 
     manifest = Manifest(name="t", thresholds={"MI": 0.5, "AF": 0.9})  # the others default to 0.5
     logits = np.array([[0.0, 2.0, -1.0, 1000.0, -1000.0],
                        [-3.0, 3.0, 0.5, 0.0, 0.0]], np.float32)
-    probs, labels = postprocess(logits, manifest)
+    probs = probabilities(logits, manifest)
+    labels = findings(probs, manifest)
     assert probs.dtype == np.float32 and probs.shape == (2, len(LABELS)) and np.isfinite(probs).all()
     np.testing.assert_allclose(probs, torch.sigmoid(torch.from_numpy(logits)).numpy(), atol=1e-7)
     assert labels == [["MI", "CD"], ["AF", "STTC", "CD", "HYP"]]  # 0.5 >= 0.5 counts; AF at 0.88 < 0.9 does not

@@ -119,6 +119,7 @@ def test_auto_exports_onnx_once_into_the_engine_cache(bundle_dir: Path, tmp_path
 
 def test_registry_names_a_backend_module_and_class_for_every_engine() -> None:
     import importlib
+    import inspect
 
     from worker.engine import ENGINES, KINDS
 
@@ -127,6 +128,10 @@ def test_registry_names_a_backend_module_and_class_for_every_engine() -> None:
         module = importlib.import_module(module_name)
         assert callable(module.is_available) and hasattr(module, class_name)
         assert module.is_available() == unavailable(kind)
+        parameters = inspect.signature(getattr(module, class_name)).parameters
+        assert list(parameters)[:4] == ["bundle_dir", "threads", "batch_size", "cache_dir"]  # one way to start any
+        assert {parameters[name].kind for name in ("threads", "batch_size", "cache_dir")} == {
+            inspect.Parameter.KEYWORD_ONLY}
 
 
 def test_engine_report_gives_each_engine_its_reason(exported_bundle: Path, bundle_dir: Path, tmp_path: Path) -> None:

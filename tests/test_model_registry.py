@@ -24,7 +24,7 @@ from tests.inputs import reference_page
 from worker.db.migrate import upgrade
 from worker.db.models import Document, JobLock, ModelVersion, Prediction
 from worker.db.session import get_engine, session_scope
-from worker.locks import LockHeld, exclusive
+from worker.locks import LockHeld, lease
 from worker.registry import RegistryError, promote, register, rollback
 from worker.retrain import decide, split_of
 from worker.settings import Settings
@@ -86,21 +86,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_the_lock_admits_one_holder_and_a_dead_holders_lock_expires(db_url: str) -> None:
-    with exclusive(db_url, "retrain", ttl_seconds=60) as refresh:
-        with pytest.raises(LockHeld, match="already running"), exclusive(db_url, "retrain", 60):
+    with lease(db_url, "retrain", ttl_seconds=60) as refresh:
+        with pytest.raises(LockHeld, match="already running"), lease(db_url, "retrain", 60):
             pytest.fail("a second holder got the lock")
         refresh()
-        with exclusive(db_url, "other-job", 60):  # other jobs are not blocked
+        with lease(db_url, "other-job", 60):  # other jobs are not blocked
             pass
-    with exclusive(db_url, "retrain", 60):  # released at the end of the block
+    with lease(db_url, "retrain", 60):  # released at the end of the block
         pass
 
     # A holder that stopped refreshing (a killed process) loses the lock once it expires ...
-    with exclusive(db_url, "retrain", ttl_seconds=60) as stale_refresh:
+    with lease(db_url, "retrain", ttl_seconds=60) as stale_refresh:
         with session_scope(db_url) as session:
             session.execute(update(JobLock).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
         # ... and if it wakes up, its next refresh says so instead of running on beside the new holder.
-        with exclusive(db_url, "retrain", 60), pytest.raises(LockHeld):
+        with lease(db_url, "retrain", 60), pytest.raises(LockHeld):
             stale_refresh()
     with session_scope(db_url) as session:
         assert session.scalar(select(func.count(JobLock.name))) == 0

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from model_training.evaluate import expected_calibration_error, metrics
-from model_training.manifest import Manifest, postprocess, probabilities, sigmoid
+from model_training.manifest import Manifest, findings, probabilities, sigmoid
 from model_training.operating import OperatingPoint, choose_operating_points, fit_calibration, threshold_for
 
 LABELS = ["MI", "HYP"]
@@ -59,14 +59,15 @@ def test_platt_calibration_fixes_overconfident_logits() -> None:
         assert (np.diff(calibrated[order, i]) >= 0).all()  # monotone: the ranking (AUROC) is unchanged
 
 
-def test_chosen_points_are_recorded_and_served_through_postprocess() -> None:
+def test_chosen_points_are_recorded_and_served_through_probabilities_and_findings() -> None:
     y, logits = _scores()
     policy = {"MI": OperatingPoint(sensitivity=0.9), "HYP": OperatingPoint(specificity=0.95)}
     calibration, thresholds, record = choose_operating_points(y, logits, LABELS, policy, "pooled pages")
     assert record["MI"]["policy"] == "sensitivity >= 0.9" and record["MI"]["sensitivity"] >= 0.9
     assert record["HYP"]["specificity"] >= 0.95 and record["HYP"]["pages"] == "pooled pages"
     manifest = Manifest(name="t", labels=LABELS, calibration=calibration, thresholds=thresholds)
-    probs, found = postprocess(logits, manifest)
+    probs = probabilities(logits, manifest)
+    found = findings(probs, manifest)
     hyp = np.array(["HYP" in row for row in found])
     assert (~hyp[y[:, 1] == 0]).mean() == pytest.approx(record["HYP"]["specificity"], abs=1e-4)
     report = metrics(y, probs, LABELS, thresholds, n_bootstrap=0)

@@ -12,7 +12,6 @@ from ingest.preprocess import (
     STEPS,
     brightest_channel,
     clean,
-    crop_to_ink,
     find_page,
     find_trace_area,
     flatten_creases,
@@ -104,12 +103,17 @@ def test_crease_bands_are_divided_out() -> None:
     assert worst_band(flatten_creases(creased)) > 240
 
 
-def test_crop_keeps_all_the_ink_and_drops_the_margin() -> None:
-    page = brightest_channel(_page("none"))
-    framed = cv2.copyMakeBorder(page, 300, 300, 400, 400, cv2.BORDER_CONSTANT, value=255)
-    cropped = crop_to_ink(framed)
-    assert cropped.shape[0] < framed.shape[0] - 400 and cropped.shape[1] < framed.shape[1] - 600
-    assert (cropped < 128).sum() >= 0.98 * (framed < 128).sum()
+def test_without_a_trace_stroke_the_crop_keeps_all_the_ink_and_drops_the_margin() -> None:
+    """Scattered dots are ink but no trace: the crop falls back to the box around the ink."""
+    rng = np.random.default_rng(0)
+    page = np.full((1200, 1600), 255, np.uint8)
+    for y, x in rng.integers((400, 500), (800, 1100), (400, 2)):
+        cv2.circle(page, (int(x), int(y)), 3, 0, -1)
+    area = find_trace_area(page)
+    cropped = page[area.top : area.bottom, area.left : area.right]
+    assert not area.found
+    assert cropped.shape[0] < page.shape[0] - 600 and cropped.shape[1] < page.shape[1] - 800
+    assert (cropped < 128).sum() >= 0.98 * (page < 128).sum()
 
 
 @pytest.mark.parametrize("dpi", [100, 150, 200, 300])
@@ -165,14 +169,18 @@ def test_steps_switch_and_unknown_steps_are_refused() -> None:
 
 
 def test_preprocess_command_writes_each_stage(cli, tmp_path: Path) -> None:
+    from model_training.contact_sheet import BORDER, LABEL_BAND
     from model_training.synth.samples import write_samples
 
     photo = next(p for p in write_samples(tmp_path / "src", with_bad=False) if p.suffix == ".jpg")
-    result = cli("preprocess", str(photo), "--steps", str(tmp_path / "stages"), "--out", str(tmp_path / "in.png"))
+    result = cli("preprocess", str(photo), "--steps", str(tmp_path / "stages"), "--out", str(tmp_path / "in.png"),
+                 "--sheet", str(tmp_path / "sheet.png"))
     written = sorted(p.name for p in (tmp_path / "stages").iterdir())
     assert written[0] == "page01-00-input.png" and written[-1].endswith("model_input.png")
     assert len(written) >= 6 and "sheet found" in result.stderr
     assert cv2.imread(str(tmp_path / "in.png"), cv2.IMREAD_GRAYSCALE).shape == (192, 256)
+    sheet = cv2.imread(str(tmp_path / "sheet.png"), cv2.IMREAD_GRAYSCALE)
+    assert sheet.shape[1] == 4 * (480 + 2 * BORDER) and sheet.shape[0] > 2 * LABEL_BAND  # four 480 px stages a row
 
 
 def test_scale_benchmark_scores_clean_pages_of_both_families() -> None:

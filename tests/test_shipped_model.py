@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model_training.bundle import load_manifest
 from model_training.evaluate import evaluate_bundle
+from model_training.manifest import load_manifest
 from model_training.synth.dataset import write_dataset
 from worker.settings import SHIPPED_BUNDLE
 

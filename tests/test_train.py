@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_training.bundle import load_manifest, load_model
+from model_training.bundle import load_model
 from model_training.config import TrainConfig, load_config
+from model_training.manifest import load_manifest
 from model_training.pages import Source, load_pages
 from model_training.synth.dataset import write_dataset
 from model_training.train import train

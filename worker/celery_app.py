@@ -16,7 +16,7 @@ from celery import Celery
 from kombu import Queue
 
 from worker.filequeue import TRANSPORT
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, get_settings, parse_crontab
 
 if TYPE_CHECKING:
     from ingest.watch import Claim
@@ -34,12 +34,8 @@ TASK_ROUTES = {
 
 def beat_schedule(settings: Settings) -> dict:
     """The nightly retraining at `retrain_schedule` (crontab fields) in `timezone`."""
-    from celery.schedules import crontab
-
-    minute, hour, day_of_month, month_of_year, day_of_week = settings.retrain_schedule.split()
     return {"nightly-retrain": {"task": RETRAIN_TASK, "options": {"queue": "train"},
-                                "schedule": crontab(minute=minute, hour=hour, day_of_month=day_of_month,
-                                                    month_of_year=month_of_year, day_of_week=day_of_week)}}
+                                "schedule": parse_crontab(settings.retrain_schedule)}}
 
 
 def broker_options(settings: Settings) -> dict:

@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from ingest.files import exclusive, move, write_reason
+from ingest.files import claim_lock, move, write_reason
 from ingest.reasons import InstallationError, Reason
 from worker.db.models import Document, DocumentStatus
 
@@ -28,7 +28,7 @@ def settle(document: Document, claimed: Path, held: bool = False) -> Path | None
         return _move(document, claimed)
     deadline = time.monotonic() + LOCK_WAIT
     while True:
-        with exclusive(claimed) as mine:
+        with claim_lock(claimed) as mine:
             if mine:
                 return _move(document, claimed)
         if not claimed.exists() or time.monotonic() > deadline:

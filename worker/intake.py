@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ingest.decode.isolated import Decoder
-from ingest.files import destination, exclusive, move, sha256_file, write_atomic, write_reason
+from ingest.files import claim_lock, destination, move, sha256_file, write_atomic, write_reason
 from ingest.page import PreparedPage
 from ingest.preprocess import PREPROCESS_VERSION, Preparation
 from ingest.reasons import IngestError, InstallationError, Reason
@@ -98,7 +98,7 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
     The claim is locked while it is processed: a redelivered or re-offered message for the same claim
     never decodes, records or moves it at the same time as the first.
     """
-    with exclusive(claim.claimed) as mine:
+    with claim_lock(claim.claimed) as mine:
         if not mine:
             log.info("claim %s already handled or being handled by another run", claim_id(claim.claimed))
             return None
@@ -174,7 +174,7 @@ def give_up(settings: Settings, claim: Claim, error: BaseException) -> None:
 
     The reason is `internal_error`: the file may be fine. Dropping it into an inbox again retries it.
     """
-    with exclusive(claim.claimed) as mine:
+    with claim_lock(claim.claimed) as mine:
         if mine:  # else another run holds the claim now and decides its fate
             _give_up(settings, claim, error)
 

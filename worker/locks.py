@@ -50,7 +50,7 @@ def _try_acquire(url: str, name: str, holder: str, ttl: timedelta) -> None:
 
 
 @contextmanager
-def exclusive(url: str, name: str, ttl_seconds: float) -> Iterator[Callable[[], None]]:
+def lease(url: str, name: str, ttl_seconds: float) -> Iterator[Callable[[], None]]:
     """Hold lock `name` for the block, or raise `LockHeld`; yields `refresh()`, to call while the work goes on.
 
     `refresh` pushes the expiry `ttl_seconds` ahead; if the lock was taken over meanwhile (this process

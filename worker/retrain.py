@@ -31,7 +31,7 @@ from model_training.manifest import load_manifest
 from worker.db.models import ModelStatus
 from worker.db.queries import ReviewedPage, champion, record_event, reviewed_pages, reviews_since
 from worker.db.session import session_scope
-from worker.locks import exclusive
+from worker.locks import lease
 from worker.registry import champion_bundle, promote, register
 from worker.review_export import write_labelled_folder
 from worker.settings import Settings
@@ -100,7 +100,7 @@ def run_retrain(settings: Settings, actor: str = "schedule",
     """One nightly run; returns its report (`status`: skipped, promoted or rejected). Raises `LockHeld`
     when another run holds the lock."""
     url = settings.sqlalchemy_url
-    with exclusive(url, LOCK, settings.retrain_lock_seconds) as refresh:
+    with lease(url, LOCK, settings.retrain_lock_seconds) as refresh:
         champion_bundle(url, settings.bundle_dir)  # an empty registry gets the configured bundle as champion
         with session_scope(url) as session:
             current = champion(session)

@@ -9,11 +9,27 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.engine import EngineKind
+
 if TYPE_CHECKING:
+    from celery.schedules import crontab
+
     from ingest.decode.limits import DecodeLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_BUNDLE = REPO_ROOT / "models" / "default"
+
+
+def parse_crontab(line: str) -> crontab:
+    """A crontab line as Celery's schedule; the one parse, so the validator refuses exactly what beat could not run."""
+    from celery.schedules import crontab  # Celery only when a schedule is read: importing settings stays cheap
+
+    fields = line.split()
+    if len(fields) != 5:
+        raise ValueError(f"{line!r}: a crontab line has five fields: minute hour day-of-month month day-of-week")
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+                   day_of_week=day_of_week)
 
 
 class InboxSetting(BaseModel):
@@ -61,7 +77,7 @@ class Settings(BaseSettings):
     decode_timeout: float = Field(120, gt=0, description="seconds one file may take to decode")
     decode_isolation: bool = Field(True, description="decode in a child process that is killed on timeout")
     allow_permission_only_pdf: bool = Field(False, description="accept encrypted PDFs that open without a password")
-    engine: Literal["auto", "tensorrt", "cuda", "onnx", "cpu"] = "auto"
+    engine: EngineKind = "auto"
     engine_cache: Path | None = Field(None, description="compiled engines and exported ONNX files; default "
                                                         "<home>/engines")
     batch_size: int = Field(8, ge=1, le=512, description="pages per forward pass")
@@ -104,12 +120,7 @@ class Settings(BaseSettings):
     @field_validator("retrain_schedule")
     @classmethod
     def _crontab(cls, value: str) -> str:
-        from celery.schedules import crontab
-
-        fields = value.split()
-        if len(fields) != 5:
-            raise ValueError(f"{value!r}: a crontab line has five fields: minute hour day-of-month month day-of-week")
-        crontab(*fields[:2], day_of_week=fields[4], day_of_month=fields[2], month_of_year=fields[3])
+        parse_crontab(value)
         return value
 
     @field_validator("timezone")

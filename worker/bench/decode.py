@@ -37,7 +37,7 @@ def model_images_per_second(bundle_dir: Path, batch_size: int = 8, batches: int 
 
 def bench_decode(bundle_dir: Path, n: int = 30, dpi: int = 200, kinds: tuple[str, ...] = tuple(DECODE_KINDS)) -> dict:
     """Pages per second per input kind, on one core, decode alone and decode plus preprocessing."""
-    from model_training.bundle import load_manifest
+    from model_training.manifest import load_manifest
 
     input_size = tuple(load_manifest(bundle_dir).input_size)
     limits = DecodeLimits(pdf_dpi=dpi)

@@ -29,7 +29,7 @@ def bench_engine(bundle_dir: Path, batch_sizes: tuple[int, ...] = (1, 8, 32), th
 
     On a GPU the cuda backend is also measured in fp32 eager mode, the baseline fp16 is compared with.
     """
-    from model_training.bundle import load_manifest
+    from model_training.manifest import load_manifest
     from worker.engine import AUTO_ORDER, build_engine, unavailable
 
     manifest = load_manifest(bundle_dir)

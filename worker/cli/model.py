@@ -62,7 +62,7 @@ def model_show(key: Annotated[str | None, typer.Argument(help="a bundle director
                ) -> None:
     """A registered version's record (default: the champion) with its metrics and decision, or a bundle's
     manifest when KEY is a directory."""
-    from model_training.bundle import load_manifest
+    from model_training.manifest import load_manifest
     from worker.db.queries import champion, model_version_like
     from worker.db.session import session_scope
 
@@ -115,7 +115,7 @@ def model_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON"
 def model_promote(key: Annotated[str, typer.Argument(help="a bundle directory, or a registered version")]) -> None:
     """Make a version champion by hand (a bundle directory is registered first); workers switch to it within
     `ECG_INTAKE_CHAMPION_CHECK_SECONDS`."""
-    from model_training.bundle import check_compatible, load_manifest
+    from model_training.manifest import check_compatible, load_manifest
     from worker.cli.review import _cli_actor
     from worker.db.queries import model_version_like
     from worker.db.session import session_scope
@@ -334,11 +334,11 @@ def preprocess_command(
 ) -> None:
     """Clean one file's pages as intake would, and show what each step did."""
     import cv2
-    import numpy as np
 
     from ingest.decode import decode
     from ingest.preprocess import clean
-    from model_training.bundle import load_manifest
+    from model_training.contact_sheet import contact_sheet
+    from model_training.manifest import load_manifest
 
     settings = get_settings()
     manifest = load_manifest(settings.bundle_dir)
@@ -349,15 +349,7 @@ def preprocess_command(
     for page in pages:
         result = clean(page.image, tuple(manifest.input_size), chosen, keep_stages=bool(steps or sheet))
         if sheet and page.page_no == 1:
-            tiles = [cv2.copyMakeBorder(cv2.resize(image, (480, round(image.shape[0] * 480 / image.shape[1]))),
-                                        30, 4, 4, 4, cv2.BORDER_CONSTANT, value=255) for _, image in result.stages]
-            for tile, (name, _) in zip(tiles, result.stages, strict=True):
-                cv2.putText(tile, name, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 0, 2, cv2.LINE_AA)
-            height = max(t.shape[0] for t in tiles)
-            tiles = [cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 0, cv2.BORDER_CONSTANT, value=255) for t in tiles]
-            rows = [np.hstack(tiles[i : i + 4] + [np.full_like(tiles[0], 255)] * (4 - len(tiles[i : i + 4])))
-                    for i in range(0, len(tiles), 4)]
-            cv2.imwrite(str(sheet), np.vstack(rows))
+            cv2.imwrite(str(sheet), contact_sheet(result.stages, columns=4, width=480))
         for number, (name, image) in enumerate(result.stages if steps else []):
             path = steps / f"page{page.page_no:02d}-{number:02d}-{name}.png"
             cv2.imwrite(str(path), image)

@@ -6,8 +6,10 @@ when it fails to start; `cpu` runs wherever torch is installed and is the refere
 checked against.
 
 `ENGINES` is the registry: name -> (module, class). Each backend module has `is_available()` (None when
-it can run here, else the plain reason) and a class built on `worker.engine.base.BatchedEngine`. A module
-is imported only when its engine is asked about, so asking about onnx never imports torch.
+it can run here, else the plain reason) and a class built on `worker.engine.base.BatchedEngine` whose
+constructor is `(bundle_dir, *, threads, batch_size, cache_dir)`, so any kind starts the same way. A module
+is imported only when its engine is asked about, so asking about onnx never imports torch, and importing
+this package imports neither numpy nor the manifest: `worker.settings` takes `EngineKind` from here.
 """
 
 from __future__ import annotations
@@ -17,22 +19,24 @@ import importlib.util
 import logging
 from pathlib import Path
 from types import ModuleType
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from model_training.manifest import BundleError, Manifest
+    from model_training.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
+EngineKind = Literal["auto", "tensorrt", "cuda", "onnx", "cpu"]  # after `auto`, the order `auto` tries them in
+KINDS: tuple[str, ...] = get_args(EngineKind)
+AUTO_ORDER = KINDS[1:]
 ENGINES: dict[str, tuple[str, str]] = {
     "tensorrt": ("worker.engine.tensorrt", "TensorRTEngine"),
     "cuda": ("worker.engine.cuda", "CudaEngine"),
     "onnx": ("worker.engine.onnx_cpu", "OnnxEngine"),
     "cpu": ("worker.engine.torch_cpu", "TorchCpuEngine"),
 }
-AUTO_ORDER = ("tensorrt", "cuda", "onnx", "cpu")
-KINDS = ("auto", *AUTO_ORDER)
 
 
 class Engine(Protocol):
@@ -79,6 +83,8 @@ def engine_report(bundle_dir: Path, cache_dir: Path | None = None) -> dict[str, 
 
     Cheap: starts no engine, and reading the onnx entry imports no torch.
     """
+    from model_training.manifest import BundleError
+
     report: dict[str, str | None] = {}
     for kind in AUTO_ORDER:
         reason = unavailable(kind)
@@ -94,13 +100,7 @@ def engine_report(bundle_dir: Path, cache_dir: Path | None = None) -> dict[str, 
 def build_engine(kind: str, bundle_dir: Path, threads: int, batch_size: int, cache_dir: Path | None) -> Engine:
     """One named backend, no fallback: `load_engine` and `bench engine` both start engines through this."""
     engine_class = getattr(_module(kind), ENGINES[kind][1])
-    if kind == "tensorrt":
-        return engine_class(bundle_dir, batch_size=batch_size, cache_dir=cache_dir)
-    if kind == "cuda":
-        return engine_class(bundle_dir, batch_size=batch_size)
-    if kind == "onnx":
-        return engine_class(bundle_dir, threads=threads, batch_size=batch_size, cache_dir=cache_dir)
-    return engine_class(bundle_dir, threads=threads, batch_size=batch_size)
+    return engine_class(bundle_dir, threads=threads, batch_size=batch_size, cache_dir=cache_dir)
 
 
 def load_engine(bundle_dir: Path, kind: str = "auto", threads: int = 0, batch_size: int = 8,

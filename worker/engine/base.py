@@ -1,8 +1,9 @@
 """The loop every backend shares: pages in batches -> `to_input` -> the forward pass -> calibrated probabilities.
 
-A backend subclasses `BatchedEngine` and supplies only `_forward`: float32 input (n, 1, H, W) -> logits
-(n, labels) as a numpy array. Conversion, batching and the probabilities are the same code for all of them,
-so backends differ only in how they run the network. Nothing here imports torch.
+A backend subclasses `BatchedEngine`, takes `(bundle_dir, *, threads, batch_size, cache_dir)` (ignoring what
+it does not use, so the registry starts every kind alike) and supplies only `_forward`: float32 input
+(n, 1, H, W) -> logits (n, labels) as a numpy array. Conversion, batching and the probabilities are the same
+code for all of them, so backends differ only in how they run the network. Nothing here imports torch.
 """
 
 from __future__ import annotations

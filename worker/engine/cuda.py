@@ -18,7 +18,8 @@ def is_available() -> str | None:
 class CudaEngine(BatchedEngine):
     name = "cuda"
 
-    def __init__(self, bundle_dir: Path, batch_size: int = 32, half: bool = True, compile: bool = False) -> None:
+    def __init__(self, bundle_dir: Path, *, threads: int = 0, batch_size: int = 32, cache_dir: Path | None = None,
+                 half: bool = True, compile: bool = False) -> None:
         model, self.manifest = load_model(bundle_dir)
         self.dtype = torch.float16 if half else torch.float32
         self.name = "cuda" if half else "cuda-fp32"

@@ -55,7 +55,8 @@ def onnx_path(bundle_dir: Path, cache_dir: Path | None) -> Path:
 class OnnxEngine(BatchedEngine):
     name = "onnx"
 
-    def __init__(self, bundle_dir: Path, threads: int = 0, batch_size: int = 8, cache_dir: Path | None = None) -> None:
+    def __init__(self, bundle_dir: Path, *, threads: int = 0, batch_size: int = 8, cache_dir: Path | None = None
+                 ) -> None:
         import onnxruntime
 
         self.manifest = load_manifest(bundle_dir)

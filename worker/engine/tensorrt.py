@@ -38,8 +38,8 @@ def cache_key(version: str, gpu: str, trt_version: str, max_batch: int) -> str:
 class TensorRTEngine(BatchedEngine):
     name = "tensorrt"
 
-    def __init__(self, bundle_dir: Path, batch_size: int = 32, max_batch: int = 128,
-                 cache_dir: Path | None = None) -> None:
+    def __init__(self, bundle_dir: Path, *, threads: int = 0, batch_size: int = 32, cache_dir: Path | None = None,
+                 max_batch: int = 128) -> None:
         import tensorrt
         import torch_tensorrt
 

@@ -23,7 +23,8 @@ def is_available() -> str | None:
 class TorchCpuEngine(BatchedEngine):
     name = "cpu"
 
-    def __init__(self, bundle_dir: Path, threads: int = 0, batch_size: int = 8) -> None:
+    def __init__(self, bundle_dir: Path, *, threads: int = 0, batch_size: int = 8, cache_dir: Path | None = None
+                 ) -> None:
         if threads > 0:
             torch.set_num_threads(threads)
         model, self.manifest = load_model(bundle_dir)
