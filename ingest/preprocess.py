@@ -402,6 +402,12 @@ class Preparation:
     steps: tuple[str, ...] = STEPS
     thumbnail_width: int = THUMBNAIL_WIDTH
 
+    @property
+    def key(self) -> str:
+        """Names the stored model input exactly: a page made under another key is never fed to this model."""
+        height, width = self.size
+        return f"v{PREPROCESS_VERSION}:{height}x{width}:{','.join(self.steps)}"
+
     def __call__(self, page: Page) -> PreparedPage:
         scale = self.thumbnail_width / page.image.shape[1]
         thumbnail = cv2.resize(page.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)

@@ -14,6 +14,7 @@ import logging
 import subprocess
 import sys
 import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,14 @@ def load_model(directory: Path) -> tuple[nn.Module, Manifest]:
 
 def create_untrained_bundle(
     directory: Path, backbone: str = "convnext_atto", input_size: tuple[int, int] = (384, 512), seed: int = 0,
-    **backbone_kwargs: Any,
+    labels: Sequence[str] = LABELS, **backbone_kwargs: Any,
 ) -> Manifest:
     """A randomly initialised bundle, marked `trained: false`, for plumbing, tests and speed benchmarks."""
     torch.manual_seed(seed)
-    model = create_model(backbone, len(LABELS), **backbone_kwargs)
-    manifest = Manifest(name=f"untrained-{backbone}", backbone=backbone, backbone_kwargs=backbone_kwargs,
-                        input_size=input_size, trained=False, data="none: random initialisation")
+    model = create_model(backbone, len(labels), **backbone_kwargs)
+    manifest = Manifest(name=f"untrained-{backbone}", labels=list(labels), backbone=backbone,
+                        backbone_kwargs=backbone_kwargs, input_size=input_size, trained=False,
+                        data="none: random initialisation")
     return save_bundle(model, manifest, directory)
 
 

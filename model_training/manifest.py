@@ -11,6 +11,7 @@ the labels at their thresholds) is the one place the worker turns an engine's ou
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ingest.preprocess import PREPROCESS_VERSION, STEPS
+from ingest.preprocess import PREPROCESS_VERSION, STEPS, Preparation
 
 LABELS = ("MI", "AF", "STTC", "CD", "HYP")  # the five BHF findings; a bundle's own list is in its manifest
 MANIFEST = "manifest.json"
@@ -64,6 +65,11 @@ class Manifest(BaseModel):
     def model_version(self) -> str:
         return f"{self.name}@{self.version}"
 
+    @property
+    def preparation(self) -> Preparation:
+        """How intake must prepare pages for this model: its input size and cleaning steps."""
+        return Preparation(tuple(self.input_size), tuple(self.preprocess_steps))
+
 
 def load_manifest(directory: Path) -> Manifest:
     path = Path(directory) / MANIFEST
@@ -102,6 +108,33 @@ def check_compatible(manifest: Manifest) -> None:
     unknown = set(manifest.preprocess_steps) - set(STEPS)
     if unknown:
         raise BundleError(f"bundle {manifest.model_version} names unknown preprocessing steps {sorted(unknown)}")
+    check_servable(manifest)
+
+
+LABEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")  # a column, a JSON key and a CSV header everywhere
+MIN_SIDE = 64  # the backbone downsamples 32x: smaller inputs leave no feature map
+
+
+def check_servable(manifest: Manifest) -> None:
+    """Refuse a bundle the service could not carry end to end: labels that cannot name a column, a
+    threshold or calibration for a label the model does not have, an input too small for the backbone."""
+    name = manifest.model_version
+    labels = list(manifest.labels)
+    if not labels:
+        raise BundleError(f"bundle {name} has no labels")
+    if len(set(labels)) != len(labels):
+        raise BundleError(f"bundle {name} repeats a label: {labels}")
+    bad = [label for label in labels if not LABEL_NAME.fullmatch(label)]
+    if bad:
+        raise BundleError(f"bundle {name}: labels {bad} are not names (a letter, then letters, digits or _; "
+                          "at most 32)")
+    strays = (set(manifest.thresholds) | set(manifest.calibration)) - set(labels)
+    if strays:
+        raise BundleError(f"bundle {name} sets thresholds or calibration for labels it does not have: "
+                          f"{sorted(strays)}")
+    height, width = manifest.input_size
+    if min(height, width) < MIN_SIDE:
+        raise BundleError(f"bundle {name}: input size {height}x{width} is below {MIN_SIDE} px on a side")
 
 
 def to_input(pages: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:

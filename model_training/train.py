@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from model_training.bundle import export_bundle, save_bundle
 from model_training.config import TrainConfig
 from model_training.evaluate import metrics
-from model_training.manifest import LABELS, WEIGHTS, Manifest, load_manifest, probabilities
+from model_training.manifest import LABELS, MANIFEST, WEIGHTS, Manifest, load_manifest, probabilities
 from model_training.model import SignalHead, create_model, to_input
 from model_training.operating import OperatingPoint, choose_operating_points
 from model_training.pages import PageSet, concatenate, load_pages, load_targets
@@ -71,7 +71,7 @@ def _initial_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _architecture_from_init(config: TrainConfig) -> TrainConfig:
     """Stage 2 from a bundle takes the bundle's backbone unless the config names one, so presets need not repeat it."""
-    if config.init is None or not (Path(config.init) / "manifest.json").exists():
+    if config.init is None or not (Path(config.init) / MANIFEST).exists():
         return config
     if {"backbone", "backbone_kwargs"} & config.model_fields_set:
         return config

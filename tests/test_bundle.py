@@ -11,7 +11,7 @@ import torch
 
 from ingest.preprocess import PREPROCESS_VERSION, letterbox
 from model_training.bundle import create_untrained_bundle, export_bundle, load_model
-from model_training.manifest import BundleError, load_manifest
+from model_training.manifest import MANIFEST, BundleError, load_manifest
 from model_training.model import to_input
 from worker.engine import load_engine
 
@@ -39,9 +39,9 @@ def test_version_is_the_weights_hash(tmp_path: Path) -> None:
 
 def test_bundle_from_other_preprocessing_is_refused(tmp_path: Path) -> None:
     create_untrained_bundle(tmp_path, input_size=(64, 96))
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
     manifest["preprocess_version"] = "0-old"
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="preprocessing version"):
         load_model(tmp_path)
 
@@ -103,7 +103,7 @@ def test_manifest_is_read_again_only_when_its_file_changes(tmp_path: Path, bundl
     import os
     import shutil
 
-    from model_training.manifest import MANIFEST, current_manifest
+    from model_training.manifest import current_manifest
 
     bundle = tmp_path / "bundle"
     shutil.copytree(bundle_dir, bundle)

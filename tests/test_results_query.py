@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from model_training.manifest import LABELS
 from worker.db.migrate import upgrade
 from worker.db.models import Document, ModelVersion, Page, Prediction, Review, User
-from model_training.manifest import LABELS
 from worker.db.queries import ResultFilter, count_page_results, page_result, page_results, worklist
 from worker.db.session import session_scope
 

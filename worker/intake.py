@@ -19,13 +19,14 @@ from ingest.files import claim_lock, destination, move, sha256_file, write_atomi
 from ingest.page import PreparedPage
 from ingest.preprocess import PREPROCESS_VERSION, Preparation
 from ingest.reasons import IngestError, InstallationError, Reason
+from ingest.sniff import FileType
 from ingest.watch import Claim, claim_id
-from model_training.manifest import current_manifest
 from worker import lifecycle
 from worker.db.models import Document, DocumentStatus, Page
 from worker.db.queries import document_by_sha
 from worker.db.session import session_scope
 from worker.disposition import settle
+from worker.serving import champion
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def _record_duplicate(settings: Settings, session: Session, original: Document, 
     return IntakeResult(original.sha256, "duplicate")
 
 
-def _quarantine(settings: Settings, session: Session, document: Document, claimed: Path, error: IngestError) -> None:
+def quarantine(settings: Settings, session: Session, document: Document, claimed: Path, error: IngestError) -> None:
+    """Record the reason, then move the original into the quarantine with its `.reason.json`."""
     lifecycle.quarantine(session, document, error, str(destination(settings.quarantine_dir, document.sha256, claimed)))
     session.commit()
     settle(document, claimed, held=True)
@@ -90,6 +92,31 @@ def _save_pages(settings: Settings, document: Document, pages: list[PreparedPage
         rows.append({"page_no": page.page_no, "image_path": str(image_path), "thumbnail_path": str(thumbnail_path),
                      "source": page.source})
     return rows
+
+
+def prepare_pages(settings: Settings, session: Session, document: Document, claimed: Path, decoder: Decoder,
+                  preparation: Preparation) -> tuple[FileType, list[PreparedPage]]:
+    """Decode the original and store its pages as `preparation` makes them, each row marked with its key;
+    pages made earlier for another model are replaced. A file that cannot be decoded raises `IngestError`."""
+    try:
+        file_type, pages = decoder.decode_prepared(claimed, preparation)
+    except (IngestError, InstallationError):
+        raise
+    except Exception as exc:  # a decoder bug on odd input must not stop the worker
+        log.exception("decoder failed on document %s", document.sha256[:12])
+        raise IngestError(Reason.INTERNAL_ERROR, f"decoder error {type(exc).__name__}: {exc}") from exc
+    try:
+        rows = _save_pages(settings, document, pages)
+    except OSError as exc:
+        raise InstallationError(f"document {document.sha256[:12]} stays claimed: cannot write its pages under "
+                                f"{settings.pages_dir}: {exc.strerror or type(exc).__name__}") from exc
+    existing = {page.page_no: page for page in document.pages}
+    for row in rows:
+        page = existing.get(row["page_no"]) or Page(document_id=document.id, page_no=row["page_no"])
+        page.image_path, page.thumbnail_path = row["image_path"], row["thumbnail_path"]
+        page.source, page.preprocess_version, page.preparation = row["source"], PREPROCESS_VERSION, preparation.key
+        session.add(page)
+    return file_type, pages
 
 
 def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult | None:
@@ -137,35 +164,17 @@ def _intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult 
             log.info("document %s already decoded; queued for classification again", sha256[:12])
             return IntakeResult(sha256, DocumentStatus.DECODED, classify=True)
 
-        manifest = current_manifest(settings.bundle_dir)
-        preparation = Preparation(tuple(manifest.input_size), tuple(manifest.preprocess_steps))
         try:
-            file_type, pages = decoder.decode_prepared(claim.claimed, preparation)
+            file_type, pages = prepare_pages(settings, session, document, claim.claimed, decoder,
+                                             champion(settings).preparation)
         except IngestError as error:
-            _quarantine(settings, session, document, claim.claimed, error)
+            quarantine(settings, session, document, claim.claimed, error)
             return IntakeResult(sha256, DocumentStatus.QUARANTINED)
         except InstallationError:
             log.error("document %s stays claimed: the installation is at fault, not the file", sha256[:12])
             raise
-        except Exception as exc:  # a decoder bug on odd input must not stop the worker
-            log.exception("decoder failed on document %s", sha256[:12])
-            error = IngestError(Reason.INTERNAL_ERROR, f"decoder error {type(exc).__name__}: {exc}")
-            _quarantine(settings, session, document, claim.claimed, error)
-            return IntakeResult(sha256, DocumentStatus.QUARANTINED)
-
-        try:
-            rows = _save_pages(settings, document, pages)
-        except OSError as exc:
-            raise InstallationError(f"document {sha256[:12]} stays claimed: cannot write its pages under "
-                                    f"{settings.pages_dir}: {exc.strerror or type(exc).__name__}") from exc
-        existing = {page.page_no: page for page in document.pages}
-        for row in rows:
-            page = existing.get(row["page_no"]) or Page(document_id=document.id, page_no=row["page_no"])
-            page.image_path, page.thumbnail_path = row["image_path"], row["thumbnail_path"]
-            page.source, page.preprocess_version = row["source"], PREPROCESS_VERSION
-            session.add(page)
-        lifecycle.decoded(session, document, file_type.value, pages[0].metadata, len(rows))
-    log.info("document %s decoded: %d page(s)", sha256[:12], len(rows))
+        lifecycle.decoded(session, document, file_type.value, pages[0].metadata, len(pages))
+    log.info("document %s decoded: %d page(s)", sha256[:12], len(pages))
     return IntakeResult(sha256, DocumentStatus.DECODED, classify=True)
 
 
@@ -189,5 +198,5 @@ def _give_up(settings: Settings, claim: Claim, error: BaseException) -> None:
         elif document.status in DocumentStatus.FINAL:
             settle(document, claimed, held=True)
             return
-        _quarantine(settings, session, document, claimed,
+        quarantine(settings, session, document, claimed,
                     IngestError(Reason.INTERNAL_ERROR, f"{type(error).__name__}: {str(error)[:500]}"))

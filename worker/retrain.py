@@ -33,8 +33,8 @@ from worker.db.queries import ReviewedPage, champion, record_event, reviewed_pag
 from worker.db.session import session_scope
 from worker.locks import lease
 from worker.registry import champion_bundle, promote, register
-from worker.review_export import write_labelled_folder
 from worker.settings import Settings
+from worker.training_set import write_labelled_folder
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +149,14 @@ def _train_and_decide(settings: Settings, actor: str, pages: list[ReviewedPage],
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     name = f"nightly-{stamp}"
     work = settings.retrain_dir / name
+    manifest = load_manifest(champion_dir)
     parts = _splits(settings, pages, since)
-    counts = {part: write_labelled_folder(rows, work / part) for part, rows in parts.items()}
+    counts = {part: write_labelled_folder(rows, work / part, manifest) for part, rows in parts.items()}
     counts["new_reviews"] = new_reviews
     if counts["holdout"] < 10 or counts["validation"] < 2 or counts["train"] < 8:
         shutil.rmtree(work, ignore_errors=True)
         return _skip(url, actor, f"too few reviewed pages on one side of the split {counts}", new_reviews)
 
-    manifest = load_manifest(champion_dir)
     stage1 = load_config("stage1")
     replay_total = round(settings.retrain_replay_pages)
     synthetic = [s for s in stage1.data if s.kind == "synthetic"]
