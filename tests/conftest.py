@@ -1,22 +1,24 @@
-"""Shared fixtures: a real small model bundle, isolated data homes, the CLI, and real servers."""
+"""Shared fixtures: a real small model bundle, isolated data homes, the CLI, real servers and the review site.
+
+The code behind them lives in tests/helpers/; test files import from there, never from one another.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.servers import PostgresServer, RedisServer
+from tests.helpers.bundle import TEST_INPUT_SIZE
+from tests.helpers.cli import Cli
+from tests.helpers.servers import PostgresServer, RedisServer
 
-# Small enough to keep the suite fast, large enough that the 3x4 layout is still legible.
-TEST_INPUT_SIZE = (192, 256)
-
+if TYPE_CHECKING:
+    from tests.helpers.review import ReviewSite
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -48,34 +50,6 @@ def base_env(home: Path, bundle_dir: Path) -> dict[str, str]:
     return env
 
 
-class Cli:
-    """Runs the installed `ecg-intake` entry point as a user would, in a subprocess."""
-
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env = env
-        self.cwd = cwd
-
-    def command(self, *args: str) -> list[str]:
-        script = Path(sys.executable).parent / "ecg-intake"
-        return [str(script), *args] if script.exists() else [sys.executable, "-m", "worker.cli", *args]
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        result = subprocess.run(self.command(*args), env=self.env, cwd=self.cwd, capture_output=True, text=True,
-                                timeout=timeout)
-        if check and result.returncode != 0:
-            raise AssertionError(f"ecg-intake {' '.join(args)} exited {result.returncode}\n"
-                                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
-        return result
-
-    def results(self) -> list[dict]:
-        return json.loads(self("results", "--format", "json").stdout)
-
-    def popen(self, *args: str, log: Path) -> subprocess.Popen:
-        handle = open(log, "w")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(self.command(*args), env=self.env, cwd=self.cwd, stdout=handle,
-                                stderr=subprocess.STDOUT)
-
-
 @pytest.fixture
 def cli(base_env: dict[str, str], tmp_path: Path) -> Cli:
     return Cli(base_env, tmp_path)
@@ -99,3 +73,20 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A fresh, empty database in the suite's cluster for one test."""
     return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="module")
+def review_env() -> dict[str, str]:
+    """Extra ECG_INTAKE_* settings for the module's review server; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def review_site(bundle_dir: Path, review_env: dict[str, str],
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReviewSite]:
+    """The real `ecg-intake review` server over a filled database, one per test module (tests there share its
+    users, sessions and login counts)."""
+    from tests.helpers.review import serve_review  # the database and the web stack only where a module asks
+
+    with serve_review(tmp_path_factory.mktemp("review"), bundle_dir, review_env) as site:
+        yield site

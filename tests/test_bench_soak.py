@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
-from tests.servers import RedisServer
+from tests.helpers.cli import Cli
+from tests.helpers.servers import RedisServer
 
 CHECKS = {"no_loss", "no_duplicates", "memory_flat", "throughput_steady", "outcomes_expected"}
 FILES, BAD = 60, 3  # 5% of 60

@@ -6,8 +6,6 @@ and leave nothing in the claim area.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import time
@@ -16,14 +14,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, func, select
-from sqlalchemy.orm import Session
 
 from model_training.synth.paper import render_page
 from model_training.synth.signals import generate_record
-from tests.conftest import Cli
-from tests.servers import RedisServer
-from worker.db.models import Document, DocumentStatus, Page, Prediction
+from tests.helpers.cli import Cli
+from tests.helpers.db import document_counts
+from tests.helpers.processes import kill_tree
+from tests.helpers.servers import RedisServer
+from worker.db.models import DocumentStatus
 
 pytestmark = pytest.mark.services
 FILES = 200
@@ -41,32 +39,10 @@ def _write_batch(inbox: Path) -> None:
         cv2.imwrite(str(inbox / f"scan-{i:03d}.png"), page)
 
 
-def _counts(url: str) -> dict[str, int]:
-    engine = create_engine(url)
-    try:
-        with Session(engine) as session:
-            by_status = dict(session.execute(select(Document.status, func.count()).group_by(Document.status)).all())
-            return {**by_status,
-                    "pages": session.scalar(select(func.count()).select_from(Page)),
-                    "predictions": session.scalar(select(func.count()).select_from(Prediction)),
-                    "predicted_pages": session.scalar(select(func.count(func.distinct(Prediction.page_id))))}
-    finally:
-        engine.dispose()
-
-
 def _start_workers(cli: Cli, log_dir: Path, generation: int) -> list[subprocess.Popen]:
     return [cli.popen("worker", "--queues", "ingest", log=log_dir / f"ingest-{generation}.log"),
             cli.popen("worker", "--queues", "infer", "--pool", "threads", "--concurrency", "4",
                       log=log_dir / f"infer-{generation}.log")]
-
-
-def _kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL the worker and the decoder child it spawned: nothing gets to clean up."""
-    children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-    for pid in [process.pid, *map(int, children)]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    process.wait()
 
 
 def test_sigkill_mid_batch_then_restart_gives_exactly_one_prediction_per_page(
@@ -80,19 +56,19 @@ def test_sigkill_mid_batch_then_restart_gives_exactly_one_prediction_per_page(
 
     workers = _start_workers(cli, tmp_path, 1)
     deadline = time.monotonic() + 300
-    while _counts(postgres_url).get(DocumentStatus.DONE, 0) < 40:
+    while document_counts(postgres_url).get(DocumentStatus.DONE, 0) < 40:
         assert time.monotonic() < deadline and all(w.poll() is None for w in workers), \
             (tmp_path / "ingest-1.log").read_text()[-3000:]
         time.sleep(0.2)
     for worker in workers:
-        _kill_tree(worker)
-    at_kill = _counts(postgres_url)
+        kill_tree(worker)
+    at_kill = document_counts(postgres_url)
     assert at_kill.get(DocumentStatus.DONE, 0) < FILES, "the batch finished before the kill; nothing was tested"
 
     workers = _start_workers(cli, tmp_path, 2)
     try:
         deadline = time.monotonic() + 600
-        while (counts := _counts(postgres_url)).get(DocumentStatus.DONE, 0) < FILES:
+        while (counts := document_counts(postgres_url)).get(DocumentStatus.DONE, 0) < FILES:
             assert time.monotonic() < deadline, f"stuck at {counts}:\n" + (tmp_path / "infer-2.log").read_text()[-3000:]
             assert counts.get(DocumentStatus.QUARANTINED, 0) == 0, counts
             time.sleep(0.5)
@@ -108,7 +84,7 @@ def test_sigkill_mid_batch_then_restart_gives_exactly_one_prediction_per_page(
             except subprocess.TimeoutExpired:
                 worker.kill()
 
-    counts = _counts(postgres_url)
+    counts = document_counts(postgres_url)
     assert counts == {DocumentStatus.DONE: FILES, "pages": FILES, "predictions": FILES, "predicted_pages": FILES}
     assert len(list((home / "archive").rglob("*.png"))) == FILES
     assert [p for p in (inbox / ".claimed").rglob("*") if p.is_file()] == []

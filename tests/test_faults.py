@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session
 from ingest.files import original_name
 from model_training.synth.paper import render_page
 from model_training.synth.signals import generate_record
-from tests.conftest import Cli
-from tests.servers import PostgresServer, RedisServer
-from tests.test_exactly_once import _kill_tree
-from tests.test_pipeline_services import _stop
+from tests.helpers.cli import Cli
+from tests.helpers.processes import kill_tree
+from tests.helpers.servers import PostgresServer, RedisServer
 from worker.db.models import Document, DocumentStatus, Event, Page, Prediction
+from worker.processes import stop_gracefully
 
 pytestmark = pytest.mark.services
 
@@ -98,7 +98,7 @@ class Pipeline:
 
     def kill(self, kind: str) -> None:
         """SIGKILL the worker and its decoder child: nothing gets to clean up or acknowledge."""
-        _kill_tree(self.workers[kind])
+        kill_tree(self.workers[kind])
 
     def processes(self) -> list[subprocess.Popen]:
         return [self.watcher, *self.workers.values()]
@@ -116,7 +116,7 @@ class Pipeline:
     def stop(self) -> None:
         for process in self.processes():
             if process.poll() is None:
-                _stop(process)
+                stop_gracefully(process, timeout=30)
 
 
 @contextlib.contextmanager

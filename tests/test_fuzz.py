@@ -23,8 +23,8 @@ from ingest.decode import DecodeLimits, decode_bytes
 from ingest.files import sha256_file
 from ingest.reasons import IngestError, Reason
 from model_training.synth.samples import reference_dicom
-from tests.conftest import Cli
-from tests.inputs import local_dicom, reference_page, scan_pdf, vector_pdf
+from tests.helpers.cli import Cli
+from tests.helpers.inputs import local_dicom, reference_page, scan_pdf, vector_pdf
 
 LIMITS = DecodeLimits(pdf_dpi=50, timeout_s=20)
 SLOWEST_ALLOWED_S = 10.0

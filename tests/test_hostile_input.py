@@ -24,8 +24,8 @@ from sqlalchemy import select
 
 from ingest.files import NAME_MAX
 from model_training.synth.samples import reference_dicom
-from tests.conftest import Cli
-from tests.inputs import reference_page, vector_pdf
+from tests.helpers.cli import Cli
+from tests.helpers.inputs import reference_page, vector_pdf
 from worker.db.models import Document
 from worker.db.session import session_scope
 

@@ -13,7 +13,7 @@ from ingest.decode.isolated import Decoder
 from ingest.preprocess import STEPS, Preparation, preprocess
 from ingest.reasons import IngestError, Reason
 from ingest.sniff import FileType
-from tests.inputs import (
+from tests.helpers.inputs import (
     copy_local_dicom,
     encrypted_pdf,
     exif_rotated_jpeg,

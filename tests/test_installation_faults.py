@@ -16,8 +16,8 @@ import pytest
 from ingest.decode.isolated import Decoder
 from ingest.reasons import InstallationError
 from ingest.watch import Inbox, claim
-from tests.conftest import Cli
-from tests.inputs import vector_pdf
+from tests.helpers.cli import Cli
+from tests.helpers.inputs import vector_pdf
 from worker.db.migrate import upgrade
 from worker.db.models import Document, DocumentStatus
 from worker.db.session import session_scope

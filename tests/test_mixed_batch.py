@@ -12,8 +12,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from model_training.synth.samples import write_samples
-from tests.conftest import Cli
-from tests.inputs import (
+from tests.helpers.cli import Cli
+from tests.helpers.inputs import (
     copy_local_dicom,
     encrypted_pdf,
     exif_rotated_jpeg,

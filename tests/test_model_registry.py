@@ -19,8 +19,9 @@ from sqlalchemy.exc import OperationalError
 from model_training.bundle import create_untrained_bundle
 from model_training.evaluate import paired_comparison
 from model_training.manifest import LABELS, Manifest
-from tests.conftest import TEST_INPUT_SIZE, Cli
-from tests.inputs import reference_page
+from tests.helpers.bundle import TEST_INPUT_SIZE
+from tests.helpers.cli import Cli
+from tests.helpers.inputs import reference_page
 from worker.db.migrate import upgrade
 from worker.db.models import Document, JobLock, ModelVersion, Prediction
 from worker.db.session import get_engine, session_scope

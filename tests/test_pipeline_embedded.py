@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 from model_training.synth.samples import reference_dicom, write_samples
-from tests.conftest import Cli
-from tests.pipeline_checks import check_sample_batch
+from tests.helpers.cli import Cli
+from tests.helpers.pipeline_checks import check_sample_batch
 
 
 def test_run_once_processes_a_batch_and_quarantines_bad_input(cli: Cli, home: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from model_training.synth.samples import write_samples
-from tests.conftest import Cli
+from tests.helpers.cli import Cli
 from worker.celery_app import INTAKE_TASK, create_celery
 from worker.db.models import Document, DocumentStatus
 from worker.settings import Settings

@@ -5,7 +5,6 @@ Also RabbitMQ, when a broker is listening on 127.0.0.1:5672 (as on the project's
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,10 +14,11 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from model_training.synth.samples import write_samples
-from tests.conftest import Cli
-from tests.pipeline_checks import check_sample_batch
-from tests.servers import RedisServer, port_open
+from tests.helpers.cli import Cli
+from tests.helpers.pipeline_checks import check_sample_batch
+from tests.helpers.servers import RedisServer, port_open
 from worker.db.models import Document, DocumentStatus
+from worker.processes import stop_gracefully
 
 pytestmark = pytest.mark.services
 
@@ -41,15 +41,6 @@ def _wait_until_final(database_url: str, expected: int, worker: subprocess.Popen
         engine.dispose()
 
 
-def _stop(worker: subprocess.Popen) -> None:
-    worker.send_signal(signal.SIGTERM)  # Celery's warm shutdown
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-
-
 def _end_to_end(cli: Cli, home: Path, tmp_path: Path) -> None:
     cli("db", "upgrade")
     log = tmp_path / "worker.log"
@@ -62,7 +53,7 @@ def _end_to_end(cli: Cli, home: Path, tmp_path: Path) -> None:
         time.sleep(0.5)  # the outcome is committed just before the file's move
         check_sample_batch(cli.results(), home, inbox)
     finally:
-        _stop(worker)
+        stop_gracefully(worker, timeout=30)
 
 
 def test_redis_and_postgres_with_a_separate_worker(cli: Cli, home: Path, tmp_path: Path,

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from model_training.manifest import LABELS, load_manifest
-from tests.conftest import Cli
+from tests.helpers.cli import Cli
 from worker.db.models import Document, JobLock, ModelVersion, Page
 from worker.db.queries import add_review, add_user
 from worker.db.session import get_engine, session_scope

@@ -9,13 +9,10 @@ import base64
 import functools
 import http.client
 import json
-import os
 import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from http.cookiejar import CookieJar
 from pathlib import Path
 from urllib.request import HTTPCookieProcessor, HTTPHandler, Request, build_opener
@@ -24,61 +21,23 @@ import pytest
 from itsdangerous import TimestampSigner
 from sqlalchemy import select, update
 
-from tests.conftest import Cli
-from tests.servers import free_port, port_open
-from tests.test_review_ui import PASSWORD, Answer, Http, _fill, _NoRedirect
-from worker.db import queries
-from worker.db.migrate import upgrade
+from tests.helpers.review import PASSWORD, Answer, Http, NoRedirect, ReviewSite, serve_review
 from worker.db.models import Event, Review, User
 from worker.db.session import session_scope
-from worker.review.auth import hash_password
 
 MAX_FAILURES, MAX_PER_ADDRESS, WINDOW_S = 3, 6, 15
 
 
-@dataclass
-class Server:
-    url: str
-    home: Path
-    db_url: str
-    pages: dict[str, int]
-
-
-def _serve(folder: Path, bundle_dir: Path, extra_env: dict[str, str]) -> Iterator[Server]:
-    """A filled database and `ecg-intake review` on a free port, stopped afterwards."""
-    home = folder / "home"
-    db_url = f"sqlite:///{home / 'ecg-intake.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECG_INTAKE_")}
-    env.update({"ECG_INTAKE_HOME": str(home), "ECG_INTAKE_BUNDLE": str(bundle_dir), "ECG_INTAKE_TORCH_THREADS": "1",
-                "PYTHONUNBUFFERED": "1", **extra_env})
-    (home / "pages").mkdir(parents=True)
-    upgrade(db_url)
-    pages, _ = _fill(db_url, home / "pages", bundle_dir)
-    with session_scope(db_url) as session:
-        queries.add_user(session, name="rita", password_hash=hash_password(PASSWORD), role="reviewer")
-    port = free_port()
-    server = Cli(env, folder).popen("review", "--port", str(port), log=folder / "review.log")
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and server.poll() is None and not port_open(port):
-            time.sleep(0.1)
-        assert server.poll() is None and port_open(port), (folder / "review.log").read_text()
-        yield Server(f"http://127.0.0.1:{port}", home, db_url, pages)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
-def site(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from _serve(tmp_path_factory.mktemp("security"), bundle_dir, {
-        "ECG_INTAKE_REVIEW_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
-        "ECG_INTAKE_REVIEW_LOGIN_MAX_FAILURES_PER_ADDRESS": str(MAX_PER_ADDRESS),
-        "ECG_INTAKE_REVIEW_LOGIN_WINDOW_SECONDS": str(WINDOW_S)})
+def review_env() -> dict[str, str]:
+    """Small login limits for this module's review server (the shared `review_site` fixture)."""
+    return {"ECG_INTAKE_REVIEW_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
+            "ECG_INTAKE_REVIEW_LOGIN_MAX_FAILURES_PER_ADDRESS": str(MAX_PER_ADDRESS),
+            "ECG_INTAKE_REVIEW_LOGIN_WINDOW_SECONDS": str(WINDOW_S)}
 
 
-def _client(site: Server, name: str) -> Http:
-    client = Http(site.url)
+def _client(review_site: ReviewSite, name: str) -> Http:
+    client = Http(review_site.url)
     assert client.login(name).status == 303, name
     return client
 
@@ -94,9 +53,9 @@ class _FromAddress(HTTPHandler):
         return self.do_open(functools.partial(http.client.HTTPConnection, source_address=(self.address, 0)), req)
 
 
-def _from(site: Server, address: str) -> Http:
-    client = Http(site.url)
-    client.opener = build_opener(HTTPCookieProcessor(CookieJar()), _NoRedirect, _FromAddress(address))
+def _from(review_site: ReviewSite, address: str) -> Http:
+    client = Http(review_site.url)
+    client.opener = build_opener(HTTPCookieProcessor(CookieJar()), NoRedirect, _FromAddress(address))
     return client
 
 
@@ -113,9 +72,9 @@ def _check_headers(answer: Answer, where: str, static: bool = False, hsts: bool 
     assert (headers["Strict-Transport-Security"] is not None) == hsts, where
 
 
-def _probes(site: Server) -> list[tuple[str, str, bool]]:
+def _probes(review_site: ReviewSite) -> list[tuple[str, str, bool]]:
     """(method, path, static) for pages, API answers, images, errors and static files."""
-    page = site.pages["urgent"]
+    page = review_site.pages["urgent"]
     paths = ["/login", "/", "/worklist", f"/pages/{page}", "/worklist/at/0", "/docs", "/openapi.json", "/api/me",
              "/api/results", "/api/worklist", f"/api/pages/{page}", f"/api/pages/{page}/images/cleaned",
              f"/api/pages/{page}/images/original", "/api/pages/999999", "/api/pages/x", "/no/such/page"]
@@ -124,19 +83,19 @@ def _probes(site: Server) -> list[tuple[str, str, bool]]:
         ("GET", "/static/review.js", True), ("GET", "/static/missing.js", True)]
 
 
-def test_every_response_carries_the_security_headers(site: Server) -> None:
+def test_every_response_carries_the_security_headers(review_site: ReviewSite) -> None:
     """Anonymous and logged in, success and error, page, JSON, image and static file alike."""
-    for who, client in (("anonymous", Http(site.url)), ("viewer", _client(site, "vera"))):
-        for method, path, static in _probes(site):
+    for who, client in (("anonymous", Http(review_site.url)), ("viewer", _client(review_site, "vera"))):
+        for method, path, static in _probes(review_site):
             answer = client.call(method, path)
             _check_headers(answer, f"{who} {method} {path} -> {answer.status}", static)
-    failed = Http(site.url).login("nobody-at-all", "wrong")
+    failed = Http(review_site.url).login("nobody-at-all", "wrong")
     assert failed.status == 401
     _check_headers(failed, "failed login")
 
 
 def test_https_only_adds_strict_transport_security_even_to_a_server_error(bundle_dir: Path, tmp_path: Path) -> None:
-    for server in _serve(tmp_path, bundle_dir, {"ECG_INTAKE_REVIEW_HTTPS_ONLY": "true"}):
+    with serve_review(tmp_path, bundle_dir, {"ECG_INTAKE_REVIEW_HTTPS_ONLY": "true"}) as server:
         for method, path, static in _probes(server)[:3] + _probes(server)[-2:]:
             _check_headers(Http(server.url).call(method, path), f"{method} {path}", static, hsts=True)
         assert "max-age=" in Http(server.url).get("/login").headers["Strict-Transport-Security"]
@@ -156,11 +115,11 @@ def test_https_only_adds_strict_transport_security_even_to_a_server_error(bundle
         _check_headers(answer, "500", hsts=True)
 
 
-def test_no_file_outside_static_is_served(site: Server) -> None:
+def test_no_file_outside_static_is_served(review_site: ReviewSite) -> None:
     for path in ("/static/../auth.py", "/static/..%2fauth.py", "/static/%2e%2e/auth.py",
                  "/static/..%2f..%2fsettings.py", "/static//etc/passwd", "/static/%2fetc%2fpasswd",
                  "/static/../../../../etc/passwd"):
-        answer = Http(site.url).get(path)
+        answer = Http(review_site.url).get(path)
         assert answer.status in (303, 404), (path, answer.status)
         assert b"import" not in answer.body and b"root:" not in answer.body, path
 
@@ -171,11 +130,11 @@ def _forged_cookie(payload: dict, key: str) -> str:
     return TimestampSigner(key).sign(data).decode()
 
 
-def test_no_role_escalation(site: Server) -> None:
+def test_no_role_escalation(review_site: ReviewSite) -> None:
     """Viewers and reviewers cannot become admins: no route changes a user, extra fields are ignored, a forged
     or tampered session is anonymous, and a role change in the database binds the very next request."""
-    viewer, reviewer = _client(site, "vera"), _client(site, "rita")
-    with session_scope(site.db_url) as session:
+    viewer, reviewer = _client(review_site, "vera"), _client(review_site, "rita")
+    with session_scope(review_site.db_url) as session:
         ids = {u.name: u.id for u in session.scalars(select(User))}
         before = {u.name: (u.role, u.disabled, u.password_hash) for u in session.scalars(select(User))}
     spec = reviewer.get("/openapi.json").json()
@@ -190,13 +149,13 @@ def test_no_role_escalation(site: Server) -> None:
                                      headers={"X-CSRF-Token": token})
                 assert answer.status in (403, 404, 405), (role, method, path, answer.status)
         assert client.get("/api/me").json()["role"] == role
-    page = site.pages["calm"]
+    page = review_site.pages["calm"]
     answer = viewer.post(f"/api/pages/{page}/review", body={"labels": ["AF"], "role": "reviewer"},
                          headers={"X-CSRF-Token": viewer.csrf()})
     assert answer.status == 403
 
     # a login form with extra fields gets the stored role, nothing else
-    sneaky = Http(site.url)
+    sneaky = Http(review_site.url)
     form = {"name": "vera", "password": PASSWORD, "csrf_token": sneaky.form_token(), "role": "admin", "uid": "1"}
     assert sneaky.post("/login", form=form).status == 303 and sneaky.get("/api/me").json()["role"] == "viewer"
 
@@ -204,30 +163,30 @@ def test_no_role_escalation(site: Server) -> None:
     answer = reviewer.post(f"/api/pages/{page}/review", headers={"X-CSRF-Token": reviewer.csrf()},
                            body={"labels": ["CD"], "reviewer": "ada", "reviewer_id": ids["ada"]})
     assert answer.status == 201 and answer.json()["reviewer"] == "rita"
-    with session_scope(site.db_url) as session:
+    with session_scope(review_site.db_url) as session:
         assert session.get(Review, answer.json()["review_id"]).reviewer_id == ids["rita"]
 
     # the cookie: signed with another key, tampered, or replayed with another uid: no session at all
-    key = (site.home / "review-secret").read_text().strip()
+    key = (review_site.home / "review-secret").read_text().strip()
     for cookie in (_forged_cookie({"uid": ids["ada"], "csrf_token": "x"}, "not-the-key"),
                    _tamper(viewer, ids["ada"]), "garbage", ""):
-        probe = Http(site.url)
+        probe = Http(review_site.url)
         answer = probe.get("/api/me", headers={"Cookie": f"ecg_review={cookie}"})
         assert answer.status == 401, cookie
-    assert Http(site.url).get("/api/me", headers={
+    assert Http(review_site.url).get("/api/me", headers={
         "Cookie": f"ecg_review={_forged_cookie({'uid': ids['ada']}, key)}"}).status == 200  # the key is the secret
 
     # demoted in the database: the open session loses the right at once
-    with session_scope(site.db_url) as session:
+    with session_scope(review_site.db_url) as session:
         session.execute(update(User).where(User.name == "rita").values(role="viewer"))
     try:
         assert reviewer.get("/api/me").json()["role"] == "viewer"
         assert reviewer.post(f"/api/pages/{page}/review", body={"labels": []},
                              headers={"X-CSRF-Token": reviewer.csrf()}).status == 403
     finally:
-        with session_scope(site.db_url) as session:
+        with session_scope(review_site.db_url) as session:
             session.execute(update(User).where(User.name == "rita").values(role="reviewer"))
-    with session_scope(site.db_url) as session:
+    with session_scope(review_site.db_url) as session:
         after = {u.name: (u.role, u.disabled, u.password_hash) for u in session.scalars(select(User))}
     assert after == before
 
@@ -248,32 +207,32 @@ def _wait_out(answer: Answer) -> None:
     time.sleep(wait + 0.2)
 
 
-def test_login_is_throttled_per_user_name(site: Server) -> None:
+def test_login_is_throttled_per_user_name(review_site: ReviewSite) -> None:
     """Each test here guesses from its own loopback address, so their address counts stay apart."""
     for _ in range(MAX_FAILURES):
-        assert _from(site, "127.0.0.3").login("vera", "guess").status == 401
-    locked = _from(site, "127.0.0.4").login("VERA ")  # the right password, another address, the name respelled
+        assert _from(review_site, "127.0.0.3").login("vera", "guess").status == 401
+    locked = _from(review_site, "127.0.0.4").login("VERA ")  # the right password, another address, the name respelled
     assert locked.status == 429 and "Too many failed logins" in locked.text
     assert "Wrong name or password" not in locked.text  # the password was not even checked
     _check_headers(locked, "429")
-    assert _from(site, "127.0.0.3").login("rita").status == 303  # another user on the same address is not locked
+    assert _from(review_site, "127.0.0.3").login("rita").status == 303  # another user on the same address is not locked
     _wait_out(locked)
-    assert _from(site, "127.0.0.3").login("vera").status == 303
-    with session_scope(site.db_url) as session:
+    assert _from(review_site, "127.0.0.3").login("vera").status == 303
+    with session_scope(review_site.db_url) as session:
         actions = list(session.scalars(select(Event.action).where(Event.actor.in_(["vera", "VERA "]))))
     assert actions.count("login_failed") >= MAX_FAILURES and "login_throttled" in actions
 
 
-def test_login_is_throttled_per_client_address(site: Server) -> None:
+def test_login_is_throttled_per_client_address(review_site: ReviewSite) -> None:
     for i in range(MAX_PER_ADDRESS):  # a different name each time: only the address ties them together
-        assert _from(site, "127.0.0.5").login(f"guess-{i}", "guess").status == 401
-    locked = _from(site, "127.0.0.5").login("ada")
+        assert _from(review_site, "127.0.0.5").login(f"guess-{i}", "guess").status == 401
+    locked = _from(review_site, "127.0.0.5").login("ada")
     assert locked.status == 429 and 1 <= int(locked.headers["Retry-After"]) <= WINDOW_S
-    other = _from(site, "127.0.0.6")  # another client is not locked out by this one
+    other = _from(review_site, "127.0.0.6")  # another client is not locked out by this one
     assert other.login("ada").status == 303 and other.get("/api/me").json()["name"] == "ada"
 
 
-def test_pages_run_under_the_csp_without_violations(site: Server) -> None:
+def test_pages_run_under_the_csp_without_violations(review_site: ReviewSite) -> None:
     """The login form, the worklist, a page with its Grad-CAM overlay and keyboard shortcuts, and the API
     docs: the browser reports no Content-Security-Policy violation, and the scripts did their work."""
     from playwright.sync_api import sync_playwright
@@ -291,7 +250,7 @@ def test_pages_run_under_the_csp_without_violations(site: Server) -> None:
         def seen() -> None:
             violations.extend(page.evaluate("window.__csp || []"))
 
-        page.goto(site.url + "/login")
+        page.goto(review_site.url + "/login")
         seen()
         page.fill("input[name=name]", "rita")
         page.fill("input[name=password]", PASSWORD)
@@ -307,7 +266,7 @@ def test_pages_run_under_the_csp_without_violations(site: Server) -> None:
         page.keyboard.press("2")  # AF, toggled by review.js
         assert page.locator("input[name=labels][value=AF]").is_checked() != before
         seen()
-        page.goto(site.url + "/docs")
+        page.goto(review_site.url + "/docs")
         page.wait_for_selector("section.operation")  # drawn by docs.js from /openapi.json
         seen()
         browser.close()

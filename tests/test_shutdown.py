@@ -21,9 +21,9 @@ from sqlalchemy.exc import OperationalError
 
 from model_training.synth.paper import render_page
 from model_training.synth.signals import generate_record
-from tests.conftest import Cli
-from tests.servers import RedisServer
-from tests.test_exactly_once import _counts
+from tests.helpers.cli import Cli
+from tests.helpers.db import document_counts
+from tests.helpers.servers import RedisServer
 from worker.db.models import DocumentStatus
 
 FILES = 48  # enough that an idle machine is still mid-batch when the signal comes
@@ -68,7 +68,7 @@ def _alive(pid: int) -> bool:
 
 def _done(url: str) -> int:
     try:
-        return _counts(url).get(DocumentStatus.DONE, 0)
+        return document_counts(url).get(DocumentStatus.DONE, 0)
     except OperationalError:  # the embedded database's schema is not there yet
         return 0
 
@@ -103,7 +103,7 @@ def _stop_and_check(processes: list[subprocess.Popen], send: Callable[[], None],
 
 def _account_for_every_file(url: str, home: Path, inbox: Path) -> dict:
     """After the stop: nothing quarantined, and each file archived (and done) or still in the inbox or claimed."""
-    counts = _counts(url)
+    counts = document_counts(url)
     assert counts.get(DocumentStatus.QUARANTINED, 0) == 0, counts
     assert not [p for p in (home / "quarantine").rglob("*") if p.is_file()]
     archived = len(list((home / "archive").rglob("*.png")))
@@ -115,7 +115,7 @@ def _account_for_every_file(url: str, home: Path, inbox: Path) -> dict:
 
 
 def _finished_once_each(url: str, home: Path, inbox: Path) -> None:
-    counts = _counts(url)
+    counts = document_counts(url)
     assert counts == {DocumentStatus.DONE: FILES, "pages": FILES, "predictions": FILES, "predicted_pages": FILES}
     assert len(list((home / "archive").rglob("*.png"))) == FILES
     assert not [p for p in inbox.rglob("*") if p.is_file()]
@@ -186,7 +186,7 @@ def test_sigterm_to_the_workers_process_groups_mid_batch_loses_nothing(
         deadline = time.monotonic() + 300
         while (done := _done(postgres_url)) < FILES or len(list((home / "archive").rglob("*.png"))) < FILES:
             assert time.monotonic() < deadline, f"stuck at {done}:\n" + logs[0].read_text()[-3000:]
-            assert _counts(postgres_url).get(DocumentStatus.QUARANTINED, 0) == 0
+            assert document_counts(postgres_url).get(DocumentStatus.QUARANTINED, 0) == 0
             time.sleep(0.3)
         _stop_and_check(workers, lambda: sigterm_groups(workers), logs)
     finally:

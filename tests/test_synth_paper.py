@@ -13,7 +13,7 @@ from ingest.decode import DecodeLimits, decode
 from ingest.render import GRID_COLOURS, LAYOUTS, PaperStyle, render_paper
 from model_training.synth.paper import ARTIFACTS, apply_artifacts, render_page
 from model_training.synth.signals import generate_record
-from tests.conftest import Cli
+from tests.helpers.cli import Cli
 
 
 @pytest.fixture(scope="module")
