@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 DEMO_HOME := ecg-intake-data
 DEMO_INBOX := demo-inbox
 UNTRAINED := $(DEMO_HOME)/models/untrained
+PIP_LOG := $(VENV)/pip.log
+# pip's own output (setuptools' editable-install notice among it) goes to the log; a failed install prints it.
+PIP_QUIET = >>$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 
 .PHONY: deps demo test test-slow lint bench clean
 
@@ -14,11 +17,12 @@ deps:
 	@bash deploy/system-deps.sh $(if $(filter test test-slow,$(MAKECMDGOALS)),test,demo)
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev,onnx]'
-	touch $(STAMP)
+	@echo "setting up $(VENV) (pip's output: $(PIP_LOG))"
+	@$(PYTHON) -m venv $(VENV) && : >$(PIP_LOG)
+	@$(BIN)/pip install --quiet --upgrade pip $(PIP_QUIET)
+	@$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1 $(PIP_QUIET)
+	@$(BIN)/pip install --quiet -e '.[dev,onnx]' $(PIP_QUIET)
+	@touch $(STAMP)
 
 # Sets up, writes sample ECGs into an inbox, processes them on the embedded default, prints the results.
 demo: deps $(STAMP)

@@ -1,5 +1,6 @@
-"""The data and training side of `ecg-intake`: sample and synthetic files, and the benchmarks of synthesis,
-cleaning and training recipes. `worker.cli` merges `app` into its top level and `bench_app` into `bench`."""
+"""The data and training side of `ecg-intake`: sample and synthetic files, training and evaluation, the bundles
+they make, and the benchmarks of synthesis, cleaning and training recipes. `worker.cli` merges `app` into its
+top level, `model_app` into `model` and `bench_app` into `bench`, and passes its `Installation`."""
 
 from __future__ import annotations
 
@@ -7,20 +8,39 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True)  # samples, synth, synth-gallery
+app = typer.Typer(no_args_is_help=True)  # samples, synth, synth-gallery, train, evaluate
+model_app = typer.Typer(no_args_is_help=True)  # model init-untrained, export, recalibrate
 # bench: synth, validity, reference, recipe, families, morphology, preprocess, ablation
 bench_app = typer.Typer(no_args_is_help=True)
 
 # The whole command's two consoles (worker.cli logs through `console` too, so logs and progress bars share it).
 console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 150)  # piped output: wide enough for the table
+
+
+@dataclass(frozen=True)
+class Installation:
+    """What the training commands take from the installation that runs them, which this layer may not import:
+    the bundle they use unless told (`evaluate`, `model export`), and `train --reviewed`'s pages (written into
+    a folder, their count returned). `worker.cli` passes it as the command's context object."""
+
+    bundle_dir: Callable[[], Path]
+    export_reviewed: Callable[[Path], int]
+
+
+def _installation(ctx: typer.Context) -> Installation:
+    if not isinstance(ctx.obj, Installation):
+        raise typer.BadParameter("run this through `ecg-intake`, which knows the installation's bundle and database")
+    return ctx.obj
 
 
 @app.command()
@@ -72,6 +92,143 @@ def synth_gallery(path: Annotated[Path, typer.Argument()] = Path("docs/synthetic
     console.print(f"wrote {write_gallery(path)}")
 
 
+@app.command()
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option("--config", help="TOML or YAML file, or a preset name: stage1, stage2")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: --set total_pages=500")] = None,
+    reviewed: Annotated[bool, typer.Option(help="add the database's reviewed pages as training data")] = False,
+    resume: Annotated[bool, typer.Option(help="continue from the run's checkpoint when there is one")] = True,
+) -> None:
+    """Train one stage; stop any time (the checkpoint is kept) and run the same command again to resume."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from model_training.config import load_config
+    from model_training.pages import Source
+    from model_training.train import train as run_training
+
+    cfg = load_config(config, _overrides(set_))
+    if reviewed:
+        folder = cfg.run_dir / "reviewed"
+        count = _installation(ctx).export_reviewed(folder)
+        console.print(f"exported {count} reviewed page(s) to {folder}")
+        cfg.data.append(Source(kind="folder", path=folder, preprocessed=True))
+
+    def show(entry: dict) -> None:
+        if entry["event"] == "eval":
+            console.print(f"pages {entry['pages']:>7}  loss {entry['loss']:.4f}  lr {entry['lr']:.2e}  "
+                          f"macro AUROC {entry['macro_auroc']:.4f}  {entry['per_class_auroc']}")
+        elif entry["event"] in ("start", "resumed", "paused", "bundle"):
+            console.print({k: v for k, v in entry.items() if k != "time"})
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(what: str, advance: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total or None)
+            bar.advance(tasks[what], advance)
+
+        summary = run_training(cfg, resume=resume, on_log=show, progress=progress)
+    out.print_json(json.dumps(summary))
+
+
+def _overrides(items: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs; JSON values (numbers, lists, objects, true/false/null) are parsed."""
+    found: dict[str, Any] = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        found[key.strip()] = json.loads(value) if value[:1] in "[{0123456789-tfn" else value
+    return found
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="folder with labels.csv, as `ecg-intake synth` writes")],
+    bundle: Annotated[Path | None, typer.Option(help="model bundle (default: the configured one)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    plots: Annotated[Path | None, typer.Option(help="folder for roc.png and calibration.png")] = None,
+    bootstrap: int = 1000,
+    against: Annotated[Path | None, typer.Option(help="another bundle: print the AUROC differences (this one "
+                                                      "minus that one) with paired bootstrap intervals")] = None,
+) -> None:
+    """AUROC with bootstrap 95% intervals; sensitivity, specificity, calibration error and the share of normal
+    ECGs with no flag, at the bundle's thresholds. With --against, the paired difference from another bundle."""
+    from model_training.evaluate import compare_bundles, evaluate_bundle
+
+    bundle = bundle or _installation(ctx).bundle_dir()
+    if against is not None:
+        diff = compare_bundles(against, bundle, data, json_out, n_bootstrap=bootstrap)
+        table = Table(title=f"{diff['bundle']} minus {diff['baseline']} on {data} ({diff['n']} pages)")
+        for column in ("label", "AUROC difference", "paired 95% CI"):
+            table.add_column(column, justify="left" if column == "label" else "right")
+        for label, value in diff["per_class_auroc_diff"].items():
+            low, high = diff["per_class_auroc_diff_ci"][label]
+            table.add_row(label, f"{value:+.4f}", f"{low:+.3f} to {high:+.3f}")
+        low, high = diff["macro_auroc_diff_ci"]
+        table.add_row("macro", f"{diff['macro_auroc_diff']:+.4f}", f"{low:+.3f} to {high:+.3f}")
+        out.print(table)
+        return
+    report = evaluate_bundle(bundle, data, json_out, plots, n_bootstrap=bootstrap)
+    table = Table(title=f"{report['bundle']} on {data} ({report['n']} pages)")
+    for column in ("label", "AUROC", "95% CI", "sensitivity", "specificity", "ECE", "threshold"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, auroc in report["per_class_auroc"].items():
+        low, high = report["per_class_auroc_ci"].get(label, [float("nan")] * 2)
+        table.add_row(label, f"{auroc:.4f}", f"{low:.3f}-{high:.3f}", f"{report['sensitivity'][label]:.3f}",
+                      f"{report['specificity'][label]:.3f}", f"{report['ece'][label]:.3f}",
+                      f"{report['thresholds'][label]:.3f}")
+    low, high = report["macro_auroc_ci"]
+    table.add_row("macro", f"{report['macro_auroc']:.4f}", f"{low:.3f}-{high:.3f}", "", "", "", "")
+    table.caption = (f"normal ECGs with no flag: {report['normal_no_flag']:.3f} "
+                     f"of {report['normal_pages']} pages with no finding")
+    out.print(table)
+
+
+@model_app.command("init-untrained")
+def model_init_untrained(
+    directory: Path,
+    backbone: str = "convnext_atto",
+    input_size: Annotated[str, typer.Option(help="HEIGHTxWIDTH of the model input")] = "384x512",
+    labels: Annotated[str | None, typer.Option(help="comma-separated label names (default: the five findings)")] = None,
+) -> None:
+    """Write a randomly initialised bundle (`trained: false`) for plumbing checks before a real model."""
+    from model_training.bundle import create_untrained_bundle
+    from model_training.manifest import LABELS
+
+    height, width = (int(v) for v in input_size.lower().split("x"))
+    names = [name.strip() for name in labels.split(",") if name.strip()] if labels else LABELS
+    manifest = create_untrained_bundle(directory, backbone, (height, width), labels=names)
+    console.print(f"wrote untrained bundle {manifest.model_version} to {directory}")
+
+
+@model_app.command("export")
+def model_export(ctx: typer.Context, directory: Annotated[Path | None, typer.Argument()] = None) -> None:
+    """Write a bundle's torch.export program (model.pt2) and ONNX file (model.onnx) next to its weights."""
+    from model_training.bundle import export_bundle
+
+    manifest = export_bundle(directory or _installation(ctx).bundle_dir())
+    console.print(f"exported {manifest.model_version}: {manifest.program}, {manifest.onnx}")
+
+
+@model_app.command("recalibrate")
+def model_recalibrate(
+    directory: Annotated[Path, typer.Argument(help="bundle to fix in place")],
+    config: Annotated[Path, typer.Option("--config", help="the config whose data and validation pages to use")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field")] = None,
+    pages: int = 2048,
+) -> None:
+    """Recompute a bundle's BatchNorm statistics, then its thresholds and validation metrics (a new version)."""
+    from model_training.config import load_config
+    from model_training.train import recalibrate_bundle
+
+    manifest = recalibrate_bundle(directory, load_config(config, _overrides(set_)), pages)
+    console.print(f"recalibrated {manifest.model_version}: validation macro AUROC "
+                  f"{manifest.metrics['validation']['macro_auroc']:.4f}")
+
+
 @bench_app.command("synth")
 def bench_synth(
     n: Annotated[int, typer.Option("--n")] = 200,
@@ -112,7 +269,7 @@ def bench_validity(
     for row in rows:
         table.add_row(row["group"], row["criterion"], f"{row['share']:.2f}", f"{row['required']:.2f}")
     out.print(table)
-    _save_json(rows, json_out)
+    save_json(rows, json_out)
 
 
 @bench_app.command("reference")
@@ -128,7 +285,7 @@ def bench_reference(
 
     result = run_reference(train_n, test_n, epochs, artifacts=artifacts)
     _report({"benchmark": "reference", **{k: v for k, v in result.items() if k != "history"}}, None)
-    _save_json(result, json_out)
+    save_json(result, json_out)
 
 
 @bench_app.command("recipe")
@@ -233,7 +390,7 @@ def bench_preprocess(
             **{f"paper_{name}_{k}": v for name in ("crease", "crumple", "wrinkle", "all")
                for k, v in result["paper_damage"][name].items()}}
     _report(flat, None)
-    _save_json(result, json_out)
+    save_json(result, json_out)
 
 
 @bench_app.command("ablation")
@@ -253,10 +410,10 @@ def bench_ablation(
     for arm, scores in result["arms"].items():
         table.add_row(arm, f"{scores['heavy']['macro_auroc']:.4f}", f"{scores['clean']['macro_auroc']:.4f}")
     out.print(table)
-    _save_json(result, json_out)
+    save_json(result, json_out)
 
 
-def _save_json(result: dict | list, json_out: Path | None) -> None:
+def save_json(result: dict | list, json_out: Path | None) -> None:
     """Every bench command's `--json FILE`."""
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
@@ -269,4 +426,4 @@ def _report(result: dict, json_out: Path | None) -> None:
     for key, value in result.items():
         table.add_row(key, str(value))
     out.print(table)
-    _save_json(result, json_out)
+    save_json(result, json_out)

@@ -29,12 +29,13 @@ class Supervised:
     waiting for a classifier that is gone.
     """
 
-    def __init__(self, command: list[str], env: dict[str, str], name: str, check_every: float = 1.0) -> None:
-        self.command, self.env, self.name = command, env, name
+    def __init__(self, command: list[str], env: dict[str, str], name: str, check_every: float = 1.0,
+                 stdout: int | None = None) -> None:
+        self.command, self.env, self.name, self.stdout = command, env, name, stdout
         self.restarts = 0
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self.process = subprocess.Popen(command, env=env)
+        self.process = subprocess.Popen(command, env=env, stdout=stdout)
         self._thread = threading.Thread(target=self._watch, args=(check_every,), name=f"supervise-{name}",
                                         daemon=True)
         self._thread.start()
@@ -48,7 +49,7 @@ class Supervised:
                 self.restarts += 1
                 log.error("%s process exited with code %s; starting it again (restart %d)", self.name, code,
                           self.restarts)
-                self.process = subprocess.Popen(self.command, env=self.env)
+                self.process = subprocess.Popen(self.command, env=self.env, stdout=self.stdout)
 
     def stopping(self) -> None:
         """The parent is shutting down: no more restarts, and the child starts its warm shutdown now, alongside

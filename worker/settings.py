@@ -20,6 +20,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_BUNDLE = REPO_ROOT / "models" / "default"
 
 
+def embedded_database_path(home: Path) -> Path:
+    """The SQLite file a data directory holds when no database URL is set; its name is spelled here only."""
+    return home.expanduser().resolve() / "ecg-intake.db"
+
+
+def embedded_database_url(home: Path) -> str:
+    """The embedded database's URL, so a test or a benchmark that knows only the home finds what the service
+    writes without building the whole settings (which would also read the environment)."""
+    return f"sqlite:///{embedded_database_path(home)}"
+
+
 def parse_crontab(line: str) -> crontab:
     """A crontab line as Celery's schedule; the one parse, so the validator refuses exactly what beat could not run."""
     from celery.schedules import crontab  # Celery only when a schedule is read: importing settings stays cheap
@@ -176,7 +187,7 @@ class Settings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home_dir / 'ecg-intake.db'}"
+        return self.database_url or embedded_database_url(self.home_dir)
 
     @property
     def celery_broker_url(self) -> str:

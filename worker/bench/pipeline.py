@@ -11,63 +11,31 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from worker.bench.engine import bench_engine
 from worker.bench.inputs import synth_inputs
+from worker.bench.runs import bench_env, fresh_postgres_database, utc_seconds
 from worker.db.models import Document, DocumentStatus, Page, Prediction
-from worker.processes import stop_gracefully
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "worker.cli", *args]
-
-
-def _start(work: Path, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """A pipeline process whose output goes to `<work>/logs/<name>.log`, read back when something goes wrong."""
-    (work / "logs").mkdir(exist_ok=True)
-    log = open(work / "logs" / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen(_cli(*args), env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _log_tail(work: Path, lines: int = 40) -> str:
-    return "\n".join(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-                     for path in sorted((work / "logs").glob("*.log")))
-
-
-def _env(work: Path, home: Path, bundle_dir: Path, engine: dict, **extra: str) -> dict[str, str]:
-    """Settings for one measured setup: its own home, the engine measured best, a shared engine cache."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECG_INTAKE_")}
-    env.update({"ECG_INTAKE_HOME": str(home), "ECG_INTAKE_BUNDLE": str(bundle_dir),
-                "ECG_INTAKE_ENGINE_CACHE": str(work / "engines"),
-                "ECG_INTAKE_ENGINE": engine["engine"], "ECG_INTAKE_BATCH_SIZE": str(engine["batch_size"]),
-                "PYTHONUNBUFFERED": "1", **extra})
-    return env
+from worker.db.session import session_scope
+from worker.services import CLI, Services, embedded_layout, services_layout, start_services
+from worker.settings import embedded_database_path, embedded_database_url
 
 
 def _count(url: str, *statuses: str) -> int:
-    engine = create_engine(url)
-    try:
-        with Session(engine) as session:
-            return session.scalar(select(func.count()).select_from(Document).where(
-                Document.status.in_(statuses or DocumentStatus.FINAL))) or 0
-    finally:
-        engine.dispose()
+    with session_scope(url) as session:
+        return session.scalar(select(func.count()).select_from(Document).where(
+            Document.status.in_(statuses or DocumentStatus.FINAL))) or 0
 
 
-def _wait_for(url: str, count: int, processes: list[subprocess.Popen], work: Path, stall: float = 180) -> None:
+def _wait_for(url: str, count: int, services: Services, stall: float = 180) -> None:
     """Until `count` documents are final; fails with the processes' logs when one dies or nothing moves."""
     last, moved_at = -1, time.monotonic()
     while True:
@@ -79,34 +47,24 @@ def _wait_for(url: str, count: int, processes: list[subprocess.Popen], work: Pat
             return
         if final != last:
             last, moved_at = final, time.monotonic()
-        if time.monotonic() - moved_at > stall or any(p.poll() is not None for p in processes):
-            raise RuntimeError(f"the pipeline stopped at {final} of {count} final documents:\n{_log_tail(work)}")
+        if time.monotonic() - moved_at > stall or not services.alive():
+            raise RuntimeError(f"the pipeline stopped at {final} of {count} final documents:\n{services.tail()}")
         time.sleep(0.2)
 
 
-def _utc_seconds(moment: datetime) -> float:
-    """SQLite hands back naive datetimes; every timestamp here is written in UTC."""
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
-def _batch_through(processes: list[subprocess.Popen], inbox: Path, url: str, pages_dir: Path,
-                   warm_up: Path, work: Path) -> dict:
+def _batch_through(services: Services, inbox: Path, url: str, pages_dir: Path, warm_up: Path) -> dict:
     """Warm the running pipeline with one file, then move the whole batch in and time it to the last result."""
     files = sorted(p for p in pages_dir.iterdir() if p.name != "labels.csv")
     shutil.copy(warm_up, inbox / warm_up.name)
-    _wait_for(url, 1, processes, work, stall=600)
+    _wait_for(url, 1, services, stall=600)
     started = time.time()
     for path in files:  # a rename each: complete files appear at once, as a batch copied to a share would
         os.replace(path, inbox / path.name)
-    _wait_for(url, len(files) + 1, processes, work)
-    engine = create_engine(url)
-    try:
-        with Session(engine) as session:
-            last = session.scalar(select(func.max(Document.processed_at)))
-            predicted = session.scalar(select(func.count()).select_from(Prediction)) - 1
-    finally:
-        engine.dispose()
-    seconds = _utc_seconds(last) - started
+    _wait_for(url, len(files) + 1, services)
+    with session_scope(url) as session:
+        last = session.scalar(select(func.max(Document.processed_at)))
+        predicted = session.scalar(select(func.count()).select_from(Prediction)) - 1
+    seconds = utc_seconds(last) - started
     return {"documents": len(files), "pages": predicted,
             "quarantined": _count(url, DocumentStatus.QUARANTINED), "seconds": round(seconds, 2),
             "pages_per_s": round(predicted / seconds, 2)}
@@ -115,47 +73,33 @@ def _batch_through(processes: list[subprocess.Popen], inbox: Path, url: str, pag
 def _embedded(pages_dir: Path, work: Path, bundle_dir: Path, engine: dict, warm_up: Path) -> dict:
     home, inbox = work / "embedded-home", work / "embedded-inbox"
     inbox.mkdir()
-    runner = _start(work, "embedded-run", ["run", "--inbox", str(inbox)], _env(work, home, bundle_dir, engine))
-    try:
-        result = _batch_through([runner], inbox, f"sqlite:///{home / 'ecg-intake.db'}", pages_dir, warm_up, work)
-        restarts = (work / "logs" / "embedded-run.log").read_text(errors="replace").count("starting it again")
+    with start_services(embedded_layout(inbox), bench_env(work, home, bundle_dir, engine), work / "logs",
+                        log_prefix="embedded-") as services:
+        result = _batch_through(services, inbox, embedded_database_url(home), pages_dir, warm_up)
+        restarts = services.logs["run"].read_text(errors="replace").count("starting it again")
         return {**result, "inference_restarts": restarts}
-    finally:
-        stop_gracefully(runner)
-
-
-@contextmanager
-def _fresh_postgres_database(server_url: str) -> Iterator[str]:
-    """An empty database on the given server for one measurement, dropped afterwards."""
-    name = f"ecg_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _services(pages_dir: Path, work: Path, bundle_dir: Path, engine: dict, warm_up: Path, database_url: str,
               broker_url: str) -> dict:
     home, inbox = work / "services-home", work / "services-inbox"
     inbox.mkdir()
-    with _fresh_postgres_database(database_url) as url:
-        env = _env(work, home, bundle_dir, engine, ECG_INTAKE_DATABASE_URL=url, ECG_INTAKE_BROKER_URL=broker_url)
-        subprocess.run(_cli("db", "upgrade"), env=env, check=True, capture_output=True)
-        processes = [
-            _start(work, "services-ingest", ["worker", "--queues", "ingest"], env),
-            _start(work, "services-infer", ["worker", "--queues", "infer", "--pool", "threads", "--concurrency",
-                                            str(engine["batch_size"])], env),
-            _start(work, "services-watch", ["watch", "--inbox", str(inbox)], env)]
-        try:
-            return _batch_through(processes, inbox, url, pages_dir, warm_up, work)
-        finally:
-            for process in processes:
-                stop_gracefully(process)
+    with fresh_postgres_database(database_url) as url:
+        env = bench_env(work, home, bundle_dir, engine, ECG_INTAKE_DATABASE_URL=url, ECG_INTAKE_BROKER_URL=broker_url)
+        subprocess.run([*CLI, "db", "upgrade"], env=env, check=True, capture_output=True)
+        with start_services(services_layout(inbox, engine["batch_size"]), env, work / "logs",
+                            log_prefix="services-") as services:
+            return _batch_through(services, inbox, url, pages_dir, warm_up)
+
+
+def _prediction_time(url: str, name: str) -> datetime | None:
+    """When the file called `name` got its prediction; None before that, or before the schema exists."""
+    try:
+        with session_scope(url) as session:
+            return session.scalar(select(Prediction.created_at).join(Page).join(Document).where(
+                Document.path.like(f"%{name}")))
+    except OperationalError:  # the database file is there, its schema not yet
+        return None
 
 
 def _latency(samples: list[Path], work: Path, bundle_dir: Path, engine: dict, stable_seconds: float) -> dict:
@@ -165,11 +109,11 @@ def _latency(samples: list[Path], work: Path, bundle_dir: Path, engine: dict, st
     """
     home, inbox = work / "latency-home", work / "latency-inbox"
     inbox.mkdir()
-    env = _env(work, home, bundle_dir, engine, ECG_INTAKE_STABLE_SECONDS=str(stable_seconds))
-    runner = _start(work, "latency-run", ["run", "--inbox", str(inbox)], env)
-    database = None
+    env = bench_env(work, home, bundle_dir, engine, ECG_INTAKE_STABLE_SECONDS=str(stable_seconds))
+    url = embedded_database_url(home)
     latencies = []
-    try:
+    with start_services(embedded_layout(inbox), env, work / "logs", log_prefix="latency-") as services:
+        runner = services["run"]
         for i, sample in enumerate(samples):
             dropped_at = time.time()
             shutil.copy(sample, inbox / sample.name)  # as a scanner or a share copy writes it
@@ -180,24 +124,13 @@ def _latency(samples: list[Path], work: Path, bundle_dir: Path, engine: dict, st
                     state = (f"`run` exited with code {runner.returncode}" if runner.poll() is not None
                              else "no prediction within 120 s")
                     raise RuntimeError(f"the embedded pipeline did not answer drop {i + 1} of {len(samples)} "
-                                       f"({state}):\n{_log_tail(work)}")
-                if database is None and (home / "ecg-intake.db").exists():
-                    database = create_engine(f"sqlite:///{home / 'ecg-intake.db'}")
-                if database is not None:
-                    with Session(database) as session:
-                        try:
-                            created = session.scalar(select(Prediction.created_at).join(Page).join(Document).where(
-                                Document.path.like(f"%{sample.name}")))
-                        except OperationalError:  # the database file is there, its schema not yet
-                            created = None
+                                       f"({state}):\n{services.tail()}")
+                if embedded_database_path(home).exists():  # connecting earlier would create it before `run` does
+                    created = _prediction_time(url, sample.name)
                 time.sleep(0.05)
             if i:
-                latencies.append(_utc_seconds(created) - dropped_at)
+                latencies.append(utc_seconds(created) - dropped_at)
             time.sleep(0.5)
-    finally:
-        stop_gracefully(runner)
-        if database is not None:
-            database.dispose()
     values = np.array(latencies)
     return {"drops": len(latencies), "stable_seconds": stable_seconds,
             "p50_s": round(float(np.percentile(values, 50)), 2),

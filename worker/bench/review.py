@@ -20,12 +20,13 @@ from pathlib import Path
 from urllib.parse import urlencode
 from urllib.request import HTTPCookieProcessor, Request, build_opener
 
-from sqlalchemy import create_engine, insert
+from sqlalchemy import insert
 
 from model_training.manifest import LABELS
-from worker.bench.pipeline import _fresh_postgres_database
+from worker.bench.runs import fresh_postgres_database
 from worker.db.migrate import upgrade
 from worker.db.models import Document, ModelVersion, Page, Prediction, Review, User
+from worker.db.session import get_engine
 from worker.settings import Settings
 
 CHUNK = 5000
@@ -39,8 +40,7 @@ def _fill(url: str, pages: int, seed: int = 0) -> None:
 
     rng = random.Random(seed)
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    engine = create_engine(url)
-    with engine.begin() as connection:
+    with get_engine(url).begin() as connection:
         model = connection.execute(insert(ModelVersion).returning(ModelVersion.id),
                                    {"name": "bench@000000000000", "bundle_path": "-", "status": "champion",
                                     "manifest": {}, "metrics": {}}).scalar_one()
@@ -73,7 +73,6 @@ def _fill(url: str, pages: int, seed: int = 0) -> None:
             connection.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                        f"(SELECT max(id) FROM {table}))")
         connection.exec_driver_sql("ANALYZE")
-    engine.dispose()
 
 
 def _free_port() -> int:
@@ -114,7 +113,7 @@ def _summary(times: list[float]) -> dict:
 def bench_review(server_url: str, pages: int = 100_000, requests: int = 30, seed: int = 0) -> dict:
     """Server time (ms) per route with `pages` predictions in a fresh PostgreSQL database on `server_url`."""
     rng = random.Random(seed)
-    with _fresh_postgres_database(server_url) as url, tempfile.TemporaryDirectory() as home:
+    with fresh_postgres_database(server_url) as url, tempfile.TemporaryDirectory() as home:
         upgrade(url)
         started = time.perf_counter()
         _fill(url, pages, seed)

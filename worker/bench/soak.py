@@ -3,7 +3,7 @@
 A soak finds what a short benchmark cannot: a file lost or done twice once in a few thousand, memory
 that creeps up with every file, a pace that sags as the tables and queues grow. The service runs as a
 user runs it (`ecg-intake run` on the embedded default, or `watch` plus an ingest and an inference
-worker against Redis and PostgreSQL, started like `bench pipeline` starts them); a feeder moves the
+worker against Redis and PostgreSQL, laid out by `worker/services.py` as for `bench pipeline`); a feeder moves the
 files into the inbox keeping a bounded backlog (a steady stream, as from a busy scanner share), and a
 sampler reads the resident memory of every process of the service from /proc while it runs.
 
@@ -39,13 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
 
 from worker.bench.inputs import synth_inputs
-from worker.bench.pipeline import _cli, _env, _fresh_postgres_database, _log_tail, _start, _utc_seconds
+from worker.bench.runs import bench_env, fresh_postgres_database, utc_seconds
 from worker.db.models import Document, DocumentStatus, Event, Page, Prediction
-from worker.processes import stop_gracefully
+from worker.db.session import session_scope
+from worker.services import CLI, Services, embedded_layout, services_layout, start_services
+from worker.settings import embedded_database_url
 
 GOOD_KINDS = ("pdf", "dicom-waveform", "dicom-sc", "dicom-pdf", "png", "jpg", "tiff")
 BAD_KINDS = ("corrupt", "truncated", "empty", "wrong_type", "not_ecg")
@@ -301,29 +302,25 @@ def _placed(home: Path) -> dict[str, list[str]]:
 
 
 def _database_facts(url: str) -> dict:
-    engine = create_engine(url)
-    try:
-        with Session(engine) as session:
-            documents = session.execute(select(Document.id, Document.sha256, Document.path, Document.status,
-                                               Document.reason, Document.processed_at)).all()
-            sightings = session.execute(select(Event.document_id, Event.at, Event.details)
-                                        .where(Event.action == "duplicate_sighting")).all()
-            redone = dict(session.execute(select(Event.action, func.count()).where(
-                Event.action.in_(("decoded_again", "retried"))).group_by(Event.action)).all())
-            page_dupes = session.scalar(select(func.count()).select_from(
-                select(Page.document_id).group_by(Page.document_id, Page.page_no)
-                .having(func.count() > 1).subquery())) or 0
-            prediction_dupes = session.scalar(select(func.count()).select_from(
-                select(Prediction.page_id).group_by(Prediction.page_id, Prediction.model_version_id)
-                .having(func.count() > 1).subquery())) or 0
-            pages = session.scalar(select(func.count()).select_from(Page)) or 0
-            predictions = session.scalar(select(func.count()).select_from(Prediction)) or 0
-            unpredicted = session.scalar(select(func.count()).select_from(Page).join(Document).where(
-                Document.status == DocumentStatus.DONE, ~Page.id.in_(select(Prediction.page_id)))) or 0
-            pageless_done = session.scalar(select(func.count()).select_from(Document).where(
-                Document.status == DocumentStatus.DONE, ~Document.id.in_(select(Page.document_id)))) or 0
-    finally:
-        engine.dispose()
+    with session_scope(url) as session:
+        documents = session.execute(select(Document.id, Document.sha256, Document.path, Document.status,
+                                           Document.reason, Document.processed_at)).all()
+        sightings = session.execute(select(Event.document_id, Event.at, Event.details)
+                                    .where(Event.action == "duplicate_sighting")).all()
+        redone = dict(session.execute(select(Event.action, func.count()).where(
+            Event.action.in_(("decoded_again", "retried"))).group_by(Event.action)).all())
+        page_dupes = session.scalar(select(func.count()).select_from(
+            select(Page.document_id).group_by(Page.document_id, Page.page_no)
+            .having(func.count() > 1).subquery())) or 0
+        prediction_dupes = session.scalar(select(func.count()).select_from(
+            select(Prediction.page_id).group_by(Prediction.page_id, Prediction.model_version_id)
+            .having(func.count() > 1).subquery())) or 0
+        pages = session.scalar(select(func.count()).select_from(Page)) or 0
+        predictions = session.scalar(select(func.count()).select_from(Prediction)) or 0
+        unpredicted = session.scalar(select(func.count()).select_from(Page).join(Document).where(
+            Document.status == DocumentStatus.DONE, ~Page.id.in_(select(Prediction.page_id)))) or 0
+        pageless_done = session.scalar(select(func.count()).select_from(Document).where(
+            Document.status == DocumentStatus.DONE, ~Document.id.in_(select(Page.document_id)))) or 0
     return {"documents": documents, "sightings": sightings, "redone": redone, "page_dupes": page_dupes,
             "prediction_dupes": prediction_dupes, "pages": pages, "predictions": predictions,
             "unpredicted": unpredicted, "pageless_done": pageless_done}
@@ -365,8 +362,8 @@ def check_run(inputs: list[InputFile], inbox: Path, home: Path, url: str) -> tup
             outcomes[item.kind][outcome] += 1
             if row.status in DocumentStatus.FINAL and (row.status == DocumentStatus.QUARANTINED) != item.bad:
                 unexpected.append({"file": item.name, "status": row.status, "reason": row.reason})
-    finished_at = [_utc_seconds(row.processed_at) for row in facts["documents"] if row.processed_at is not None]
-    finished_at += [_utc_seconds(row.at) for row in facts["sightings"]]
+    finished_at = [utc_seconds(row.processed_at) for row in facts["documents"] if row.processed_at is not None]
+    finished_at += [utc_seconds(row.at) for row in facts["sightings"]]
 
     name_of = {i.sha256: i.name for i in reversed(inputs)}
     affected = ({*lost, *_dropped_names(left)} | {name_of[sha] for sha in missing_documents}
@@ -417,22 +414,21 @@ def _verdicts(result: dict) -> dict:
 
 
 def _soak(backend: str, inputs: list[InputFile], staged: Path, work: Path, home: Path, url: str,
-          start: Callable[[Path], dict[str, subprocess.Popen]], backlog: int, interval: float, stall: float) -> dict:
+          start: Callable[[Path], Services], backlog: int, interval: float, stall: float) -> dict:
     """Start the service, feed it every file while sampling its memory, stop it gracefully, then check."""
     inbox = work / f"{backend}-inbox"
     inbox.mkdir()
-    processes = start(inbox)
     state: dict = {"done": 0, "fed": 0}
-    sampler = MemorySampler(lambda: {p.pid: name for name, p in processes.items() if p.poll() is None},
-                            lambda: state["done"], interval)
-    try:
-        started = _feed_and_wait(staged, inputs, inbox, lambda: list(processes.values()), backlog, stall, state)
-        ended = time.time()
-        samples = sampler.stop()
-    finally:
-        sampler.stop()
-        for process in processes.values():
-            stop_gracefully(process)
+    with start(inbox) as services:
+        processes = services.processes
+        sampler = MemorySampler(lambda: {p.pid: name for name, p in processes.items() if p.poll() is None},
+                                lambda: state["done"], interval)
+        try:
+            started = _feed_and_wait(staged, inputs, inbox, lambda: list(processes.values()), backlog, stall, state)
+            ended = time.time()
+            samples = sampler.stop()
+        finally:
+            sampler.stop()
     time.sleep(1)
     fed = inputs[:state["fed"]]  # after an early stop the rest never went in: not the service's to lose
     result, finished_at = check_run(fed, inbox, home, url)
@@ -445,7 +441,7 @@ def _soak(backend: str, inputs: list[InputFile], staged: Path, work: Path, home:
                    "memory": memory_report(in_run), "throughput": throughput_report(started, finished_at),
                    "stopped": state.get("stopped"), "samples": samples})
     if state.get("stopped"):
-        result["log_tail"] = _log_tail(work, 30)
+        result["log_tail"] = services.tail(30)
     result["checks"] = _verdicts(result)
     result["passed"] = all(c["passed"] for c in result["checks"].values())
     return result
@@ -453,27 +449,24 @@ def _soak(backend: str, inputs: list[InputFile], staged: Path, work: Path, home:
 
 def _embedded(inputs: list[InputFile], staged: Path, work: Path, bundle_dir: Path, engine: dict, **options) -> dict:
     home = work / "embedded-home"
+    env = bench_env(work, home, bundle_dir, engine)
 
-    env = _env(work, home, bundle_dir, engine)
+    def start(inbox: Path) -> Services:
+        return start_services(embedded_layout(inbox), env, work / "logs", log_prefix="embedded-")
 
-    def start(inbox: Path) -> dict[str, subprocess.Popen]:
-        return {"run": _start(work, "embedded-run", ["run", "--inbox", str(inbox)], env)}
-
-    return _soak("embedded", inputs, staged, work, home, f"sqlite:///{home / 'ecg-intake.db'}", start, **options)
+    return _soak("embedded", inputs, staged, work, home, embedded_database_url(home), start, **options)
 
 
 def _services(inputs: list[InputFile], staged: Path, work: Path, bundle_dir: Path, engine: dict, database_url: str,
               redis_url: str, **options) -> dict:
     home = work / "services-home"
-    with _fresh_postgres_database(database_url) as url:
-        env = _env(work, home, bundle_dir, engine, ECG_INTAKE_DATABASE_URL=url, ECG_INTAKE_BROKER_URL=redis_url)
-        subprocess.run(_cli("db", "upgrade"), env=env, check=True, capture_output=True)
+    with fresh_postgres_database(database_url) as url:
+        env = bench_env(work, home, bundle_dir, engine, ECG_INTAKE_DATABASE_URL=url, ECG_INTAKE_BROKER_URL=redis_url)
+        subprocess.run([*CLI, "db", "upgrade"], env=env, check=True, capture_output=True)
 
-        def start(inbox: Path) -> dict[str, subprocess.Popen]:
-            return {"ingest": _start(work, "services-ingest", ["worker", "--queues", "ingest"], env),
-                    "infer": _start(work, "services-infer", ["worker", "--queues", "infer", "--pool", "threads",
-                                                             "--concurrency", str(engine["batch_size"])], env),
-                    "watch": _start(work, "services-watch", ["watch", "--inbox", str(inbox)], env)}
+        def start(inbox: Path) -> Services:
+            return start_services(services_layout(inbox, engine["batch_size"]), env, work / "logs",
+                                  log_prefix="services-")
 
         return _soak("services", inputs, staged, work, home, url, start, **options)
 

@@ -9,6 +9,7 @@ from rich.logging import RichHandler
 
 from model_training.cli import app as training_app
 from model_training.cli import bench_app as training_bench_app
+from model_training.cli import model_app as training_model_app
 from worker.cli import bench, model, review, service
 from worker.cli.common import console
 
@@ -17,9 +18,10 @@ app = typer.Typer(help="Classify scanned ECGs dropped into watched folders.", no
 bench_app = typer.Typer(help="Benchmarks; each prints a table and can write JSON.", no_args_is_help=True)
 bench_app.add_typer(training_bench_app)  # the data and training benchmarks (model_training/cli.py)
 bench_app.add_typer(bench.bench_app)  # decode, engine, pipeline
+model.model_app.add_typer(training_model_app)  # init-untrained, export, recalibrate beside the registry's commands
 app.add_typer(service.app)  # run, watch, worker, results, doctor
-app.add_typer(training_app)  # samples, synth, synth-gallery
-app.add_typer(model.app)  # train, evaluate, preprocess
+app.add_typer(training_app)  # samples, synth, synth-gallery, train, evaluate
+app.add_typer(model.app)  # retrain, preprocess
 app.add_typer(service.db_app, name="db")
 app.add_typer(model.model_app, name="model")
 app.add_typer(bench_app, name="bench")
@@ -33,4 +35,4 @@ def main() -> None:
     logging.getLogger("celery").setLevel(logging.WARNING)
     for noisy in ("kombu", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    app()
+    app(obj=model.installation())  # the training commands' view of this installation (model_training.cli)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from worker.cli.common import _save_json, out
+from worker.cli.common import out, save_json
 from worker.settings import get_settings
 
 bench_app = typer.Typer(no_args_is_help=True)  # decode, engine, pipeline
@@ -35,7 +35,7 @@ def bench_decode(
     for row in result["kinds"]:
         table.add_row(*(str(row[c]) for c in columns))
     out.print(table)
-    _save_json(result, json_out)
+    save_json(result, json_out)
 
 
 @bench_app.command("engine")
@@ -58,7 +58,7 @@ def bench_engine(
     out.print(table)
     for kind, reason in result["skipped"].items():
         out.print(f"skipped {kind}: {escape(reason)}", highlight=False)
-    _save_json(result, json_out)
+    save_json(result, json_out)
 
 
 @bench_app.command("pipeline")
@@ -93,7 +93,7 @@ def bench_pipeline(
         latency = result["latency"]
         out.print(f"single-file latency over {latency['drops']} drops (stable_seconds={latency['stable_seconds']}): "
                   f"p50 {latency['p50_s']} s, p95 {latency['p95_s']} s, max {latency['max_s']} s")
-    _save_json(result, json_out)
+    save_json(result, json_out)
 
 
 @bench_app.command("review")
@@ -115,7 +115,7 @@ def bench_review(
     for route, row in result["routes"].items():
         table.add_row(route, *(str(row[c]) for c in ("requests", "p50_ms", "p95_ms", "max_ms")))
     out.print(table)
-    _save_json(result, json_out)
+    save_json(result, json_out)
 
 
 @bench_app.command("soak")
@@ -146,7 +146,7 @@ def bench_soak(
     result = run_bench(settings.bundle_dir, files, bad_fraction, backend, database_url, redis_url, settings.engine,
                        settings.batch_size, backlog=backlog, interval=interval,
                        progress=lambda message: out.print(f"bench soak: {message}", highlight=False),
-                       checkpoint=lambda partial: _save_json(partial, json_out))
+                       checkpoint=lambda partial: save_json(partial, json_out))
     table = Table(title=f"bench soak: {result['files']} files, {result['bad_files']} bad "
                         f"({result['distinct_contents']} distinct contents), backlog {backlog}")
     for column in ("backend", "files/s", "files/s per fifth", "lost", "duplicates", "unexpected",
@@ -166,6 +166,6 @@ def bench_soak(
         for check, verdict in run["checks"].items():
             mark = "[green]pass[/green]" if verdict["passed"] else "[red]FAIL[/red]"
             out.print(f"{name} {check}: {mark} {escape(verdict['detail'])}", highlight=False)
-    _save_json(result, json_out)
+    save_json(result, json_out)
     if not result["passed"]:
         raise typer.Exit(1)

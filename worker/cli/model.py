@@ -1,5 +1,6 @@
-"""Model bundles (`model`), and the commands that train, evaluate and clean pages with this installation's
-settings: its configured bundle, decode limits and database of reviewed pages."""
+"""The model registry (`model`: show, list, promote, rollback), the nightly retraining (`retrain`), cleaning one
+file as intake would (`preprocess`), and the installation the training commands of `model_training.cli` run in:
+its configured bundle and its database of reviewed pages."""
 
 from __future__ import annotations
 
@@ -10,50 +11,25 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from worker.cli.common import console, out
+from model_training.cli import Installation
+from worker.cli.common import cli_actor, console, out, ready_settings
 from worker.settings import get_settings
 
 model_app = typer.Typer(help="Model bundles.", no_args_is_help=True)
-app = typer.Typer(no_args_is_help=True)  # train, evaluate, preprocess: merged into the top level
+app = typer.Typer(no_args_is_help=True)  # retrain, preprocess: merged into the top level
 
 
-@model_app.command("init-untrained")
-def model_init_untrained(
-    directory: Path,
-    backbone: str = "convnext_atto",
-    input_size: Annotated[str, typer.Option(help="HEIGHTxWIDTH of the model input")] = "384x512",
-) -> None:
-    """Write a randomly initialised bundle (`trained: false`) for plumbing checks before a real model."""
-    from model_training.bundle import create_untrained_bundle
-
-    height, width = (int(v) for v in input_size.lower().split("x"))
-    manifest = create_untrained_bundle(directory, backbone, (height, width))
-    console.print(f"wrote untrained bundle {manifest.model_version} to {directory}")
+def installation() -> Installation:
+    """This installation as the training commands see it: read when a command needs it, not at start."""
+    return Installation(bundle_dir=lambda: get_settings().bundle_dir, export_reviewed=_export_reviewed)
 
 
-@model_app.command("export")
-def model_export(directory: Annotated[Path | None, typer.Argument()] = None) -> None:
-    """Write a bundle's torch.export program (model.pt2) and ONNX file (model.onnx) next to its weights."""
-    from model_training.bundle import export_bundle
+def _export_reviewed(folder: Path) -> int:
+    from worker.db.session import session_scope
+    from worker.review_export import export_reviewed
 
-    manifest = export_bundle(directory or get_settings().bundle_dir)
-    console.print(f"exported {manifest.model_version}: {manifest.program}, {manifest.onnx}")
-
-
-@model_app.command("recalibrate")
-def model_recalibrate(
-    directory: Annotated[Path, typer.Argument(help="bundle to fix in place")],
-    config: Annotated[Path, typer.Option("--config", help="the config whose data and validation pages to use")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field")] = None,
-    pages: int = 2048,
-) -> None:
-    """Recompute a bundle's BatchNorm statistics, then its thresholds and validation metrics (a new version)."""
-    from model_training.config import load_config
-    from model_training.train import recalibrate_bundle
-
-    manifest = recalibrate_bundle(directory, load_config(config, _overrides(set_)), pages)
-    console.print(f"recalibrated {manifest.model_version}: validation macro AUROC "
-                  f"{manifest.metrics['validation']['macro_auroc']:.4f}")
+    with session_scope(get_settings().sqlalchemy_url) as session:
+        return export_reviewed(session, folder)
 
 
 @model_app.command("show")
@@ -69,7 +45,7 @@ def model_show(key: Annotated[str | None, typer.Argument(help="a bundle director
     if key is not None and Path(key).is_dir():
         out.print_json(load_manifest(Path(key)).model_dump_json())
         return
-    settings = _ready_settings()
+    settings = ready_settings()
     with session_scope(settings.sqlalchemy_url) as session:
         row = model_version_like(session, key) if key else champion(session)
         if row is None:
@@ -95,7 +71,7 @@ def model_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON"
     from worker.db.queries import model_versions
     from worker.db.session import session_scope
 
-    settings = _ready_settings()
+    settings = ready_settings()
     with session_scope(settings.sqlalchemy_url) as session:
         records = [_version_record(row) for row in model_versions(session)]
     if as_json:
@@ -116,12 +92,11 @@ def model_promote(key: Annotated[str, typer.Argument(help="a bundle directory, o
     """Make a version champion by hand (a bundle directory is registered first); workers switch to it within
     `ECG_INTAKE_CHAMPION_CHECK_SECONDS`."""
     from model_training.manifest import check_compatible, load_manifest
-    from worker.cli.review import _cli_actor
     from worker.db.queries import model_version_like
     from worker.db.session import session_scope
     from worker.registry import RegistryError, champion_bundle, promote, register
 
-    settings = _ready_settings()
+    settings = ready_settings()
     champion_bundle(settings.sqlalchemy_url, settings.bundle_dir)  # so the one being replaced is on record
     with session_scope(settings.sqlalchemy_url) as session:
         if Path(key).is_dir():
@@ -134,7 +109,7 @@ def model_promote(key: Annotated[str, typer.Argument(help="a bundle directory, o
                 console.print(f"[red]no model version {key!r}; `ecg-intake model list` shows them")
                 raise typer.Exit(2)
         try:
-            old = promote(session, row, _cli_actor(), "promoted by hand")
+            old = promote(session, row, cli_actor(), "promoted by hand")
         except RegistryError as exc:
             console.print(f"[red]{exc}")
             raise typer.Exit(2) from exc
@@ -144,14 +119,13 @@ def model_promote(key: Annotated[str, typer.Argument(help="a bundle directory, o
 @model_app.command("rollback")
 def model_rollback() -> None:
     """Put the previous champion back; the current one is marked rejected."""
-    from worker.cli.review import _cli_actor
     from worker.db.session import session_scope
     from worker.registry import RegistryError, rollback
 
-    settings = _ready_settings()
+    settings = ready_settings()
     with session_scope(settings.sqlalchemy_url) as session:
         try:
-            gone, restored = rollback(session, _cli_actor())
+            gone, restored = rollback(session, cli_actor())
         except RegistryError as exc:
             console.print(f"[red]{exc}")
             raise typer.Exit(2) from exc
@@ -168,20 +142,19 @@ def retrain(
 
     Runs every night on its own (`ECG_INTAKE_RETRAIN_SCHEDULE`); exit 3 when another run holds the lock.
     """
-    from worker.cli.review import _cli_actor
 
-    settings = _ready_settings()
+    settings = ready_settings()
     if not now:
         from worker.celery_app import submit_retrain
 
-        submit_retrain(_cli_actor())
+        submit_retrain(cli_actor())
         console.print("queued on the train queue; a worker with `--queues train` runs it")
         return
     from worker.locks import LockHeld
     from worker.retrain import run_retrain
 
     try:
-        report = run_retrain(settings, _cli_actor())
+        report = run_retrain(settings, cli_actor())
     except LockHeld as exc:
         console.print(f"[red]refused: {exc}")
         raise typer.Exit(3) from exc
@@ -219,109 +192,6 @@ def _report_table(report: dict[str, Any]) -> Table:
 def _number(value: float | None, spec: str) -> str:
     """A figure of the report; undefined ones (a class with one value in the holdout) are null in it."""
     return "n/a" if value is None else format(value, spec)
-
-
-def _ready_settings():
-    from worker.cli.review import _ready_settings as ready
-
-    return ready()
-
-
-@app.command()
-def train(
-    config: Annotated[Path, typer.Option("--config", help="TOML or YAML file, or a preset name: stage1, stage2")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: --set total_pages=500")] = None,
-    reviewed: Annotated[bool, typer.Option(help="add the database's reviewed pages as training data")] = False,
-    resume: Annotated[bool, typer.Option(help="continue from the run's checkpoint when there is one")] = True,
-) -> None:
-    """Train one stage; stop any time (the checkpoint is kept) and run the same command again to resume."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from model_training.config import load_config
-    from model_training.pages import Source
-    from model_training.train import train as run_training
-
-    cfg = load_config(config, _overrides(set_))
-    if reviewed:
-        from worker.db.session import session_scope
-        from worker.review_export import export_reviewed
-
-        settings = get_settings()
-        folder = cfg.run_dir / "reviewed"
-        with session_scope(settings.sqlalchemy_url) as session:
-            count = export_reviewed(session, folder)
-        console.print(f"exported {count} reviewed page(s) to {folder}")
-        cfg.data.append(Source(kind="folder", path=folder, preprocessed=True))
-
-    def show(entry: dict) -> None:
-        if entry["event"] == "eval":
-            console.print(f"pages {entry['pages']:>7}  loss {entry['loss']:.4f}  lr {entry['lr']:.2e}  "
-                          f"macro AUROC {entry['macro_auroc']:.4f}  {entry['per_class_auroc']}")
-        elif entry["event"] in ("start", "resumed", "paused", "bundle"):
-            console.print({k: v for k, v in entry.items() if k != "time"})
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(what: str, advance: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = bar.add_task(what, total=total or None)
-            bar.advance(tasks[what], advance)
-
-        summary = run_training(cfg, resume=resume, on_log=show, progress=progress)
-    out.print_json(json.dumps(summary))
-
-
-def _overrides(items: list[str] | None) -> dict[str, Any]:
-    """`--set key=value` pairs; JSON values (numbers, lists, objects, true/false/null) are parsed."""
-    overrides: dict[str, Any] = {}
-    for item in items or []:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = json.loads(value) if value[:1] in "[{0123456789-tfn" else value
-    return overrides
-
-
-@app.command()
-def evaluate(
-    data: Annotated[Path, typer.Option("--data", help="folder with labels.csv, as `ecg-intake synth` writes")],
-    bundle: Annotated[Path | None, typer.Option(help="model bundle (default: the configured one)")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
-    plots: Annotated[Path | None, typer.Option(help="folder for roc.png and calibration.png")] = None,
-    bootstrap: int = 1000,
-    against: Annotated[Path | None, typer.Option(help="another bundle: print the AUROC differences (this one "
-                                                      "minus that one) with paired bootstrap intervals")] = None,
-) -> None:
-    """AUROC with bootstrap 95% intervals; sensitivity, specificity, calibration error and the share of normal
-    ECGs with no flag, at the bundle's thresholds. With --against, the paired difference from another bundle."""
-    from model_training.evaluate import compare_bundles, evaluate_bundle
-
-    if against is not None:
-        diff = compare_bundles(against, bundle or get_settings().bundle_dir, data, json_out, n_bootstrap=bootstrap)
-        table = Table(title=f"{diff['bundle']} minus {diff['baseline']} on {data} ({diff['n']} pages)")
-        for column in ("label", "AUROC difference", "paired 95% CI"):
-            table.add_column(column, justify="left" if column == "label" else "right")
-        for label, value in diff["per_class_auroc_diff"].items():
-            low, high = diff["per_class_auroc_diff_ci"][label]
-            table.add_row(label, f"{value:+.4f}", f"{low:+.3f} to {high:+.3f}")
-        low, high = diff["macro_auroc_diff_ci"]
-        table.add_row("macro", f"{diff['macro_auroc_diff']:+.4f}", f"{low:+.3f} to {high:+.3f}")
-        out.print(table)
-        return
-    report = evaluate_bundle(bundle or get_settings().bundle_dir, data, json_out, plots, n_bootstrap=bootstrap)
-    table = Table(title=f"{report['bundle']} on {data} ({report['n']} pages)")
-    for column in ("label", "AUROC", "95% CI", "sensitivity", "specificity", "ECE", "threshold"):
-        table.add_column(column, justify="left" if column == "label" else "right")
-    for label, auroc in report["per_class_auroc"].items():
-        low, high = report["per_class_auroc_ci"].get(label, [float("nan")] * 2)
-        table.add_row(label, f"{auroc:.4f}", f"{low:.3f}-{high:.3f}", f"{report['sensitivity'][label]:.3f}",
-                      f"{report['specificity'][label]:.3f}", f"{report['ece'][label]:.3f}",
-                      f"{report['thresholds'][label]:.3f}")
-    low, high = report["macro_auroc_ci"]
-    table.add_row("macro", f"{report['macro_auroc']:.4f}", f"{low:.3f}-{high:.3f}", "", "", "", "")
-    table.caption = (f"normal ECGs with no flag: {report['normal_no_flag']:.3f} "
-                     f"of {report['normal_pages']} pages with no finding")
-    out.print(table)
 
 
 @app.command("preprocess")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import re
 import sys
@@ -11,30 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from worker.cli.common import console, out
-from worker.settings import get_settings
+from worker.cli.common import cli_actor, console, out, ready_settings
 
 app = typer.Typer(no_args_is_help=True)  # review: merged into the top level
 users_app = typer.Typer(help="Accounts of the review UI.", no_args_is_help=True)
 
 ROLE_HELP = "viewer (read, no patient identifiers), reviewer (also reviews), admin"
 MIN_PASSWORD = 8
-
-
-def _cli_actor() -> str:
-    """Who changed an account, for the audit log: the operating-system user behind the command."""
-    try:
-        return f"cli:{getpass.getuser()}"[:128]
-    except (KeyError, OSError):
-        return "cli"
-
-
-def _ready_settings():
-    from worker.cli.service import _schema_ready
-
-    settings = get_settings()
-    _schema_ready(settings)
-    return settings
 
 
 @app.command()
@@ -47,7 +29,7 @@ def review(
 
     from worker.review.app import create_app
 
-    settings = _ready_settings()
+    settings = ready_settings()
     if not settings.review_https_only and host not in ("127.0.0.1", "localhost", "::1"):
         console.print("[yellow]serving beyond this machine without ECG_INTAKE_REVIEW_HTTPS_ONLY=true: put it "
                       "behind an https proxy and set that, so the session cookie is never sent in clear")
@@ -80,13 +62,13 @@ def users_add(
     if len(password) < MIN_PASSWORD:
         console.print(f"[red]the password needs at least {MIN_PASSWORD} characters")
         raise typer.Exit(2)
-    settings = _ready_settings()
+    settings = ready_settings()
     with session_scope(settings.sqlalchemy_url) as session:
         if queries.user_named(session, name) is not None:
             console.print(f"[red]user {name!r} exists already")
             raise typer.Exit(1)
         user = queries.add_user(session, name=name, password_hash=hash_password(password), role=role)
-        queries.record_event(session, actor=_cli_actor(), action="user_added", details={"user": name, "role": role,
+        queries.record_event(session, actor=cli_actor(), action="user_added", details={"user": name, "role": role,
                                                                                         "user_id": user.id})
     console.print(f"added {name} ({role})")
 
@@ -97,7 +79,7 @@ def users_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON"
     from worker.db import queries
     from worker.db.session import session_scope
 
-    settings = _ready_settings()
+    settings = ready_settings()
     with session_scope(settings.sqlalchemy_url) as session:
         rows = [{"name": u.name, "role": u.role, "disabled": bool(u.disabled), "created_at": u.created_at.isoformat()}
                 for u in queries.all_users(session)]
@@ -116,13 +98,13 @@ def users_disable(name: str) -> None:
     from worker.db import queries
     from worker.db.session import session_scope
 
-    settings = _ready_settings()
+    settings = ready_settings()
     with session_scope(settings.sqlalchemy_url) as session:
         user = queries.user_named(session, name)
         if user is None:
             console.print(f"[red]no user {name!r}")
             raise typer.Exit(1)
         user.disabled = True
-        queries.record_event(session, actor=_cli_actor(), action="user_disabled", details={"user": name,
+        queries.record_event(session, actor=cli_actor(), action="user_disabled", details={"user": name,
                                                                                            "user_id": user.id})
     console.print(f"disabled {name}")

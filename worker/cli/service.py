@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import os
-import socket
 import sys
 import threading
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -20,8 +17,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from worker.cli.common import console, out
-from worker.processes import Supervised
+from worker.cli.common import console, out, schema_ready
 from worker.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True)  # run, watch, worker, results, export, doctor: merged into the top level
@@ -69,25 +65,13 @@ def _refuse_on_faults(settings: Settings, service: str) -> None:
         raise typer.Exit(2)
 
 
-def _schema_ready(settings: Settings) -> None:
-    """Folders, and the schema at head: the embedded database is upgraded, a server one must be already."""
-    from worker.db.migrate import SchemaBehind, ensure_schema
-
-    settings.ensure_dirs()
-    try:
-        ensure_schema(settings.sqlalchemy_url)
-    except SchemaBehind as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(2) from exc
-
-
 def _prepare(settings: Settings, service: str) -> None:
     """Refuse to start on an installation fault; folders; schema (embedded: upgraded, server: must be at head)."""
     from model_training.manifest import load_manifest
     from worker.registry import serving_dir
 
     _refuse_on_faults(settings, service)
-    _schema_ready(settings)
+    schema_ready(settings)
     if service == "watch":
         return
     bundle_dir = serving_dir(settings)
@@ -96,25 +80,6 @@ def _prepare(settings: Settings, service: str) -> None:
         console.print(Panel(f"Model bundle {manifest.model_version} at {bundle_dir} is UNTRAINED "
                             "(random weights).\nIts probabilities are meaningless: do not use them for care.",
                             title="WARNING: untrained model", style="bold red"))
-
-
-def _celery_worker(queues: list[str], pool: str = "solo", concurrency: int = 1, loglevel: str = "INFO",
-                   beat: bool = False):
-    """`beat`: also send the scheduled tasks (the nightly retraining); one beat per installation."""
-    from worker.celery_app import get_app
-
-    return get_app().Worker(hostname=f"ecg-intake-{os.getpid()}@{socket.gethostname()}", pool_cls=pool,
-                         concurrency=concurrency, queues=queues, loglevel=loglevel, quiet=True, beat=beat)
-
-
-def _inference_process(settings: Settings, log_level: str, nightly: bool = False) -> Supervised:
-    """`run`'s second process: classify tasks in threads, so their pages share micro-batches and decoding
-    in the first process overlaps inference here. `nightly`: it also takes the train queue."""
-    queues = "infer,train" if nightly else "infer"
-    command = [sys.executable, "-m", "worker.cli", "worker", "--queues", queues, "--pool", "threads",
-               "--concurrency", str(settings.batch_size), "--under-run"]
-    env = {**os.environ, "ECG_INTAKE_HOME": str(settings.home_dir), "ECG_INTAKE_LOG_LEVEL": log_level}
-    return Supervised(command, env, "inference")
 
 
 def _set_log_level(settings: Settings, default: str) -> str:
@@ -134,99 +99,28 @@ def run(
 
     This process watches and decodes (ingest queue); a child process classifies (infer queue).
     """
-    from celery.signals import task_failure, task_retry
-
-    from ingest.reasons import InstallationError
-    from ingest.watch import Claim
+    from worker.embedded import run_once, serve
 
     settings = get_settings()
     log_level = _set_log_level(settings, "WARNING" if once else "INFO")
     _prepare(settings, "run")
     _quiet_root_warning(say=True)
     watcher = _watcher(inbox, poll, settings)
-    inference = _inference_process(settings, log_level, nightly=not once)
-    worker = _celery_worker(["ingest"], loglevel=log_level, beat=not once)
     if not once:
-        from celery.signals import worker_shutting_down
-
-        # SIGTERM/SIGINT reach this process: the child starts its warm shutdown now, and is not restarted.
-        worker_shutting_down.connect(lambda **_: inference.stopping(), weak=False)
-        stop = threading.Event()
-        threading.Thread(target=watcher.run, args=(stop,), name="watcher", daemon=True).start()
-        try:
-            worker.start()
-        finally:
-            stop.set()
-            inference.stop()
-        if worker.exitcode:  # the worker stopped on an error, not on a signal: say so to the service manager
-            raise typer.Exit(worker.exitcode)
+        if code := serve(settings, watcher, log_level):  # stopped on an error, not a signal: tell the service manager
+            raise typer.Exit(code)
         return
-
-    started = time.time()
-    claims = watcher.run_once()
-    console.print(f"claimed {len(claims)} file(s)")
-    if not claims:
-        inference.stop()
-        return
-    failures: list[str] = []
-    faults: list[str] = []  # the installation's: their files stay claimed for the next start
-    task_failure.connect(lambda sender=None, exception=None, **_: failures.append(f"{sender.name}: {exception}"),
-                         weak=False)
-    stuck: set[Path] = set()  # claims whose intake met an installation fault: they wait for the next start
-
-    def on_retry(request: object = None, reason: BaseException | None = None, **_: object) -> None:
-        cause = getattr(reason, "exc", reason)  # autoretry's Retry carries the task's own exception
-        if isinstance(cause, InstallationError):
-            faults.append(str(cause))
-            with contextlib.suppress(AttributeError, IndexError, KeyError, TypeError):
-                stuck.add(Claim.from_message(request.args[0]).claimed)
-
-    task_retry.connect(on_retry, weak=False)
-
-    def stop_when_settled() -> None:
-        """Wait for every claim to settle; after a fault, for every claim but the stuck ones; after a task
-        failed for good, until no file has settled for 10 s. A claim left without an outcome (its message
-        lost with a crashed classifier) is offered again."""
-        failed_at, swept, left = None, time.monotonic(), len(claims)
-        while (now_left := sum(c.claimed.exists() and c.claimed not in stuck for c in claims)):
-            if now_left < left:
-                left, failed_at = now_left, None
-            if failures and failed_at is None:
-                failed_at = time.monotonic()
-            if failed_at is not None and time.monotonic() - failed_at > 10:
-                break
-            if time.monotonic() - swept > 1:
-                watcher.reoffer_stale()
-                swept = time.monotonic()
-            time.sleep(0.2)
-        worker.stop(in_sighandler=False)
-
-    threading.Thread(target=stop_when_settled, name="once-waiter", daemon=True).start()
-    try:
-        worker.start()
-    finally:
-        inference.stop()
-    failures = _internal_errors_since(settings, started) or failures
-    left = [c for c in claims if c.claimed.exists()]
-    if faults:
-        console.print(f"[red]installation fault: {escape(faults[0])}\n{len(left)} file(s) stay claimed, none "
-                      "quarantined; fix the fault and start again to process them")
+    outcome = run_once(settings, watcher, log_level, on_claimed=lambda n: console.print(f"claimed {n} file(s)"))
+    if outcome.faults:
+        console.print(f"[red]installation fault: {escape(outcome.faults[0])}\n{outcome.left} file(s) stay claimed, "
+                      "none quarantined; fix the fault and start again to process them")
         raise typer.Exit(1)
-    if failures or left:
-        console.print(f"[red]{len(failures)} task(s) failed (their files are quarantined as internal_error); "
-                      f"{len(left)} file(s) stay claimed and are retried at the next start: {failures[:3]}")
+    if outcome.failures or outcome.left:
+        console.print(f"[red]{len(outcome.failures)} task(s) failed (their files are quarantined as internal_error); "
+                      f"{outcome.left} file(s) stay claimed and are retried at the next start: {outcome.failures[:3]}")
         raise typer.Exit(1)
-    console.print(f"processed {len(claims)} file(s)")
-
-
-def _internal_errors_since(settings: Settings, started: float) -> list[str]:
-    """Classify failures happen in the inference process; the database is where this process sees them."""
-    from worker.db.queries import internal_errors_since
-    from worker.db.session import session_scope
-
-    with session_scope(settings.sqlalchemy_url) as session:
-        rows = internal_errors_since(session, datetime.fromtimestamp(started, UTC))
-    return [f"{sha[:12]}: internal_error" for sha in rows]
+    if outcome.claimed:
+        console.print(f"processed {outcome.claimed} file(s)")
 
 
 @app.command()
@@ -265,6 +159,8 @@ def worker_command(
     under_run: Annotated[bool, typer.Option(hidden=True, help="started by `run`, which speaks for it")] = False,
 ) -> None:
     """The worker half: consumes the queues, decodes, classifies and stores."""
+    from worker.services import WorkerSpec, celery_worker
+
     settings = get_settings()
     loglevel = _set_log_level(settings, loglevel)
     if under_run:
@@ -278,7 +174,7 @@ def worker_command(
         from worker import tasks
 
         tasks.engine_for_worker(callers=concurrency if pool == "threads" else 1)
-    worker = _celery_worker(names, pool, concurrency, loglevel, beat=beat)
+    worker = celery_worker(WorkerSpec(tuple(names), pool, concurrency, beat), loglevel)
     worker.start()
     if worker.exitcode:  # stopped on an error (Celery logged it), not by a signal
         raise typer.Exit(worker.exitcode)
@@ -367,7 +263,7 @@ def _query(label: str | None, above: float | None, below: float | None, since: s
     filters = ResultFilter(label=label, above=above, below=below, since=_moment(since, False),
                            until=_moment(until, True), source=source, status=status, patient=patient, sort=sort)
     settings = get_settings()
-    _schema_ready(settings)
+    schema_ready(settings)
     with session_scope(settings.sqlalchemy_url) as session:
         return page_results(session, filters, limit=limit)
 

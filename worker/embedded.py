@@ -1,0 +1,151 @@
+"""The embedded default behind `ecg-intake run`: the watcher and the ingest worker in this process, the
+classifier in a supervised child, no servers.
+
+Serving, it runs until SIGTERM or SIGINT and hands the signal to the child at once. `--once`, it claims
+what is in the inboxes, waits until every claim has an outcome, and reports what has none, so a script
+can tell a bad file (quarantined) from a fault of the installation (the file stays claimed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from worker.processes import Supervised
+from worker.services import WorkerSpec, celery_worker, embedded_inference
+from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.watch import Claim, Watcher
+
+SETTLE_AFTER_FAILURE_S = 10  # after a task failed for good, how long no file may settle before giving up
+
+
+@dataclass
+class OnceOutcome:
+    """What `run --once` did: files claimed, files still claimed, tasks that failed for good (their files
+    quarantined as internal_error) and installation faults (their files wait for the next start)."""
+
+    claimed: int
+    left: int = 0
+    failures: list[str] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+
+
+def inference_process(settings: Settings, log_level: str, nightly: bool) -> Supervised:
+    """The classifier child, restarted if it dies. Its stdout carries only Celery's shutdown notices, which
+    this process already gives for both; its logs and errors go to stderr."""
+    command = [sys.executable, "-m", "worker.cli", *embedded_inference(settings.batch_size, nightly).args(),
+               "--under-run"]
+    env = {**os.environ, "ECG_INTAKE_HOME": str(settings.home_dir), "ECG_INTAKE_LOG_LEVEL": log_level}
+    return Supervised(command, env, "inference", stdout=subprocess.DEVNULL)
+
+
+def serve(settings: Settings, watcher: Watcher, log_level: str) -> int:
+    """Watch, decode and classify until a signal; the worker's exit code (non-zero: it stopped on an error)."""
+    from celery.signals import worker_shutting_down
+
+    inference = inference_process(settings, log_level, nightly=True)
+    worker = celery_worker(WorkerSpec(("ingest",), beat=True), log_level)
+    # SIGTERM/SIGINT reach this process: the child starts its warm shutdown now, and is not restarted.
+    worker_shutting_down.connect(lambda **_: inference.stopping(), weak=False)
+    stop = threading.Event()
+    threading.Thread(target=watcher.run, args=(stop,), name="watcher", daemon=True).start()
+    try:
+        worker.start()
+    finally:
+        stop.set()
+        inference.stop()
+    return worker.exitcode or 0
+
+
+class _Settling:
+    """What the task signals report while `--once` waits: failures for good, and installation faults with the
+    claims they hold back."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.faults: list[str] = []
+        self.stuck: set[Path] = set()
+
+    def connect(self) -> None:
+        from celery.signals import task_failure, task_retry
+
+        task_failure.connect(self.on_failure, weak=False)
+        task_retry.connect(self.on_retry, weak=False)
+
+    def on_failure(self, sender: object = None, exception: BaseException | None = None, **_: object) -> None:
+        self.failures.append(f"{sender.name}: {exception}")
+
+    def on_retry(self, request: object = None, reason: BaseException | None = None, **_: object) -> None:
+        from ingest.reasons import InstallationError
+        from ingest.watch import Claim
+
+        cause = getattr(reason, "exc", reason)  # autoretry's Retry carries the task's own exception
+        if isinstance(cause, InstallationError):
+            self.faults.append(str(cause))
+            with contextlib.suppress(AttributeError, IndexError, KeyError, TypeError):
+                self.stuck.add(Claim.from_message(request.args[0]).claimed)
+
+
+def _wait_until_settled(claims: list[Claim], settling: _Settling, watcher: Watcher, stop: Callable[[], None]) -> None:
+    """Every claim settled; after a fault, every claim but the stuck ones; after a task failed for good, until no
+    file has settled for `SETTLE_AFTER_FAILURE_S`. A claim left without an outcome (its message lost with a
+    crashed classifier) is offered again. Then `stop`."""
+    failed_at, swept, left = None, time.monotonic(), len(claims)
+    while now_left := sum(c.claimed.exists() and c.claimed not in settling.stuck for c in claims):
+        if now_left < left:
+            left, failed_at = now_left, None
+        if settling.failures and failed_at is None:
+            failed_at = time.monotonic()
+        if failed_at is not None and time.monotonic() - failed_at > SETTLE_AFTER_FAILURE_S:
+            break
+        if time.monotonic() - swept > 1:
+            watcher.reoffer_stale()
+            swept = time.monotonic()
+        time.sleep(0.2)
+    stop()
+
+
+def run_once(settings: Settings, watcher: Watcher, log_level: str,
+             on_claimed: Callable[[int], None] = lambda _: None) -> OnceOutcome:
+    """Claim what the inboxes hold now (`on_claimed` hears how many), process it, and return once each claim has
+    settled or cannot."""
+    inference = inference_process(settings, log_level, nightly=False)  # warms up while the files are claimed
+    worker = celery_worker(WorkerSpec(("ingest",)), log_level)
+    started = time.time()
+    claims = watcher.run_once()
+    on_claimed(len(claims))
+    if not claims:
+        inference.stop()
+        return OnceOutcome(claimed=0)
+    settling = _Settling()
+    settling.connect()
+    threading.Thread(target=_wait_until_settled, name="once-waiter", daemon=True,
+                     args=(claims, settling, watcher, lambda: worker.stop(in_sighandler=False))).start()
+    try:
+        worker.start()
+    finally:
+        inference.stop()
+    return OnceOutcome(claimed=len(claims), left=sum(c.claimed.exists() for c in claims),
+                       failures=_internal_errors_since(settings, started) or settling.failures,
+                       faults=settling.faults)
+
+
+def _internal_errors_since(settings: Settings, started: float) -> list[str]:
+    """Classify failures happen in the inference process; the database is where this process sees them."""
+    from worker.db.queries import internal_errors_since
+    from worker.db.session import session_scope
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = internal_errors_since(session, datetime.fromtimestamp(started, UTC))
+    return [f"{sha[:12]}: internal_error" for sha in rows]
