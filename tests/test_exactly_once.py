@@ -6,8 +6,6 @@ and leave nothing in the claim area.
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from tests.helpers.db import document_counts
 from tests.helpers.processes import kill_tree
 from tests.helpers.servers import RedisServer
 from worker.db.models import DocumentStatus
+from worker.services import Layout, Services, split_workers, start_services
 
 pytestmark = pytest.mark.services
 FILES = 200
@@ -39,10 +38,9 @@ def _write_batch(inbox: Path) -> None:
         cv2.imwrite(str(inbox / f"scan-{i:03d}.png"), page)
 
 
-def _start_workers(cli: Cli, log_dir: Path, generation: int) -> list[subprocess.Popen]:
-    return [cli.popen("worker", "--queues", "ingest", log=log_dir / f"ingest-{generation}.log"),
-            cli.popen("worker", "--queues", "infer", "--pool", "threads", "--concurrency", "4",
-                      log=log_dir / f"infer-{generation}.log")]
+def _start_workers(cli: Cli, log_dir: Path) -> Services:
+    """The production split (ingest; infer in four threads), each worker logging into `log_dir`."""
+    return start_services(Layout(workers=split_workers(4)), cli.env, log_dir, cli=cli.command(), cwd=cli.cwd)
 
 
 def test_sigkill_mid_batch_then_restart_gives_exactly_one_prediction_per_page(
@@ -54,35 +52,28 @@ def test_sigkill_mid_batch_then_restart_gives_exactly_one_prediction_per_page(
     _write_batch(inbox)
     assert f"queued {FILES} file(s)" in cli("watch", "--inbox", str(inbox), "--once").stderr
 
-    workers = _start_workers(cli, tmp_path, 1)
+    workers = _start_workers(cli, tmp_path / "first")
     deadline = time.monotonic() + 300
     while document_counts(postgres_url).get(DocumentStatus.DONE, 0) < 40:
-        assert time.monotonic() < deadline and all(w.poll() is None for w in workers), \
-            (tmp_path / "ingest-1.log").read_text()[-3000:]
+        assert time.monotonic() < deadline and workers.alive(), workers.tail()
         time.sleep(0.2)
-    for worker in workers:
+    for worker in workers.processes.values():
         kill_tree(worker)
     at_kill = document_counts(postgres_url)
     assert at_kill.get(DocumentStatus.DONE, 0) < FILES, "the batch finished before the kill; nothing was tested"
 
-    workers = _start_workers(cli, tmp_path, 2)
+    workers = _start_workers(cli, tmp_path / "second")
     try:
         deadline = time.monotonic() + 600
         while (counts := document_counts(postgres_url)).get(DocumentStatus.DONE, 0) < FILES:
-            assert time.monotonic() < deadline, f"stuck at {counts}:\n" + (tmp_path / "infer-2.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"stuck at {counts}:\n{workers.tail()}"
             assert counts.get(DocumentStatus.QUARANTINED, 0) == 0, counts
             time.sleep(0.5)
         settle_by = time.monotonic() + 30  # the last moves follow their commits; a busy machine may need a while
         while len(list((home / "archive").rglob("*.png"))) < FILES and time.monotonic() < settle_by:
             time.sleep(0.5)
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        workers.stop()
 
     counts = document_counts(postgres_url)
     assert counts == {DocumentStatus.DONE: FILES, "pages": FILES, "predictions": FILES, "predicted_pages": FILES}

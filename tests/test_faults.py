@@ -31,12 +31,9 @@ from tests.helpers.cli import Cli
 from tests.helpers.processes import kill_tree
 from tests.helpers.servers import PostgresServer, RedisServer
 from worker.db.models import Document, DocumentStatus, Event, Page, Prediction
-from worker.processes import stop_gracefully
+from worker.services import services_layout, start_services
 
 pytestmark = pytest.mark.services
-
-WORKERS = {"ingest": ("worker", "--queues", "ingest"),
-           "infer": ("worker", "--queues", "infer", "--pool", "threads", "--concurrency", "4")}
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------------
@@ -85,43 +82,34 @@ class Pipeline:
     """`ecg-intake watch` plus an ingest and an infer worker, each its own process, as deployed."""
 
     def __init__(self, cli: Cli, inbox: Path, logs: Path) -> None:
-        self.cli, self.inbox, self.logs = cli, inbox, logs
-        self.generation = 0
-        self.watcher = cli.popen("watch", "--inbox", str(inbox), log=logs / "watch.log")
-        self.workers: dict[str, subprocess.Popen] = {}
-        for kind in WORKERS:
-            self.start(kind)
+        self.services = start_services(services_layout(inbox, infer_concurrency=4), cli.env, logs,
+                                       cli=cli.command(), cwd=cli.cwd)
+        self.generation = len(self.services.processes) - 1  # worker starts; the watcher is never restarted
 
     def start(self, kind: str) -> None:
+        """A replacement for the worker `kind` (after `kill`)."""
         self.generation += 1
-        self.workers[kind] = self.cli.popen(*WORKERS[kind], log=self.logs / f"{kind}-{self.generation}.log")
+        self.services.restart(kind)
 
     def kill(self, kind: str) -> None:
         """SIGKILL the worker and its decoder child: nothing gets to clean up or acknowledge."""
-        kill_tree(self.workers[kind])
-
-    def processes(self) -> list[subprocess.Popen]:
-        return [self.watcher, *self.workers.values()]
+        kill_tree(self.services[kind])
 
     def alive(self) -> bool:
-        return all(p.poll() is None for p in self.processes())
+        return self.services.alive()
 
     def logs_text(self) -> str:
-        return "\n".join(log.read_text(errors="replace") for log in sorted(self.logs.glob("*.log")))
+        return "\n".join(log.read_text(errors="replace") for log in self.services.logs.values())
 
     def tail(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-2500:]}"
-                         for log in sorted(self.logs.glob("*.log")))
+        return self.services.tail()
 
     def stop(self) -> None:
-        for process in self.processes():
-            if process.poll() is None:
-                stop_gracefully(process, timeout=30)
+        self.services.stop(timeout=30)
 
 
 @contextlib.contextmanager
 def _pipeline(cli: Cli, inbox: Path, logs: Path) -> Iterator[Pipeline]:
-    logs.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(cli, inbox, logs)
     try:
         yield pipeline

@@ -28,6 +28,7 @@ from tests.helpers.cli import Cli
 from tests.helpers.inputs import reference_page, vector_pdf
 from worker.db.models import Document
 from worker.db.session import session_scope
+from worker.settings import embedded_database_url
 
 HOSTILE_NAMES = [
     "$(touch PWNED).png", "`touch PWNED`.png", "a;touch PWNED;b.png", "a && touch PWNED.png", "a | cat.png",
@@ -70,7 +71,7 @@ def _sha(data: bytes) -> str:
 
 
 def _documents(home: Path) -> dict[str, Document]:
-    with session_scope(f"sqlite:///{home / 'ecg-intake.db'}") as session:
+    with session_scope(embedded_database_url(home)) as session:
         rows = list(session.scalars(select(Document)))
         session.expunge_all()
     return {row.sha256: row for row in rows}

@@ -22,6 +22,7 @@ from tests.helpers.inputs import (
     tiff_pages,
     vector_pdf,
 )
+from worker.settings import embedded_database_url
 
 GOOD_PAGES = {"ecg-scan.png": 1, "ecg-photo.jpg": 1, "ecg-report.pdf": 2, "ecg-waveform.dcm": 1, "vector.pdf": 1,
               "scan.tif": 2, "rotated.jpg": 1, "scan.bmp": 1, "capture.dcm": 1}
@@ -92,7 +93,7 @@ def test_mixed_batch_every_file_accounted_for(cli: Cli, home: Path, tmp_path: Pa
         assert report["reason"] == reason and report["message"] and report["description"]
     assert [p.name for p in _files(cardiology, emergency)] == ["upload.pdf.part"]  # nothing else left, none lost
 
-    engine = create_engine(f"sqlite:///{home / 'ecg-intake.db'}")
+    engine = create_engine(embedded_database_url(home))
     with engine.connect() as conn:
         documents = conn.execute(text("select count(*) from documents")).scalar()
         predictions = conn.execute(text("select count(*) from predictions")).scalar()

@@ -28,7 +28,7 @@ from worker.db.session import get_engine, session_scope
 from worker.locks import LockHeld, lease
 from worker.registry import RegistryError, promote, register, rollback
 from worker.retrain import decide, split_of
-from worker.settings import Settings
+from worker.settings import Settings, embedded_database_url
 
 
 def _sha(i: int) -> str:
@@ -158,7 +158,7 @@ def test_a_running_service_serves_a_new_champion_from_the_next_file_on(cli: Cli,
     new_bundle = tmp_path / "new-bundle"
     new = create_untrained_bundle(new_bundle, "convnext_atto", TEST_INPUT_SIZE, seed=1).model_version
     cli.env["ECG_INTAKE_CHAMPION_CHECK_SECONDS"] = "0.5"
-    inbox, url, log = tmp_path / "inbox", f"sqlite:///{home / 'ecg-intake.db'}", tmp_path / "run.log"
+    inbox, url, log = tmp_path / "inbox", embedded_database_url(home), tmp_path / "run.log"
     inbox.mkdir()
     page = reference_page(1000)
     runner = cli.popen("run", "--inbox", str(inbox), log=log)
@@ -213,7 +213,7 @@ def test_run_sends_the_nightly_job_on_schedule_and_a_worker_runs_it(cli: Cli, ho
     from worker.db.models import Event
 
     cli.env["ECG_INTAKE_RETRAIN_SCHEDULE"] = "* * * * *"  # every minute
-    inbox, url, log = tmp_path / "inbox", f"sqlite:///{home / 'ecg-intake.db'}", tmp_path / "run.log"
+    inbox, url, log = tmp_path / "inbox", embedded_database_url(home), tmp_path / "run.log"
     inbox.mkdir()
     runner = cli.popen("run", "--inbox", str(inbox), log=log)
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 from model_training.synth.samples import reference_dicom, write_samples
 from tests.helpers.cli import Cli
 from tests.helpers.pipeline_checks import check_sample_batch
+from worker.settings import embedded_database_url
 
 
 def test_run_once_processes_a_batch_and_quarantines_bad_input(cli: Cli, home: Path, tmp_path: Path) -> None:
@@ -28,7 +29,7 @@ def test_run_once_processes_a_batch_and_quarantines_bad_input(cli: Cli, home: Pa
     source = pydicom.dcmread(reference_dicom())
     for identifier in (source.PatientID, str(source.PatientName), source.AccessionNumber, "ecg-waveform"):
         assert identifier not in result.stdout + result.stderr
-    engine = create_engine(f"sqlite:///{home / 'ecg-intake.db'}")
+    engine = create_engine(embedded_database_url(home))
     with engine.connect() as conn:
         stored = [row[0] for row in conn.execute(text("select source_metadata from documents where file_type='dicom'"))]
     assert len(stored) == 1 and source.PatientID in stored[0]
@@ -53,7 +54,7 @@ def test_same_file_dropped_twice_is_processed_once(cli: Cli, home: Path, tmp_pat
 
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(f"sqlite:///{home / 'ecg-intake.db'}")
+    engine = create_engine(embedded_database_url(home))
     with engine.connect() as conn:
         sightings = conn.execute(text("select count(*) from events where action='duplicate_sighting'")).scalar()
         predictions = conn.execute(text("select count(*) from predictions")).scalar()

@@ -24,12 +24,12 @@ from model_training.synth.samples import write_samples
 from tests.helpers.cli import Cli
 from worker.celery_app import INTAKE_TASK, create_celery
 from worker.db.models import Document, DocumentStatus
-from worker.settings import Settings
+from worker.settings import Settings, embedded_database_url
 
 
 def _statuses(home: Path) -> dict[str, str]:
     """File name -> document status, read from the embedded database (empty before its schema exists)."""
-    engine = create_engine(f"sqlite:///{home / 'ecg-intake.db'}")
+    engine = create_engine(embedded_database_url(home))
     try:
         with Session(engine) as session:
             return {Path(path).name: status for path, status in session.execute(select(Document.path,

@@ -18,7 +18,8 @@ from tests.helpers.cli import Cli
 from tests.helpers.pipeline_checks import check_sample_batch
 from tests.helpers.servers import RedisServer, port_open
 from worker.db.models import Document, DocumentStatus
-from worker.processes import stop_gracefully
+from worker.services import Layout, WorkerSpec, start_services
+from worker.settings import embedded_database_url
 
 pytestmark = pytest.mark.services
 
@@ -43,17 +44,14 @@ def _wait_until_final(database_url: str, expected: int, worker: subprocess.Popen
 
 def _end_to_end(cli: Cli, home: Path, tmp_path: Path) -> None:
     cli("db", "upgrade")
-    log = tmp_path / "worker.log"
-    worker = cli.popen("worker", "--queues", "ingest,infer", log=log)
-    try:
+    layout = Layout(workers={"worker": WorkerSpec(("ingest", "infer"))})
+    with start_services(layout, cli.env, tmp_path, cli=cli.command(), cwd=cli.cwd) as services:
         inbox = tmp_path / "inbox"
         write_samples(inbox)
         assert "queued 5 file(s)" in cli("watch", "--inbox", str(inbox), "--once").stderr
-        _wait_until_final(cli.env["ECG_INTAKE_DATABASE_URL"], 5, worker, log)
+        _wait_until_final(cli.env["ECG_INTAKE_DATABASE_URL"], 5, services["worker"], services.logs["worker"])
         time.sleep(0.5)  # the outcome is committed just before the file's move
         check_sample_batch(cli.results(), home, inbox)
-    finally:
-        stop_gracefully(worker, timeout=30)
 
 
 def test_redis_and_postgres_with_a_separate_worker(cli: Cli, home: Path, tmp_path: Path,
@@ -75,6 +73,6 @@ def test_rabbitmq_broker_with_a_separate_worker(cli: Cli, home: Path, tmp_path: 
                 channel.queue_purge(queue)
             except Exception:
                 channel = connection.channel()
-    cli.env["ECG_INTAKE_DATABASE_URL"] = f"sqlite:///{home / 'ecg-intake.db'}"
+    cli.env["ECG_INTAKE_DATABASE_URL"] = embedded_database_url(home)
     cli.env["ECG_INTAKE_BROKER_URL"] = url
     _end_to_end(cli, home, tmp_path)

@@ -26,6 +26,7 @@ from tests.helpers.cli import Cli
 from worker.db.models import Document, JobLock, ModelVersion, Page
 from worker.db.queries import add_review, add_user
 from worker.db.session import get_engine, session_scope
+from worker.settings import embedded_database_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -103,7 +104,7 @@ def _copy(classified: Reviewed, tmp_path: Path) -> tuple[Cli, Path]:
 
 
 def _review(home: Path, labels_for: dict[str, list[str]]) -> int:
-    url = f"sqlite:///{home / 'ecg-intake.db'}"
+    url = embedded_database_url(home)
     with session_scope(url) as session:
         reviewer = add_user(session, "dr-test", "not-a-real-hash", "reviewer")
         rows = session.execute(select(Page.id, Document.path).join(Document, Document.id == Page.document_id))
@@ -116,7 +117,7 @@ def _review(home: Path, labels_for: dict[str, list[str]]) -> int:
 
 
 def _versions(home: Path) -> dict[str, str]:
-    url = f"sqlite:///{home / 'ecg-intake.db'}"
+    url = embedded_database_url(home)
     with session_scope(url) as session:
         found = {row.name: row.status for row in session.scalars(select(ModelVersion))}
     get_engine(url).dispose()
@@ -131,7 +132,7 @@ def test_reviews_of_a_new_style_promote_a_challenger_that_classifies_the_next_ba
 
     first = subprocess.Popen(cli.command("retrain", "--now", "--json"), env=cli.env, cwd=cli.cwd,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"sqlite:///{home / 'ecg-intake.db'}"
+    url = embedded_database_url(home)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         with session_scope(url) as session:

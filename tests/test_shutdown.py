@@ -25,6 +25,8 @@ from tests.helpers.cli import Cli
 from tests.helpers.db import document_counts
 from tests.helpers.servers import RedisServer
 from worker.db.models import DocumentStatus
+from worker.services import Layout, embedded_layout, split_workers, start_services
+from worker.settings import embedded_database_url
 
 FILES = 48  # enough that an idle machine is still mid-batch when the signal comes
 STOP_WITHIN_S = 60  # warm shutdown finishes the file in hand: seconds, not minutes, even on a loaded machine
@@ -126,8 +128,8 @@ def test_sigterm_to_run_mid_batch_stops_it_cleanly_and_the_next_start_finishes(
         cli: Cli, home: Path, tmp_path: Path) -> None:
     inbox, log = tmp_path / "inbox", tmp_path / "run.log"
     _write_batch(inbox)
-    url = f"sqlite:///{home / 'ecg-intake.db'}"
-    runner = cli.popen("run", "--inbox", str(inbox), log=log)
+    url = embedded_database_url(home)
+    runner = start_services(embedded_layout(inbox), cli.env, log.parent, cli=cli.command(), cwd=cli.cwd)["run"]
     try:
         _wait_until_some_done(url, [runner], log)
         assert _descendants(runner.pid), "`run` has no inference child"
@@ -158,12 +160,9 @@ def test_sigterm_to_the_workers_process_groups_mid_batch_loses_nothing(
 
     def start(generation: int) -> tuple[list[subprocess.Popen], list[Path]]:
         """Each worker leads its own process group, as a systemd service does."""
-        logs = [tmp_path / f"ingest-{generation}.log", tmp_path / f"infer-{generation}.log"]
-        commands = [cli.command("worker", "--queues", "ingest"),
-                    cli.command("worker", "--queues", "infer", "--pool", "threads", "--concurrency", "4")]
-        return [subprocess.Popen(command, env=cli.env, cwd=cli.cwd, stdout=open(log, "w"),
-                                 stderr=subprocess.STDOUT, start_new_session=True)
-                for command, log in zip(commands, logs, strict=True)], logs
+        workers = start_services(Layout(workers=split_workers(4)), cli.env, tmp_path / f"generation-{generation}",
+                                 cli=cli.command(), cwd=cli.cwd, new_session=True)
+        return list(workers.processes.values()), list(workers.logs.values())
 
     def sigterm_groups(processes: list[subprocess.Popen]) -> None:
         for process in processes:
