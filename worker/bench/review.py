@@ -22,7 +22,7 @@ from urllib.request import HTTPCookieProcessor, Request, build_opener
 
 from sqlalchemy import insert
 
-from model_training.manifest import LABELS
+from model_training.manifest import load_manifest
 from worker.bench.runs import fresh_postgres_database
 from worker.db.migrate import upgrade
 from worker.db.models import Document, ModelVersion, Page, Prediction, Review, User
@@ -34,16 +34,19 @@ REVIEWER = "bench-reviewer"
 PASSWORD = "bench-password-1"
 
 
-def _fill(url: str, pages: int, seed: int = 0) -> None:
-    """Bulk rows as intake and classify write them: one page per document, one prediction each."""
+def _fill(url: str, pages: int, bundle_dir: Path, seed: int = 0) -> None:
+    """Bulk rows as intake and classify write them: one page per document, one prediction each, by a champion
+    registered with the bundle's labels (the review app serves the champion's)."""
     from worker.review.auth import hash_password
 
     rng = random.Random(seed)
+    labels = list(load_manifest(bundle_dir).labels)
     start = datetime(2026, 11, 1, tzinfo=UTC)
     with get_engine(url).begin() as connection:
         model = connection.execute(insert(ModelVersion).returning(ModelVersion.id),
-                                   {"name": "bench@000000000000", "bundle_path": "-", "status": "champion",
-                                    "manifest": {}, "metrics": {}}).scalar_one()
+                                   {"name": "bench@000000000000", "bundle_path": str(bundle_dir),
+                                    "status": "champion", "manifest": {"labels": labels}, "metrics": {}}
+                                   ).scalar_one()
         user = connection.execute(insert(User).returning(User.id),
                                   {"name": REVIEWER, "password_hash": hash_password(PASSWORD),
                                    "role": "reviewer"}).scalar_one()
@@ -59,13 +62,13 @@ def _fill(url: str, pages: int, seed: int = 0) -> None:
                  "source": "pdf"} for i in ids])
             predictions, reviews = [], []
             for i in ids:
-                scores = {label: round(rng.betavariate(0.6, 2.5), 4) for label in LABELS}
-                labels = [label for label in LABELS if scores[label] >= 0.5]
+                scores = {label: round(rng.betavariate(0.6, 2.5), 4) for label in labels}
+                found = [label for label in labels if scores[label] >= 0.5]
                 predictions.append({"page_id": i + 1, "model_version_id": model, "probabilities": scores,
-                                    "labels": labels, "engine": "onnx", "latency_ms": 40.0,
+                                    "labels": found, "engine": "onnx", "latency_ms": 40.0,
                                     "created_at": start + timedelta(seconds=20 * i + 5)})
                 if rng.random() < 0.2:
-                    reviews.append({"page_id": i + 1, "reviewer_id": user, "labels": labels, "comment": None})
+                    reviews.append({"page_id": i + 1, "reviewer_id": user, "labels": found, "comment": None})
             connection.execute(insert(Prediction), predictions)
             if reviews:
                 connection.execute(insert(Review), reviews)
@@ -116,9 +119,10 @@ def bench_review(server_url: str, pages: int = 100_000, requests: int = 30, seed
     with fresh_postgres_database(server_url) as url, tempfile.TemporaryDirectory() as home:
         upgrade(url)
         started = time.perf_counter()
-        _fill(url, pages, seed)
+        settings = Settings(home=Path(home), database_url=url)
+        _fill(url, pages, settings.bundle_dir, seed)
         fill_s = time.perf_counter() - started
-        base, server = _serve(Settings(home=Path(home), database_url=url))
+        base, server = _serve(settings)
         try:
             opener = build_opener(HTTPCookieProcessor(CookieJar()))
             with opener.open(f"{base}/login", timeout=60) as answer:

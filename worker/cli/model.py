@@ -21,15 +21,24 @@ app = typer.Typer(no_args_is_help=True)  # retrain, preprocess: merged into the 
 
 def installation() -> Installation:
     """This installation as the training commands see it: read when a command needs it, not at start."""
-    return Installation(bundle_dir=lambda: get_settings().bundle_dir, export_reviewed=_export_reviewed)
+    return Installation(bundle_dir=_serving_bundle, export_reviewed=_export_reviewed)
+
+
+def _serving_bundle() -> Path:
+    from worker.serving import serving_bundle
+
+    return serving_bundle(get_settings())
 
 
 def _export_reviewed(folder: Path) -> int:
+    """Reviewed pages labelled for the serving model (its labels; pages prepared for its geometry)."""
     from worker.db.session import session_scope
-    from worker.review_export import export_reviewed
+    from worker.serving import serving_manifest
+    from worker.training_set import export_reviewed
 
-    with session_scope(get_settings().sqlalchemy_url) as session:
-        return export_reviewed(session, folder)
+    settings = get_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        return export_reviewed(session, folder, serving_manifest(settings))
 
 
 @model_app.command("show")
@@ -91,7 +100,7 @@ def model_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON"
 def model_promote(key: Annotated[str, typer.Argument(help="a bundle directory, or a registered version")]) -> None:
     """Make a version champion by hand (a bundle directory is registered first); workers switch to it within
     `ECG_INTAKE_CHAMPION_CHECK_SECONDS`."""
-    from model_training.manifest import check_compatible, load_manifest
+    from model_training.manifest import BundleError, load_manifest
     from worker.db.queries import model_version_like
     from worker.db.session import session_scope
     from worker.registry import RegistryError, champion_bundle, promote, register
@@ -100,9 +109,11 @@ def model_promote(key: Annotated[str, typer.Argument(help="a bundle directory, o
     champion_bundle(settings.sqlalchemy_url, settings.bundle_dir)  # so the one being replaced is on record
     with session_scope(settings.sqlalchemy_url) as session:
         if Path(key).is_dir():
-            manifest = load_manifest(Path(key))
-            check_compatible(manifest)
-            row = register(session, manifest, Path(key))
+            try:
+                row = register(session, load_manifest(Path(key)), Path(key))
+            except BundleError as exc:
+                console.print(f"[red]{exc}")
+                raise typer.Exit(2) from exc
         else:
             row = model_version_like(session, key)
             if row is None:
@@ -208,10 +219,10 @@ def preprocess_command(
     from ingest.decode import decode
     from ingest.preprocess import clean
     from model_training.contact_sheet import contact_sheet
-    from model_training.manifest import load_manifest
+    from worker.serving import serving_manifest
 
     settings = get_settings()
-    manifest = load_manifest(settings.bundle_dir)
+    manifest = serving_manifest(settings)
     chosen = tuple(s.strip() for s in use.split(",") if s.strip()) if use else manifest.preprocess_steps
     _, pages = decode(file, settings.decode_limits())
     if steps:

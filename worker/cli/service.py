@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import threading
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -68,13 +68,13 @@ def _refuse_on_faults(settings: Settings, service: str) -> None:
 def _prepare(settings: Settings, service: str) -> None:
     """Refuse to start on an installation fault; folders; schema (embedded: upgraded, server: must be at head)."""
     from model_training.manifest import load_manifest
-    from worker.registry import serving_dir
+    from worker.serving import serving_bundle
 
     _refuse_on_faults(settings, service)
     schema_ready(settings)
     if service == "watch":
         return
-    bundle_dir = serving_dir(settings)
+    bundle_dir = serving_bundle(settings)
     manifest = load_manifest(bundle_dir)
     if not manifest.trained:
         console.print(Panel(f"Model bundle {manifest.model_version} at {bundle_dir} is UNTRAINED "
@@ -171,23 +171,30 @@ def worker_command(
     names = [q.strip() for q in queues.split(",") if q.strip()]
     _prepare(settings, "ingest" if "ingest" in names else "infer")
     if "infer" in names:
-        from worker import tasks
+        from worker import serving
 
-        tasks.engine_for_worker(callers=concurrency if pool == "threads" else 1)
+        serving.engine_for_worker(callers=concurrency if pool == "threads" else 1)
     worker = celery_worker(WorkerSpec(tuple(names), pool, concurrency, beat), loglevel)
     worker.start()
     if worker.exitcode:  # stopped on an error (Celery logged it), not by a signal
         raise typer.Exit(worker.exitcode)
 
 
-def _label(value: str | None) -> str | None:
-    from model_training.manifest import LABELS
+def _serving_labels() -> tuple[str, ...]:
+    from worker.serving import serving_manifest
 
+    return tuple(serving_manifest(get_settings()).labels)
+
+
+def _label(value: str | None) -> str | None:
+    """A label of the serving model, in any case."""
     if value is None:
         return None
-    if value.upper() not in LABELS:
-        raise typer.BadParameter(f"unknown label {value!r}; one of {', '.join(LABELS)}")
-    return value.upper()
+    labels = _serving_labels()
+    found = [label for label in labels if label.upper() == value.upper()]
+    if not found:
+        raise typer.BadParameter(f"unknown label {value!r}; the serving model reads {', '.join(labels)}")
+    return found[0]
 
 
 def _status(value: str | None) -> str | None:
@@ -207,8 +214,10 @@ def _sort(value: str | None) -> str | None:
 
 
 def _moment(value: str | None, end_of_day: bool) -> datetime | None:
-    """An ISO date or date-time in UTC (a time without a zone is UTC); a date alone is the start of that day,
-    or for `--until`, the start of the next, so the whole day counts."""
+    """An ISO date or date-time in UTC (a time without a zone is UTC); a date alone is the whole day, as in
+    the review UI (`day_start`, `day_end`)."""
+    from worker.db.queries import day_end, day_start
+
     if value is None:
         return None
     try:
@@ -216,7 +225,7 @@ def _moment(value: str | None, end_of_day: bool) -> datetime | None:
     except ValueError:
         pass
     else:
-        return datetime.combine(day + timedelta(days=int(end_of_day)), datetime.min.time(), UTC)
+        return day_end(day) if end_of_day else day_start(day)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -231,7 +240,7 @@ def _date(value: str | None) -> str | None:
 
 
 LabelFilter = Annotated[str | None, typer.Option(
-    "--label", callback=_label, help="pages the model found this label on (MI, AF, STTC, CD, HYP); with "
+    "--label", callback=_label, help="pages the model found this label on (a label of the serving model); with "
     "--above/--below, by its probability instead")]
 AboveFilter = Annotated[float | None, typer.Option(
     "--above", min=0.0, max=1.0, help="probability at or above P: of --label, else of any label")]
@@ -255,17 +264,21 @@ LimitOption = Annotated[int | None, typer.Option("--limit", min=1, metavar="N", 
 
 def _query(label: str | None, above: float | None, below: float | None, since: str | None, until: str | None,
            source: str | None, status: str | None, patient: str | None, sort: str | None,
-           limit: int | None) -> list[dict]:
-    """The `page_results` rows the filters select (their values checked by the options' callbacks)."""
-    from worker.db.queries import ResultFilter, page_results
+           limit: int | None) -> tuple[list[dict], list[str]]:
+    """The `page_results` rows the filters select (their values checked by the options' callbacks), and the
+    labels to show them with: the serving model's, then any other a row was read with."""
+    from worker.db.queries import ResultFilter, page_results, row_labels
     from worker.db.session import session_scope
 
-    filters = ResultFilter(label=label, above=above, below=below, since=_moment(since, False),
-                           until=_moment(until, True), source=source, status=status, patient=patient, sort=sort)
     settings = get_settings()
     schema_ready(settings)
+    serving = _serving_labels()
+    filters = ResultFilter(label=label, above=above, below=below, since=_moment(since, False),
+                           until=_moment(until, True), source=source, status=status, patient=patient, sort=sort,
+                           labels=serving)
     with session_scope(settings.sqlalchemy_url) as session:
-        return page_results(session, filters, limit=limit)
+        rows = page_results(session, filters, limit=limit)
+    return rows, row_labels(rows, serving)
 
 
 @app.command()
@@ -276,20 +289,20 @@ def results(
     patient: PatientFilter = None, sort: SortOption = None, limit: LimitOption = None,
 ) -> None:
     """One row per page: file, status, the model's probabilities and labels, the review; filtered and sorted."""
-    from worker.export import RESULT_COLUMNS, result_record, write_csv
+    from worker.export import RESULT_FIELDS, result_record, write_csv
 
     if format not in ("table", "json", "csv"):
         console.print("[red]--format must be table, json or csv")
         raise typer.Exit(2)
-    rows = _query(label, above, below, since, until, source, status, patient, sort, limit)
+    rows, labels = _query(label, above, below, since, until, source, status, patient, sort, limit)
     if format == "json":
         out.print_json(json.dumps([result_record(row) for row in rows]))
     elif format == "csv":
         buffer = io.StringIO()
-        write_csv(rows, buffer, RESULT_COLUMNS)
+        write_csv(rows, buffer, labels, RESULT_FIELDS)
         sys.stdout.write(buffer.getvalue())
     else:
-        labels = list(dict.fromkeys(label for row in rows for label in row["probabilities"]))
+        labels = [label for label in labels if any(label in row["probabilities"] for row in rows)]
         table = Table(title=f"{len(rows)} page(s)")
         for column in ("document", "file", "page", "status", *labels, "labels", "review"):
             table.add_column(column, justify="right" if column in labels else "left", no_wrap=column != "file")
@@ -322,15 +335,16 @@ def export(
     per label, patient identifiers included), or fhir."""
     from worker.export import write_atomically, write_csv, write_fhir, write_parquet
 
-    rows = _query(label, above, below, since, until, source, status, patient, sort, limit)
+    rows, labels = _query(label, above, below, since, until, source, status, patient, sort, limit)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if format == "csv":
         def write(part: Path) -> int:
             with open(part, "w", newline="", encoding="utf-8") as handle:
-                return write_csv(rows, handle)
+                return write_csv(rows, handle, labels)
         console.print(f"wrote {write_atomically(out_path, write)} row(s) to {out_path}")
     elif format == "parquet":
-        console.print(f"wrote {write_atomically(out_path, lambda part: write_parquet(rows, part))} row(s) "
+        console.print(f"wrote {write_atomically(out_path, lambda part: write_parquet(rows, part, labels))} "
+                      f"row(s) "
                       f"to {out_path}")
     else:
         reports, observations = write_atomically(out_path, lambda part: write_fhir(rows, part))
