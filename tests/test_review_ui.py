@@ -248,6 +248,7 @@ def test_reviewer_corrects_labels_in_the_browser(review_site: ReviewSite, tmp_pa
 
         first.locator("a.open").click()
         page.wait_for_url(f"**/pages/{urgent}?*")
+        assert page.locator("#gradcam").count() == 0  # no empty image until the overlay is asked for
         page.keyboard.press("g")  # Grad-CAM, computed on demand with the bundle's model
         page.wait_for_function("() => { const i = document.getElementById('gradcam');"
                                " return !i.hidden && i.complete && i.naturalWidth > 0; }", timeout=120_000)

@@ -8,8 +8,6 @@ import csv
 import json
 import logging
 import os
-import subprocess
-import time
 from pathlib import Path
 
 import cv2
@@ -23,8 +21,7 @@ from model_training.bundle import create_untrained_bundle
 from model_training.manifest import LABELS, MANIFEST, load_manifest
 from tests.helpers.cli import Cli
 from tests.helpers.inputs import reference_page
-from tests.helpers.review import PASSWORD, Http
-from tests.helpers.servers import free_port, port_open
+from tests.helpers.review import Http, review_server
 from worker import serving, tasks
 from worker.db.migrate import upgrade
 from worker.db.models import Document, ModelVersion, Page, Prediction
@@ -141,15 +138,8 @@ def test_a_champion_promoted_mid_run_is_served_with_its_geometry_and_labels(
     assert all(list(row["probabilities"]) == list(LABELS_B) for row in shown)
 
     # The review UI: each page shown and reviewed with its model's labels; the worklist has a column for each.
-    _add_reviewer(installation)
-    port = free_port()
-    server = installation.popen("review", "--port", str(port), log=tmp_path / "review.log")
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and server.poll() is None and not port_open(port):
-            time.sleep(0.1)
-        assert server.poll() is None and port_open(port), (tmp_path / "review.log").read_text()
-        http = Http(f"http://127.0.0.1:{port}")
+    with review_server(installation, tmp_path) as url:
+        http = Http(url)
         assert http.login("rita").status == 303
         a_page, b_page = by_name["first.jpg"]["page_ids"][0], by_name["second.jpg"]["page_ids"][0]
         detail_b = http.get(f"/api/pages/{b_page}").json()
@@ -172,16 +162,6 @@ def test_a_champion_promoted_mid_run_is_served_with_its_geometry_and_labels(
         assert overlay.status == 200
         image = cv2.imdecode(np.frombuffer(overlay.body, np.uint8), cv2.IMREAD_UNCHANGED)
         assert image.shape[:2] == SIZE_B
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _add_reviewer(cli: Cli) -> None:
-    added = subprocess.run(cli.command("users", "add", "rita", "--role", "reviewer", "--password-stdin"),
-                           input=PASSWORD + "\n", env=cli.env, cwd=cli.cwd, capture_output=True, text=True,
-                           timeout=120)
-    assert added.returncode == 0, added.stderr
 
 
 def test_promotion_refuses_a_bundle_the_service_could_not_carry(installation: Cli, bundles: tuple[Path, Path],

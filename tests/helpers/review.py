@@ -165,8 +165,17 @@ def serve_review(folder: Path, bundle_dir: Path, extra_env: dict[str, str] | Non
     (home / "pages").mkdir(parents=True)
     upgrade(db_url)
     pages, shas = fill_review_database(db_url, home / "pages", bundle_dir)
+    with review_server(cli, folder) as url:
+        yield ReviewSite(url, home, db_url, cli, pages, shas)
+
+
+@contextlib.contextmanager
+def review_server(cli: Cli, folder: Path) -> Iterator[str]:
+    """The reviewer rita added through the CLI, then `ecg-intake review` on a free port (its log in `folder`);
+    yields its address, stopped when the block ends."""
     added = subprocess.run(cli.command("users", "add", "rita", "--role", "reviewer", "--password-stdin"),
-                           input=PASSWORD + "\n", env=env, cwd=folder, capture_output=True, text=True, timeout=120)
+                           input=PASSWORD + "\n", env=cli.env, cwd=cli.cwd, capture_output=True, text=True,
+                           timeout=120)
     assert added.returncode == 0, added.stderr
     port = free_port()
     server = cli.popen("review", "--port", str(port), log=folder / "review.log")
@@ -175,7 +184,7 @@ def serve_review(folder: Path, bundle_dir: Path, extra_env: dict[str, str] | Non
         while time.monotonic() < deadline and server.poll() is None and not port_open(port):
             time.sleep(0.1)
         assert server.poll() is None and port_open(port), (folder / "review.log").read_text()
-        yield ReviewSite(f"http://127.0.0.1:{port}", home, db_url, cli, pages, shas)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(timeout=30)
