@@ -16,7 +16,7 @@ import struct
 import cv2
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_voi_lut
 
 from ingest.decode.limits import DecodeLimits
@@ -118,19 +118,55 @@ def _document_or_image(ds: pydicom.Dataset, sop_class: str, limits: DecodeLimits
 
 # What pydicom raises on malformed elements; it parses lazily, so these can surface at any access.
 _MALFORMED = (ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error, UnicodeError,
-              OverflowError, MemoryError)
+              OverflowError, MemoryError, BytesLengthException)
+
+
+class _ReadWatch(io.BytesIO):
+    """The file's bytes, noting every read that got fewer bytes than it asked for.
+
+    pydicom reads a value cut off by the end of the file without complaint (it keeps the short bytes) and
+    takes a tag header cut in half for the end of the data, so a truncated file surfaced later as a
+    length mismatch and was quarantined `corrupt`. A whole file has exactly one short read: the empty
+    8-byte read of the next tag header at its very end; any other short read means the data ends early.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.size = len(data)
+        self.short_reads: list[tuple[int, int, int]] = []  # (offset, asked, got)
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        offset = self.tell()
+        out = super().read(size)
+        if size is not None and size >= 0 and len(out) < size:
+            self.short_reads.append((offset, size, len(out)))
+        return out
+
+    @property
+    def ended_early(self) -> bool:
+        return any(read != (self.size, 8, 0) for read in self.short_reads) or len(self.short_reads) > 1
 
 
 def decode_dicom(data: bytes, limits: DecodeLimits | None = None) -> list[Page]:
     """Pages of one DICOM file; every way a malformed file fails becomes a reason code."""
     limits = limits or DecodeLimits()
+    source = _ReadWatch(data)
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(source)
+    except InvalidDicomError as exc:
+        raise IngestError(Reason.CORRUPT, "not a valid DICOM file") from exc
+    except (EOFError, OSError) as exc:
+        raise IngestError(Reason.TRUNCATED, "the DICOM data ends early") from exc
+    except _MALFORMED as exc:
+        if source.ended_early:  # e.g. struct.error unpacking a length the file ends before
+            raise IngestError(Reason.TRUNCATED, "the DICOM data ends inside a data element") from exc
+        raise IngestError(Reason.CORRUPT, f"malformed DICOM data ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if source.ended_early:
+        raise IngestError(Reason.TRUNCATED, "the DICOM data ends inside a data element")
+    try:
         return _decode_dataset(ds, limits)
     except IngestError:
         raise
-    except InvalidDicomError as exc:
-        raise IngestError(Reason.CORRUPT, "not a valid DICOM file") from exc
     except (EOFError, OSError) as exc:
         raise IngestError(Reason.TRUNCATED, "the DICOM data ends early") from exc
     except _MALFORMED as exc:
