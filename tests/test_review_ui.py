@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -148,6 +148,24 @@ def test_a_viewer_sees_no_patient_identifiers(review_site: ReviewSite, viewer: H
     assert reviewer.get(f"/api/pages/{page_id}/images/original").status == 200
 
 
+def test_a_viewer_sees_no_review_comment_or_reviewer_name(review_site: ReviewSite, viewer: Http,
+                                                          reviewer: Http) -> None:
+    done = review_site.pages["done"]
+    comment = "phoned Jane Roe, MRN 5521"  # a free-text comment can name the patient
+    saved = reviewer.post(f"/api/pages/{done}/review", body={"labels": ["MI"], "comment": comment},
+                          headers={"X-CSRF-Token": reviewer.csrf()})
+    assert saved.status == 201, saved.text
+    for path in ("/api/results", f"/api/pages/{done}", f"/pages/{done}"):
+        seen = viewer.get(path)
+        assert seen.status == 200, path
+        assert "Jane Roe" not in seen.text and "rita" not in seen.text, path
+        assert "Jane Roe" in reviewer.get(path).text or not path.startswith("/api/"), path
+        assert "rita" in reviewer.get(path).text, path
+    row = viewer.get(f"/api/pages/{done}").json()["page"]
+    assert "review_comment" not in row and "reviewer" not in row and row["review_labels"] == ["MI"]
+    assert reviewer.get(f"/api/pages/{done}").json()["page"]["review_comment"] == comment
+
+
 def test_a_disabled_user_cannot_log_in(review_site: ReviewSite) -> None:
     added = subprocess.run(review_site.cli.command("users", "add", "dora", "--role", "admin", "--password-stdin"),
                            input=PASSWORD + "\n", env=review_site.cli.env, cwd=review_site.cli.cwd, capture_output=True,
@@ -280,3 +298,35 @@ def test_reviewer_corrects_labels_in_the_browser(review_site: ReviewSite, tmp_pa
         saved = next(details for action, details in events if action == "review")
         assert saved["labels"] == ["AF", "STTC"] and saved["model_labels"] == ["MI", "STTC"]
     assert list((review_site.home / "gradcam").glob(f"*/{urgent}.png"))
+
+
+ODD_CHARACTERS = st.characters(min_codepoint=0, max_codepoint=0x10FFFF) | st.sampled_from(
+    ["\ud800", "\udc00", "\udfff", "\x00", "\ufeff", "\ufffe", "\uffff", "\U0010ffff", "\u202e"])
+ODD_TEXT = st.text(alphabet=ODD_CHARACTERS, max_size=12)
+
+
+def _raw(form: dict[str, str]) -> dict[str, bytes]:
+    """Form values as the bytes a client sends: a lone surrogate as its (invalid) UTF-8 bytes."""
+    return {name: value.encode("utf-8", "surrogatepass") for name, value in form.items()}
+
+
+@settings(max_examples=10, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(comment=ODD_TEXT, labels=st.lists(ODD_TEXT | st.sampled_from(LABELS), max_size=3), name=ODD_TEXT)
+@example(comment="a\ud800b", labels=[], name="\udfff")
+@example(comment="", labels=["M\ud800I"], name="rita\x00")
+def test_no_post_answers_5xx(review_site: ReviewSite, reviewer: Http, comment: str, labels: list[str],
+                             name: str) -> None:
+    """Odd code points in the review POSTs (JSON and form) and the login form: a 4xx or a success, never a 5xx."""
+    done = review_site.pages["done"]  # reviewed already: new reviews leave the worklist as it is
+    token = reviewer.csrf()
+    answers = {
+        "api review": reviewer.post(f"/api/pages/{done}/review", body={"labels": labels, "comment": comment},
+                                    headers={"X-CSRF-Token": token}),
+        "form review": reviewer.post(f"/pages/{done}/review", form=_raw({"comment": comment, "csrf_token": token})),
+    }
+    stranger = Http(review_site.url)
+    answers["login"] = stranger.post("/login", form=_raw({"name": name, "password": comment,
+                                                          "csrf_token": stranger.form_token()}))
+    for what, answer in answers.items():
+        assert answer.status < 500, (what, comment, labels, name, answer.text[:300])

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -54,6 +57,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return views.render(request, "error.html", exc.status_code, status=exc.status_code, detail=exc.detail)
 
 
+def _json_safe(value: Any) -> Any:
+    """Text as UTF-8 can carry it: a lone surrogate (a JSON `\\ud800` escape) becomes `?`."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def _invalid_request(_request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, whose detail echoes the bad input: made JSON-safe, so odd input stays a 4xx, never a 500."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The app for one installation's settings; nothing runs until a server serves it."""
     app = FastAPI(title="ecg-intake review", version="1",
@@ -86,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, server_error)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(api.router)
     app.include_router(views.router)

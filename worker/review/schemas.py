@@ -1,7 +1,8 @@
 """The JSON API's shapes: they document the API in OpenAPI and whitelist what leaves the server.
 
 A row reaches a client only through `ResultRow`: file-system paths of stored images never do, and the
-patient identifiers only when the caller may see them (for a viewer the keys are absent, not null).
+patient identifiers, review comments and reviewer names only when the caller may see them (for a viewer the
+keys are absent, not null).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from worker.review.auth import SessionUser
 
 LabelName = Annotated[str, StringConstraints(pattern=f"^{LABEL_NAME.pattern}$")]
 
-IDENTIFYING = ("patient_id", "accession_number", "path")  # the file name a scanner wrote often names the patient
+# The file name a scanner wrote often names the patient; a free-text comment can hold any identifier, and who
+# reviewed a page is a colleague's name: viewers see none of them.
+IDENTIFYING = ("patient_id", "accession_number", "path", "review_comment", "reviewer")
 
 
 class ResultRow(BaseModel):
@@ -40,8 +43,8 @@ class ResultRow(BaseModel):
     probabilities: dict[str, float] = Field(default_factory=dict)
     review_id: int | None = None
     review_labels: list[str] | None = None
-    review_comment: str | None = None
-    reviewer: str | None = None
+    review_comment: str | None = Field(None, description="reviewers and admins only")
+    reviewer: str | None = Field(None, description="reviewers and admins only")
     reviewed_at: datetime | None = None
     disagreement: bool | None = None
 
