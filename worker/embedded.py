@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -41,6 +42,44 @@ class OnceOutcome:
     faults: list[str] = field(default_factory=list)
 
 
+class StartupStop:
+    """SIGTERM and SIGINT noted, not fatal, from the start of `run` until Celery's own handlers are in.
+
+    Python's default for SIGTERM ends the process on the spot: a service manager stopping `run` while it
+    imports, upgrades the database or starts its classifier child got exit 143, no word, and possibly a child
+    left behind. Noted here, the signal stops start-up at the next step; one that comes after the worker
+    started but before it could hear it is sent again once it is ready, so Celery shuts down warmly.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    def hand_to_celery(self) -> None:
+        """Once the worker is ready (its handlers installed), deliver a signal that came in between."""
+        from celery.signals import worker_ready
+
+        def resend(**_: object) -> None:
+            if self.signum is not None:
+                os.kill(os.getpid(), self.signum)
+
+        worker_ready.connect(resend, weak=False)
+
+
 def inference_process(settings: Settings, log_level: str, nightly: bool) -> Supervised:
     """The classifier child, restarted if it dies. Its stdout carries only Celery's shutdown notices, which
     this process already gives for both; its logs and errors go to stderr."""
@@ -50,14 +89,24 @@ def inference_process(settings: Settings, log_level: str, nightly: bool) -> Supe
     return Supervised(command, env, "inference", stdout=subprocess.DEVNULL)
 
 
-def serve(settings: Settings, watcher: Watcher, log_level: str) -> int:
-    """Watch, decode and classify until a signal; the worker's exit code (non-zero: it stopped on an error)."""
+def serve(settings: Settings, watcher: Watcher, log_level: str, startup: StartupStop | None = None) -> int:
+    """Watch, decode and classify until a signal; the worker's exit code (non-zero: it stopped on an error).
+
+    A signal during start-up (`startup.requested`) ends it before the next step, with 0: nothing claimed yet.
+    """
     from celery.signals import worker_shutting_down
 
+    startup = startup or StartupStop()
+    if startup.requested:
+        return 0
     inference = inference_process(settings, log_level, nightly=True)
     worker = celery_worker(WorkerSpec(("ingest",), beat=True), log_level)
+    if startup.requested:  # the child is up but nothing is claimed: stop it and go
+        inference.stop()
+        return 0
     # SIGTERM/SIGINT reach this process: the child starts its warm shutdown now, and is not restarted.
     worker_shutting_down.connect(lambda **_: inference.stopping(), weak=False)
+    startup.hand_to_celery()
     stop = threading.Event()
     threading.Thread(target=watcher.run, args=(stop,), name="watcher", daemon=True).start()
     try:
@@ -117,11 +166,18 @@ def _wait_until_settled(claims: list[Claim], settling: _Settling, watcher: Watch
 
 
 def run_once(settings: Settings, watcher: Watcher, log_level: str,
-             on_claimed: Callable[[int], None] = lambda _: None) -> OnceOutcome:
+             on_claimed: Callable[[int], None] = lambda _: None, startup: StartupStop | None = None) -> OnceOutcome:
     """Claim what the inboxes hold now (`on_claimed` hears how many), process it, and return once each claim has
-    settled or cannot."""
+    settled or cannot. A signal before the files are claimed returns at once with none claimed."""
+    startup = startup or StartupStop()
+    if startup.requested:
+        return OnceOutcome(claimed=0)
     inference = inference_process(settings, log_level, nightly=False)  # warms up while the files are claimed
     worker = celery_worker(WorkerSpec(("ingest",)), log_level)
+    if startup.requested:
+        inference.stop()
+        return OnceOutcome(claimed=0)
+    startup.hand_to_celery()
     started = time.time()
     claims = watcher.run_once()
     on_claimed(len(claims))

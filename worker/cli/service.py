@@ -99,18 +99,27 @@ def run(
 
     This process watches and decodes (ingest queue); a child process classifies (infer queue).
     """
-    from worker.embedded import run_once, serve
+    from worker.embedded import StartupStop, run_once, serve
 
+    startup = StartupStop()  # first: a SIGTERM while starting up must stop it cleanly, not kill it
     settings = get_settings()
     log_level = _set_log_level(settings, "WARNING" if once else "INFO")
     _prepare(settings, "run")
     _quiet_root_warning(say=True)
     watcher = _watcher(inbox, poll, settings)
     if not once:
-        if code := serve(settings, watcher, log_level):  # stopped on an error, not a signal: tell the service manager
+        code = serve(settings, watcher, log_level, startup)
+        if startup.requested:
+            console.print(f"stopped by {startup.name} during start-up; files not yet processed stay in the inbox "
+                          "or claimed for the next start")
+        if code:  # stopped on an error, not a signal: tell the service manager
             raise typer.Exit(code)
         return
-    outcome = run_once(settings, watcher, log_level, on_claimed=lambda n: console.print(f"claimed {n} file(s)"))
+    outcome = run_once(settings, watcher, log_level, on_claimed=lambda n: console.print(f"claimed {n} file(s)"),
+                       startup=startup)
+    if startup.requested and not outcome.claimed:
+        console.print(f"stopped by {startup.name} during start-up; nothing was claimed")
+        return
     if outcome.faults:
         console.print(f"[red]installation fault: {escape(outcome.faults[0])}\n{outcome.left} file(s) stay claimed, "
                       "none quarantined; fix the fault and start again to process them")
