@@ -8,6 +8,18 @@ from pathlib import Path
 
 from ingest.watch import CLAIM_DIR, Claim, Inbox, StabilityTracker, Watcher, claim
 
+EVENT_CLAIM_WITHIN_S = 5.0  # an event-woken claim takes well under a second; far less than the 60 s poll
+
+
+def _wait_for_the_observer(within_s: float = 10.0) -> None:
+    """Until watchdog's inotify emitter runs (it adds its watches before its thread starts), not a guessed sleep."""
+    from watchdog.observers.api import EventEmitter
+
+    deadline = time.monotonic() + within_s
+    while not any(isinstance(t, EventEmitter) and t.is_alive() for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the filesystem observer did not start"
+        time.sleep(0.02)
+
 
 def test_file_still_being_written_is_not_claimed_until_stable(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
@@ -100,15 +112,18 @@ def test_files_from_downtime_and_new_arrivals_are_both_claimed(tmp_path: Path) -
     (inbox / "batch").mkdir(parents=True)
     (inbox / "batch" / "dropped-while-down.pdf").write_bytes(b"%PDF-1")
     claims: list[Claim] = []
-    watcher = Watcher([Inbox(inbox)], claims.append, stable_seconds=0.2, poll_interval=5.0)  # events must wake it
+    # Events must wake it: the next poll is a minute away, the new file must be claimed within seconds.
+    watcher = Watcher([Inbox(inbox)], claims.append, stable_seconds=0.2, poll_interval=60.0, use_events=True)
     stop = threading.Event()
     thread = threading.Thread(target=watcher.run, args=(stop,))
     thread.start()
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10  # the first scan claims what was there: no event needed
         while len(claims) < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert len(claims) == 1, "the file from the downtime was not claimed by the first scan"
         (inbox / "arrived-later.pdf").write_bytes(b"%PDF-2")
+        deadline = time.monotonic() + EVENT_CLAIM_WITHIN_S
         while len(claims) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
@@ -181,7 +196,7 @@ def test_a_copied_file_is_claimed_on_its_close_event_well_before_the_stable_wind
     thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        time.sleep(0.5)  # the observer is up
+        _wait_for_the_observer()
         (inbox.path / "scan.png").write_bytes(b"\x89PNG" + b"x" * 100)  # open, write, close: as a copy does
         deadline = time.monotonic() + 10
         while not claims and time.monotonic() < deadline:
