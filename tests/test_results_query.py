@@ -11,7 +11,7 @@ from sqlalchemy import text
 from model_training.manifest import LABELS
 from worker.db.migrate import upgrade
 from worker.db.models import Document, ModelVersion, Page, Prediction, Review, User
-from worker.db.queries import ResultFilter, count_page_results, page_result, page_results, worklist
+from worker.db.queries import ResultFilter, count_page_results, page_result, page_results, worklist, worklist_after
 from worker.db.session import session_scope
 
 DAY = datetime(2026, 11, 28, tzinfo=UTC)
@@ -134,3 +134,46 @@ def test_filter_values_are_parameters_not_sql(url: str) -> None:
         with pytest.raises(ValueError, match="unknown label"):
             page_results(session, ResultFilter(label=hostile))
         assert session.execute(text("select count(*) from documents")).scalar() == len(PAGES) + 1
+
+
+def _add_ties(url: str) -> None:
+    """Pages that tie on MI probability, on uncertainty, on both, and pages without an MI probability at all,
+    several per document: what a cursor has to break by document, page number and page id."""
+    with session_scope(url) as session:
+        model = session.query(ModelVersion).filter_by(name="m@new").one()
+        for index in range(12):
+            document = Document(sha256=f"{index:064x}".replace("0", "c", 1), path=f"/in/tie-{index}.pdf",
+                                current_path="-", source="er", status="done", received_at=DAY + timedelta(hours=20))
+            session.add(document)
+            session.flush()
+            for page_no in range(1, 1 + index % 3 + 1):
+                page = Page(document_id=document.id, page_no=page_no, image_path="-", preprocess_version="3")
+                session.add(page)
+                session.flush()
+                scores = {"MI": [0.95, 0.5, 0.3][index % 3], "AF": [0.52, 0.48, 0.1][(index + page_no) % 3],
+                          "STTC": 0.1, "CD": 0.1, "HYP": 0.1}
+                if index % 4 == 3:
+                    del scores["MI"]
+                session.add(Prediction(page_id=page.id, model_version_id=model.id, probabilities=scores, labels=[],
+                                       engine="cpu", latency_ms=1, created_at=DAY + timedelta(days=1)))
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5])
+def test_the_worklist_by_cursor_is_the_worklist_by_offset(url: str, limit: int) -> None:
+    _add_ties(url)
+    filters = ResultFilter(labels=LABELS)
+    with session_scope(url) as session:
+        expected = [row["page_id"] for row in worklist(session, filters, limit=1000)]
+        walked, after = [], None
+        while True:
+            rows, keys = worklist_after(session, filters, limit, after)
+            walked += [row["page_id"] for row in rows]
+            if len(rows) < limit:
+                break
+            after = keys[-1]
+        assert len(expected) == count_page_results(session, ResultFilter(status="unreviewed")) > 20
+        assert walked == expected  # never a page twice, never one skipped, in the same order
+        assert worklist_after(session, filters, 1, after=(None, None, 10**6, 1, 10**6))[0] == []
+        assert "worklist_uncertainty" not in worklist_after(session, filters, 1)[0][0]
+        with pytest.raises(ValueError, match="urgency"):
+            worklist_after(session, ResultFilter(labels=LABELS, sort="received"), 1)

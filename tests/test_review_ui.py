@@ -4,6 +4,7 @@ probes of every route (login, roles, CSRF, patient identifiers, injection, the O
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -164,6 +165,34 @@ def test_a_viewer_sees_no_review_comment_or_reviewer_name(review_site: ReviewSit
     row = viewer.get(f"/api/pages/{done}").json()["page"]
     assert "review_comment" not in row and "reviewer" not in row and row["review_labels"] == ["MI"]
     assert reviewer.get(f"/api/pages/{done}").json()["page"]["review_comment"] == comment
+
+
+def _cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def test_the_worklist_pages_by_cursor(review_site: ReviewSite, viewer: Http) -> None:
+    by_offset = [row["page_id"] for row in viewer.get("/api/worklist", params={"limit": 10}).json()["items"]]
+    walked, params = [], {"limit": 1}
+    while True:
+        answer = viewer.get("/api/worklist", params=params).json()
+        walked += [row["page_id"] for row in answer["items"]]
+        if answer["next"] is None:
+            break
+        params["after"] = answer["next"]
+    assert walked == by_offset and len(by_offset) >= 2
+    first = viewer.get("/api/worklist", params={"limit": 1}).json()["next"]
+    assert [row["page_id"] for row in viewer.get("/api/worklist", params={"limit": 1, "after": first, "offset": 1}
+                                                 ).json()["items"]] == by_offset[2:]
+    html = viewer.get("/worklist", params={"limit": 1}).text
+    assert f"after={first}" in html and "start=1" in html
+    assert ">2</a>" in viewer.get("/worklist", params={"limit": 1, "after": first, "start": 1}).text
+    for tampered in ("abc", "!!", first[:-3], _cursor("[0.5,0.1,1,1]"), _cursor("[1e999,0,1,1,1]"),
+                     _cursor('["x",0,1,1,1]'), _cursor("[0.5,0.1,2147483648,1,1]"), _cursor("[true,0,1,1,1]"),
+                     _cursor("[0.5,0.1,1.5,1,1]"), _cursor("{}"), "A" * 300):
+        for path in ("/api/worklist", "/worklist"):
+            answer = viewer.get(path, params={"after": tampered})
+            assert answer.status == 422, (path, tampered, answer.status, answer.text[:200])
 
 
 def test_a_disabled_user_cannot_log_in(review_site: ReviewSite) -> None:

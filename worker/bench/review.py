@@ -2,11 +2,13 @@
 
 A fresh database on the given server is filled with `pages` predicted pages (one in five reviewed),
 the real app is served by uvicorn on a free port, and each route is requested `requests` times by a
-logged-in reviewer. The app's own `Server-Timing` header gives the server time of each answer.
+logged-in reviewer; the deep worklist page is asked for by offset and by cursor. The app's own
+`Server-Timing` header gives the server time of each answer.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import socket
@@ -30,22 +32,24 @@ from worker.db.session import get_engine
 from worker.settings import Settings
 
 CHUNK = 5000
+DEEP = 40_000  # the worklist position the deep-page routes start at (by offset, and by cursor)
 REVIEWER = "bench-reviewer"
 PASSWORD = "bench-password-1"
 
 
 def _fill(url: str, pages: int, bundle_dir: Path, seed: int = 0) -> None:
     """Bulk rows as intake and classify write them: one page per document, one prediction each, by a champion
-    registered with the bundle's labels (the review app serves the champion's)."""
+    registered with the bundle's whole manifest (the review app reads the champion's labels from it)."""
     from worker.review.auth import hash_password
 
     rng = random.Random(seed)
-    labels = list(load_manifest(bundle_dir).labels)
+    manifest = load_manifest(bundle_dir)
+    labels = list(manifest.labels)
     start = datetime(2026, 11, 1, tzinfo=UTC)
     with get_engine(url).begin() as connection:
         model = connection.execute(insert(ModelVersion).returning(ModelVersion.id),
                                    {"name": "bench@000000000000", "bundle_path": str(bundle_dir),
-                                    "status": "champion", "manifest": {"labels": labels}, "metrics": {}}
+                                    "status": "champion", "manifest": manifest.model_dump(mode="json"), "metrics": {}}
                                    ).scalar_one()
         user = connection.execute(insert(User).returning(User.id),
                                   {"name": REVIEWER, "password_hash": hash_password(PASSWORD),
@@ -107,6 +111,12 @@ def _server_ms(opener, url: str) -> float:
     return float(re.search(r"dur=([\d.]+)", timing).group(1))
 
 
+def _deep_cursor(opener, base: str, position: int) -> str:
+    """The worklist cursor whose next page starts at `position`: the `next` of the one row before it."""
+    with opener.open(Request(f"{base}/api/worklist?limit=1&offset={position - 1}"), timeout=60) as answer:
+        return json.loads(answer.read())["next"]
+
+
 def _summary(times: list[float]) -> dict:
     ordered = sorted(times)
     return {"requests": len(times), "p50_ms": round(statistics.median(ordered), 1),
@@ -129,11 +139,14 @@ def bench_review(server_url: str, pages: int = 100_000, requests: int = 30, seed
                 token = re.search(r'name="csrf_token" value="([^"]+)"', answer.read().decode()).group(1)
             form = urlencode({"name": REVIEWER, "password": PASSWORD, "csrf_token": token, "next": "/worklist"})
             opener.open(Request(f"{base}/login", data=form.encode()), timeout=60).read()
+            deep = min(DEEP, pages * 2 // 5)
+            cursor = _deep_cursor(opener, base, deep)
             routes = {
                 "api_worklist": lambda: f"{base}/api/worklist?limit=50",
                 "worklist_html": lambda: f"{base}/worklist",
                 "worklist_filtered": lambda: f"{base}/api/worklist?limit=50&label=AF&above=0.5&source=ward-3",
-                "worklist_deep_page": lambda: f"{base}/api/worklist?limit=50&offset=40000",
+                "worklist_deep_page": lambda: f"{base}/api/worklist?limit=50&offset={deep}",
+                "worklist_deep_cursor": lambda: f"{base}/api/worklist?limit=50&after={cursor}",
                 "api_page": lambda: f"{base}/api/pages/{rng.randint(1, pages)}",
                 "page_html": lambda: f"{base}/pages/{rng.randint(1, pages)}",
             }
@@ -144,4 +157,4 @@ def bench_review(server_url: str, pages: int = 100_000, requests: int = 30, seed
         finally:
             server.should_exit = True
     return {"benchmark": "review", "pages": pages, "predictions": pages, "reviewed_share": 0.2,
-            "fill_seconds": round(fill_s, 1), "database": "postgresql", "routes": results}
+            "fill_seconds": round(fill_s, 1), "database": "postgresql", "deep_position": deep, "routes": results}

@@ -7,7 +7,22 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Float, Integer, MetaData, String, Table, and_, cast, func, or_, select
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    cast,
+    false,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from ingest.reasons import Reason
@@ -277,6 +292,50 @@ def count_page_results(session: Session, filters: ResultFilter = ResultFilter())
 def worklist(session: Session, filters: ResultFilter, limit: int, offset: int = 0) -> list[dict[str, Any]]:
     """Unreviewed pages with a prediction, most urgent first."""
     return page_results(session, replace(filters, status="unreviewed", sort=filters.sort or "urgency"), limit, offset)
+
+
+WorklistKey = tuple[float | None, float | None, int, int, int]  # p_mi, uncertainty, document_id, page_no, page_id
+
+
+def worklist_after(session: Session, filters: ResultFilter, limit: int, after: WorklistKey | None = None,
+                   offset: int = 0) -> tuple[list[dict[str, Any]], list[WorklistKey]]:
+    """The worklist's next `limit` rows after the row whose sort key is `after` (keyset paging: a deep page
+    costs what the first does, where OFFSET reads every row before it), past `offset` more, and each row's
+    sort key. The urgency order only: the one sort whose key the worklist carries."""
+    filters = replace(filters, status="unreviewed", sort=filters.sort or "urgency")
+    if filters.sort != "urgency":
+        raise ValueError("a worklist cursor follows the urgency order only")
+    dialect = session.get_bind().dialect.name
+    keys = _urgency_keys(filters, dialect)
+    query = _results().add_columns(keys[1][0].label("worklist_uncertainty")).where(*_where(filters))
+    if after is not None:
+        query = query.where(_after(keys, after))
+    found = list(session.execute(query.order_by(*_order(filters, dialect)).limit(limit).offset(offset)).mappings())
+    sort_keys = [(m["p_mi"], m["worklist_uncertainty"], m["document_id"], m["page_no"], m["page_id"]) for m in found]
+    rows = _rows(session, found)
+    for row in rows:
+        row.pop("worklist_uncertainty")
+    return rows, sort_keys
+
+
+def _urgency_keys(filters: ResultFilter, dialect: str) -> list[tuple[Any, bool]]:
+    """The urgency order as (expression, descending), each nulls last: the same order `_order` gives."""
+    v = PAGE_RESULTS.c
+    return [(v.p_mi, True), (_uncertainty(filters, dialect), False), (v.document_id, False), (v.page_no, False),
+            (v.page_id, False)]
+
+
+def _after(keys: list[tuple[Any, bool]], values: Sequence[Any]) -> Any:
+    """Rows strictly after `values` in the order of `keys` (nulls last): the lexicographic 'greater than'."""
+    alternatives, equal = [], []
+    for (column, descending), value in zip(keys, values, strict=True):
+        if value is None:  # nulls come last: only another NULL ties, nothing is beyond
+            equal.append(column.is_(None))
+            continue
+        beyond = column < value if descending else column > value
+        alternatives.append(and_(*equal, or_(beyond, column.is_(None))))
+        equal.append(column == value)
+    return or_(*alternatives) if alternatives else false()
 
 
 def page_result(session: Session, page_id: int) -> dict[str, Any] | None:

@@ -14,10 +14,18 @@ from sqlalchemy.orm import Session
 
 from model_training.manifest import BundleError
 from worker.db import queries
-from worker.db.queries import ResultFilter
+from worker.db.queries import ResultFilter, WorklistKey
 from worker.review import records
 from worker.review.auth import DB, SessionUser, csrf_token, current_user, require
-from worker.review.filters import Labels, Paging, query_string, result_filters, worklist_filters
+from worker.review.filters import (
+    Labels,
+    Paging,
+    encode_cursor,
+    query_string,
+    result_filters,
+    worklist_cursor,
+    worklist_filters,
+)
 from worker.review.schemas import Me, PageDetail, ResultPage, ReviewIn, ReviewOut, visible_row
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -46,13 +54,19 @@ def results(filters: ResultFilter = Depends(result_filters), paging: Paging = De
                       items=[visible_row(row, user) for row in rows])
 
 
-def worklist_page(session: Session, filters: ResultFilter, paging: Paging, user: SessionUser) -> ResultPage:
-    """Unreviewed predicted pages, most urgent first (high MI probability, then most uncertain)."""
-    rows = queries.worklist(session, filters, paging.limit, paging.offset)
+def worklist_page(session: Session, filters: ResultFilter, paging: Paging, user: SessionUser,
+                  after: WorklistKey | None = None, start: int | None = None) -> ResultPage:
+    """Unreviewed predicted pages, most urgent first (high MI probability, then most uncertain), after the
+    cursor `after` when given; `next` is the cursor of this page's last row when more follow. `start` is the
+    position the caller knows the page starts at (the HTML numbering); else `offset`."""
+    rows, keys = queries.worklist_after(session, filters, paging.limit + 1, after, paging.offset)
+    more = len(rows) > paging.limit
+    rows = rows[:paging.limit]
     total = queries.count_page_results(session, _unreviewed(filters))
     records.audit(session, user, "view_worklist", filters=query_string(filters), offset=paging.offset,
-                  shown=len(rows))
-    return ResultPage(total=total, limit=paging.limit, offset=paging.offset,
+                  after=encode_cursor(after) if after else None, shown=len(rows))
+    return ResultPage(total=total, limit=paging.limit, offset=paging.offset if start is None else start,
+                      next=encode_cursor(keys[paging.limit - 1]) if more else None,
                       items=[visible_row(row, user) for row in rows])
 
 
@@ -62,9 +76,11 @@ def _unreviewed(filters: ResultFilter) -> ResultFilter:
 
 @router.get("/worklist", response_model=ResultPage, response_model_exclude_unset=True)
 def worklist(filters: ResultFilter = Depends(worklist_filters), paging: Paging = Depends(),
-             user: SessionUser = Depends(current_user), session: Session = DB) -> ResultPage:
-    """Unreviewed predicted pages, most urgent first: high MI probability, then the most uncertain."""
-    return worklist_page(session, filters, paging, user)
+             after: WorklistKey | None = Depends(worklist_cursor), user: SessionUser = Depends(current_user),
+             session: Session = DB) -> ResultPage:
+    """Unreviewed predicted pages, most urgent first: high MI probability, then the most uncertain. Page on
+    with `after` (each answer's `next`): deep pages cost what the first does; `offset` still works."""
+    return worklist_page(session, filters, paging, user, after)
 
 
 def page_detail(session: Session, page_id: int, user: SessionUser, serving: tuple[str, ...]) -> tuple[dict, PageDetail]:

@@ -3,6 +3,10 @@ validate the same way and the OpenAPI document describes what the pages accept t
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import math
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -10,7 +14,7 @@ from fastapi import Depends, HTTPException, Query, Request
 from pydantic import BeforeValidator, Field, StringConstraints
 
 from model_training.manifest import BundleError
-from worker.db.queries import STATUS_FILTERS, ResultFilter, day_end, day_start, last_day
+from worker.db.queries import STATUS_FILTERS, ResultFilter, WorklistKey, day_end, day_start, last_day
 from worker.serving import serving_manifest
 
 Status = Literal[STATUS_FILTERS]  # type: ignore[valid-type]
@@ -61,6 +65,43 @@ class Paging:
     def __init__(self, limit: Annotated[int, Query(ge=1, le=500)] = 50,
                  offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> None:
         self.limit, self.offset = limit, offset
+
+
+MAX_ID = 2**31 - 1  # PostgreSQL's integer: a larger id in a cursor would be a database error, not a 422
+CURSOR_DOC = ("the `next` of the previous page: the rows after its last row, in the same order (keyset paging, "
+              "as fast at any depth; `offset` then skips further)")
+
+
+def encode_cursor(key: WorklistKey) -> str:
+    """A row's sort key as an opaque URL-safe token (JSON floats round-trip exactly)."""
+    return base64.urlsafe_b64encode(json.dumps(list(key), separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decoded(text: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _is_score(value: Any) -> bool:
+    return value is None or (isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value))
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
+def worklist_cursor(
+    after: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]*$", description=CURSOR_DOC)] = None,
+) -> WorklistKey | None:
+    """`after` back to a sort key; a cursor that is not one this server made is a 422, never a query."""
+    if not after:
+        return None
+    key = _decoded(after)
+    if not (isinstance(key, list) and len(key) == 5 and all(map(_is_score, key[:2])) and all(map(_is_id, key[2:]))):
+        raise HTTPException(422, "`after` is not a worklist cursor: pass the `next` of a worklist page")
+    return (None if key[0] is None else float(key[0]), None if key[1] is None else float(key[1]), *key[2:])
 
 
 def worklist_filters(

@@ -54,6 +54,8 @@ class ResultPage(BaseModel):
     limit: int
     offset: int
     items: list[ResultRow]
+    next: str | None = Field(None, description="the worklist only: pass it as `after` for the next page; "
+                                               "null on the last page")
 
 
 class PageDetail(BaseModel):

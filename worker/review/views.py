@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from worker.db import queries
-from worker.db.queries import ResultFilter
+from worker.db.queries import ResultFilter, WorklistKey
 from worker.review import api, records
 from worker.review.auth import (
     DB,
@@ -28,7 +28,14 @@ from worker.review.auth import (
     require,
     start_session,
 )
-from worker.review.filters import MAX_OFFSET, Labels, Paging, query_string, worklist_filters
+from worker.review.filters import (
+    MAX_OFFSET,
+    Labels,
+    Paging,
+    query_string,
+    worklist_cursor,
+    worklist_filters,
+)
 from worker.review.ratelimit import address_key, name_key
 
 router = APIRouter(include_in_schema=False)
@@ -102,9 +109,11 @@ def home(_user: SessionUser = Depends(current_user)) -> Response:
 
 @router.get("/worklist")
 def worklist(request: Request, labels: Labels, filters: ResultFilter = Depends(worklist_filters),
-             paging: Paging = Depends(), user: SessionUser = Depends(current_user), session: Session = DB
+             paging: Paging = Depends(), after: WorklistKey | None = Depends(worklist_cursor),
+             start: Position = None, user: SessionUser = Depends(current_user), session: Session = DB
              ) -> HTMLResponse:
-    listing = api.worklist_page(session, filters, paging, user)
+    """Next pages by cursor (`after`, with `start` the position it numbers from); previous ones by offset."""
+    listing = api.worklist_page(session, filters, paging, user, after, start if after else None)
     params = query_string(filters)
     columns = queries.row_labels((row.model_dump() for row in listing.items), labels)
     return render(request, "worklist.html", user=user, listing=listing, filters=params, qs=urlencode(params),
