@@ -14,7 +14,7 @@ from model_training.config import TrainConfig, load_config
 from model_training.manifest import load_manifest
 from model_training.pages import Source, load_pages
 from model_training.synth.dataset import write_dataset
-from model_training.train import train
+from model_training.train import Trainer, train
 
 SIZE = (64, 128)
 
@@ -76,11 +76,21 @@ def test_a_stopped_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
 
 
 def test_stage_two_starts_from_stage_one_weights(tmp_path: Path) -> None:
+    """Before its first step, stage two's model holds exactly stage one's weights (not its own seed's)."""
+    import torch
+
     stage1 = train(_config(tmp_path, "s1"))
     data = tmp_path / "target"
     write_dataset(data, 16, ("png",), "heavy", seed=43, dpi=50, workers=1)
-    stage2 = train(_config(tmp_path, "s2", stage=2, init=stage1["bundle"], lr=1e-4,
-                           data=[{"kind": "folder", "path": str(data)}]))
+    config = _config(tmp_path, "s2", stage=2, init=stage1["bundle"], lr=1e-4, seed=7,
+                     data=[{"kind": "folder", "path": str(data)}])
+    trainer = Trainer(config)
+    stage1_weights = load_model(Path(stage1["bundle"]))[0].state_dict()
+    start = trainer.model.state_dict()
+    assert set(start) == set(stage1_weights)
+    differing = [name for name, tensor in start.items() if not torch.equal(tensor.cpu(), stage1_weights[name])]
+    assert not differing, f"{len(differing)} of {len(start)} tensors are not stage one's, e.g. {differing[:3]}"
+    stage2 = trainer.run(resume=True)
     assert load_manifest(Path(stage2["bundle"])).metrics["stage"] == 2
 
 
@@ -121,6 +131,35 @@ def test_evaluate_command_reports_auroc_with_intervals(cli, tmp_path: Path, bund
     assert report["normal_pages"] == sum(not any(row) for row in _truth(data))
     assert "macro_auroc" in report and len(report["macro_auroc_ci"]) == 2
     assert all(Path(p).exists() for p in report["plots"])
+    _check_report_values(report, _truth(data), n_bootstrap=50)
+
+
+def _undefined(value: float | None) -> bool:
+    return value is None or value != value  # JSON null or NaN
+
+
+def _check_report_values(report: dict, truth: list[list[int]], n_bootstrap: int) -> None:
+    """The numbers agree with the pages and with each other, not just the keys: counts, prevalences, ranges."""
+    labels = ("MI", "AF", "STTC", "CD", "HYP")
+    columns = {label: [row[i] for row in truth] for i, label in enumerate(labels)}
+    assert report["n"] == len(truth) and report["n_bootstrap"] == n_bootstrap
+    single_valued = sorted(label for label, column in columns.items() if len(set(column)) < 2)
+    assert sorted(report["undefined_classes"]) == single_valued
+    for label, column in columns.items():
+        assert report["prevalence"][label] == pytest.approx(sum(column) / len(column), abs=1e-3)
+        auroc, sensitivity = report["per_class_auroc"][label], report["sensitivity"][label]
+        assert _undefined(auroc) == (label in single_valued), (label, auroc)
+        assert _undefined(auroc) or 0.0 <= auroc <= 1.0
+        assert _undefined(sensitivity) == (sum(column) == 0)  # no positive page: no sensitivity
+        assert _undefined(sensitivity) or 0.0 <= sensitivity <= 1.0
+        assert 0.0 <= report["ece"][label] <= 1.0
+    defined = [report["per_class_auroc"][label] for label in labels if label not in single_valued]
+    assert report["macro_auroc"] == pytest.approx(sum(defined) / len(defined), abs=2e-3)  # the mean of the classes
+    low, high = report["macro_auroc_ci"]
+    assert 0.0 <= low <= high <= 1.0
+    normal, share = report["normal_pages"], report["normal_no_flag"]
+    if normal:  # a share of the normal pages: a whole number of them, between none and all
+        assert 0.0 <= share <= 1.0 and share * normal == pytest.approx(round(share * normal), abs=1e-2)
 
 
 def test_evaluate_against_another_bundle_gives_paired_differences(cli, tmp_path: Path, bundle_dir: Path) -> None:
