@@ -43,6 +43,7 @@ def _start_workers(cli: Cli, log_dir: Path) -> Services:
     return start_services(Layout(workers=split_workers(4)), cli.env, log_dir, cli=cli.command(), cwd=cli.cwd)
 
 
+@pytest.mark.timeout(1200)  # waits of up to 300 s and 600 s, beyond the suite's 600 s
 def test_sigkill_mid_batch_then_restart_gives_exactly_one_prediction_per_page(
         cli: Cli, home: Path, tmp_path: Path, redis_server: RedisServer, postgres_url: str) -> None:
     cli.env.update({"ECG_INTAKE_DATABASE_URL": postgres_url, "ECG_INTAKE_BROKER_URL": redis_server.url,

@@ -172,6 +172,7 @@ def _files(folder: Path) -> list[Path]:
 
 
 @pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
+@pytest.mark.timeout(1800)  # `run --once` may take up to 1500 s
 def test_the_corpus_through_the_whole_service(verdicts: list[Verdict], cli: Cli, home: Path, tmp_path: Path) -> None:
     """Every mutant dropped into one inbox and `ecg-intake run --once`: the process ends cleanly, every file is
     archived or quarantined (with its `.reason.json`), none is lost, and each quarantine reason is the one the

@@ -152,6 +152,7 @@ def _wait_done(url: str, names: set[str], log: Path, timeout: float = 240) -> No
         time.sleep(0.3)
 
 
+@pytest.mark.timeout(1200)  # two waits of up to 240 s and a promote of up to 300 s
 def test_a_running_service_serves_a_new_champion_from_the_next_file_on(cli: Cli, home: Path, tmp_path: Path,
                                                                          bundle_dir: Path) -> None:
     """Promote while `run` is live: files before use the old model, files after the new one, each file once."""

@@ -15,13 +15,14 @@ from sqlalchemy.orm import Session
 
 from model_training.synth.samples import write_samples
 from tests.helpers.cli import Cli
-from tests.helpers.pipeline_checks import check_sample_batch
+from tests.helpers.pipeline_checks import check_sample_batch, wait_until_inbox_empty
 from tests.helpers.servers import RedisServer, port_open
 from worker.db.models import Document, DocumentStatus
 from worker.services import Layout, WorkerSpec, start_services
 from worker.settings import embedded_database_url
 
-pytestmark = pytest.mark.services
+# the wait for outcomes (180 s) and three CLI calls of up to 300 s each: beyond the suite's 600 s
+pytestmark = [pytest.mark.services, pytest.mark.timeout(1200)]
 
 
 def _wait_until_final(database_url: str, expected: int, worker: subprocess.Popen, log: Path,
@@ -50,7 +51,7 @@ def _end_to_end(cli: Cli, home: Path, tmp_path: Path) -> None:
         write_samples(inbox)
         assert "queued 5 file(s)" in cli("watch", "--inbox", str(inbox), "--once").stderr
         _wait_until_final(cli.env["ECG_INTAKE_DATABASE_URL"], 5, services["worker"], services.logs["worker"])
-        time.sleep(0.5)  # the outcome is committed just before the file's move
+        wait_until_inbox_empty(inbox)  # the outcome is committed just before the file's move
         check_sample_batch(cli.results(), home, inbox)
 
 

@@ -124,6 +124,7 @@ def _finished_once_each(url: str, home: Path, inbox: Path) -> None:
 
 
 @pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
+@pytest.mark.timeout(1200)  # 300 s to get mid-batch, 60 s to stop, 400 s for the next start
 def test_sigterm_to_run_mid_batch_stops_it_cleanly_and_the_next_start_finishes(
         cli: Cli, home: Path, tmp_path: Path) -> None:
     inbox, log = tmp_path / "inbox", tmp_path / "run.log"
@@ -149,6 +150,7 @@ def test_sigterm_to_run_mid_batch_stops_it_cleanly_and_the_next_start_finishes(
 
 @pytest.mark.services
 @pytest.mark.slow  # minutes on 2 cores: CI runs it with `make test-slow`
+@pytest.mark.timeout(1200)  # 300 s to get mid-batch, the stop, then the restart's own 300 s
 def test_sigterm_to_the_workers_process_groups_mid_batch_loses_nothing(
         cli: Cli, home: Path, tmp_path: Path, redis_server: RedisServer, postgres_url: str) -> None:
     cli.env.update({"ECG_INTAKE_DATABASE_URL": postgres_url, "ECG_INTAKE_BROKER_URL": redis_server.url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 LABELS = {"MI", "AF", "STTC", "CD", "HYP"}
@@ -35,3 +36,12 @@ def check_sample_batch(rows: list[dict], home: Path, inbox: Path) -> None:
     reason = json.loads(next(p for p in quarantined if p.suffix == ".json").read_text())
     assert reason["reason"] == "unsupported_type" and reason["message"]
     assert [p for p in inbox.rglob("*") if p.is_file()] == []  # nothing left behind, nothing lost
+
+
+def wait_until_inbox_empty(inbox: Path, timeout: float = 60) -> None:
+    """Until every file has left the inbox and its claim area: the outcome is committed just before the move, so
+    a test that saw the outcomes polls for the moves instead of sleeping a guess."""
+    deadline = time.monotonic() + timeout
+    while left := [p for p in inbox.rglob("*") if p.is_file()]:
+        assert time.monotonic() < deadline, f"still in the inbox after {timeout}s: {left}"
+        time.sleep(0.05)
