@@ -310,12 +310,26 @@ def worklist_after(session: Session, filters: ResultFilter, limit: int, after: W
     query = _results().add_columns(keys[1][0].label("worklist_uncertainty")).where(*_where(filters))
     if after is not None:
         query = query.where(_after(keys, after))
-    found = list(session.execute(query.order_by(*_order(filters, dialect)).limit(limit).offset(offset)).mappings())
+    found = _keyset_rows(session, query.order_by(*_order(filters, dialect)), keys[0][0], after, limit, offset)
     sort_keys = [(m["p_mi"], m["worklist_uncertainty"], m["document_id"], m["page_no"], m["page_id"]) for m in found]
     rows = _rows(session, found)
     for row in rows:
         row.pop("worklist_uncertainty")
     return rows, sort_keys
+
+
+def _keyset_rows(session: Session, query: Any, first: Any, after: WorklistKey | None, limit: int,
+                 offset: int) -> list[Any]:
+    """The rows of `query` (already past `after`): the bound on the first key alone (`p_mi <= v`) is what
+    PostgreSQL's MI index starts its scan at, where the whole OR-ed predicate is a filter over every row
+    before it. Rows without an MI probability, last in the order, are read apart when that range runs out."""
+    if after is None or after[0] is None:
+        return list(session.execute(query.limit(limit).offset(offset)).mappings())
+    wanted = limit + offset
+    found = list(session.execute(query.where(first <= after[0]).limit(wanted)).mappings())
+    if len(found) < wanted:
+        found += session.execute(query.where(first.is_(None)).limit(wanted - len(found))).mappings()
+    return found[offset:]
 
 
 def _urgency_keys(filters: ResultFilter, dialect: str) -> list[tuple[Any, bool]]:
