@@ -117,8 +117,9 @@ def run(
         return
     outcome = run_once(settings, watcher, log_level, on_claimed=lambda n: console.print(f"claimed {n} file(s)"),
                        startup=startup)
-    if startup.requested and not outcome.claimed:
-        console.print(f"stopped by {startup.name} during start-up; nothing was claimed")
+    if startup.requested:  # before the worker could hear it: it stopped warmly once ready, or never started
+        console.print(f"stopped by {startup.name} during start-up; {outcome.left} file(s) stay claimed for the next "
+                      "start")
         return
     if outcome.faults:
         console.print(f"[red]installation fault: {escape(outcome.faults[0])}\n{outcome.left} file(s) stay claimed, "
