@@ -87,7 +87,11 @@ def serving_manifest(settings: Settings) -> Manifest:
         with session_scope(settings.sqlalchemy_url) as session:
             row = champion_row(session)
             if row is not None and row.manifest:
-                return Manifest.model_validate(row.manifest)
+                try:
+                    return Manifest.model_validate(row.manifest)
+                except ValueError as exc:
+                    raise BundleError(f"the registry's record of champion {row.name} is not a manifest: "
+                                      f"{exc}") from exc
     except SQLAlchemyError:  # no database yet: the configured bundle is what would serve
         pass
     return current_manifest(settings.bundle_dir)
