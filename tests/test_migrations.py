@@ -40,3 +40,19 @@ def test_upgrade_from_empty_matches_models_on_sqlite_and_postgres(tmp_path: Path
     for url, (diff, tables) in results.items():
         assert diff == [], f"{url}: schema differs from models: {diff}"
         assert tables == expected
+
+
+def test_review_sessions_revision_downgrades_and_upgrades_again(tmp_path: Path, postgres_url: str) -> None:
+    """0005 adds `sessions` and `login_failures` only (no batch copy of `pages`, whose triggers must survive)."""
+    from alembic import command
+
+    from worker.db.migrate import alembic_config
+
+    for url in (f"sqlite:///{tmp_path / 'db.sqlite'}", postgres_url):
+        upgrade(url)
+        command.downgrade(alembic_config(url), "0004")
+        assert current_revision(url) == "0004"
+        assert not {"sessions", "login_failures"} & set(_diff_and_tables(url)[1])
+        upgrade(url)
+        diff, tables = _diff_and_tables(url)
+        assert current_revision(url) == head_revision() and diff == [] and {"sessions", "login_failures"} <= set(tables)

@@ -122,11 +122,19 @@ class Settings(BaseSettings):
     review_secret: str | None = Field(None, description="review UI session key; default one generated once "
                                                        "and kept in <home>/review-secret (mode 0600)")
     review_https_only: bool = Field(False, description="review UI session cookie only over https (Secure)")
-    review_login_max_failures: int = Field(5, ge=1, description="failed review logins per user name within the "
-                                           "window before login answers 429 (in memory, per server process)")
+    review_login_max_failures: int = Field(5, ge=1, description="failed review logins for one user name from one "
+                                           "client address within the window before that client gets 429 for it")
+    review_login_max_failures_per_name: int = Field(20, ge=1, description="failed review logins for one user name "
+                                                    "within the window past which only clients that have not "
+                                                    "failed for it have their password checked")
     review_login_max_failures_per_address: int = Field(20, ge=1, description="failed review logins per client "
                                                        "address within the window before login answers 429")
-    review_login_window_seconds: float = Field(300, gt=0, description="the window the failed logins are counted in")
+    review_login_window_seconds: float = Field(300, gt=0, description="the window the failed logins are counted in "
+                                               "(in the database, shared by every review process)")
+    review_session_idle_minutes: float = Field(30, gt=0, description="a review session unused this long ends")
+    review_session_hours: float = Field(8, gt=0, description="a review session ends this long after its login")
+    review_trusted_proxies: str = Field("", description="comma-separated addresses (or *) of reverse proxies whose "
+                                        "X-Forwarded-For/-Proto the review server believes; empty: none")
 
     @field_validator("retrain_schedule")
     @classmethod

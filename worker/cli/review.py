@@ -1,4 +1,4 @@
-"""The review web UI (`review`) and its accounts (`users add`, `users list`, `users disable`)."""
+"""The review web UI (`review`) and its accounts (`users add`, `users list`, `users password`, `users disable`)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,21 @@ def review(
         console.print("[yellow]serving beyond this machine without ECG_INTAKE_REVIEW_HTTPS_ONLY=true: put it "
                       "behind an https proxy and set that, so the session cookie is never sent in clear")
     console.print(f"review UI on http://{host}:{port}/ (users: `ecg-intake users add NAME --role reviewer`)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", server_header=False)
+    proxies = settings.review_trusted_proxies.strip()  # default: X-Forwarded-For from anyone is ignored
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", server_header=False,
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+
+
+def _read_password(password_stdin: bool) -> str:
+    """A new password from the first line of standard input or a hidden prompt, refused if too short."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        console.print(f"[red]the password needs at least {MIN_PASSWORD} characters")
+        raise typer.Exit(2)
+    return password
 
 
 @users_app.command("add")
@@ -55,13 +69,7 @@ def users_add(
     if not re.fullmatch(r"[A-Za-z0-9._@-]{1,128}", name):
         console.print("[red]a user name is 1-128 letters, digits or . _ @ -")
         raise typer.Exit(2)
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    if len(password) < MIN_PASSWORD:
-        console.print(f"[red]the password needs at least {MIN_PASSWORD} characters")
-        raise typer.Exit(2)
+    password = _read_password(password_stdin)
     settings = ready_settings()
     with session_scope(settings.sqlalchemy_url) as session:
         if queries.user_named(session, name) is not None:
@@ -92,11 +100,38 @@ def users_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON"
     out.print(table)
 
 
-@users_app.command("disable")
-def users_disable(name: str) -> None:
-    """Disable an account: it can no longer log in, and its open sessions end with the next request."""
+@users_app.command("password")
+def users_password(
+    name: str,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from the first "
+                                                                         "line of standard input")] = False,
+) -> None:
+    """Set an account's password; every open session of the account ends."""
     from worker.db import queries
     from worker.db.session import session_scope
+    from worker.review.auth import hash_password
+    from worker.review.sessions import end_user_sessions
+
+    password = _read_password(password_stdin)
+    settings = ready_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        user = queries.user_named(session, name)
+        if user is None:
+            console.print(f"[red]no user {name!r}")
+            raise typer.Exit(1)
+        user.password_hash = hash_password(password)
+        ended = end_user_sessions(session, user.id)
+        queries.record_event(session, actor=cli_actor(), action="user_password_set",
+                             details={"user": name, "user_id": user.id, "sessions_ended": ended})
+    console.print(f"password of {name} set; {ended} open session(s) ended")
+
+
+@users_app.command("disable")
+def users_disable(name: str) -> None:
+    """Disable an account: it can no longer log in, and its open sessions end at once."""
+    from worker.db import queries
+    from worker.db.session import session_scope
+    from worker.review.sessions import end_user_sessions
 
     settings = ready_settings()
     with session_scope(settings.sqlalchemy_url) as session:
@@ -105,6 +140,7 @@ def users_disable(name: str) -> None:
             console.print(f"[red]no user {name!r}")
             raise typer.Exit(1)
         user.disabled = True
-        queries.record_event(session, actor=cli_actor(), action="user_disabled", details={"user": name,
-                                                                                           "user_id": user.id})
+        ended = end_user_sessions(session, user.id)
+        queries.record_event(session, actor=cli_actor(), action="user_disabled",
+                             details={"user": name, "user_id": user.id, "sessions_ended": ended})
     console.print(f"disabled {name}")

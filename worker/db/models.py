@@ -28,6 +28,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 # Made by migration 0002 on PostgreSQL only (an expression index SQLite does not need): not in the models.
 POSTGRES_ONLY_INDEXES = frozenset({"ix_predictions_mi_probability"})
 
@@ -139,6 +144,30 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(32), default="reviewer")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewSession(Base):
+    """One login to the review UI; the cookie carries the id, the row says whether it still stands."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, doc="sha256 (hex) of the cookie's session id")
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="logout, password change or "
+                                                        "disabled account")
+
+
+class LoginFailure(Base):
+    """One failed review login under one throttle key (name, address or both); pruned once out of the window."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(300))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class Review(Base):

@@ -18,16 +18,29 @@ from sqlalchemy import (
     Table,
     and_,
     cast,
+    delete,
     false,
     func,
     or_,
     select,
+    update,
 )
 from sqlalchemy.orm import Session
 
 from ingest.reasons import Reason
 from model_training.manifest import LABEL_NAME
-from worker.db.models import Document, Event, ModelStatus, ModelVersion, Page, Prediction, Review, User
+from worker.db.models import (
+    Document,
+    Event,
+    LoginFailure,
+    ModelStatus,
+    ModelVersion,
+    Page,
+    Prediction,
+    Review,
+    ReviewSession,
+    User,
+)
 
 
 def document_by_sha(session: Session, sha256: str) -> Document | None:
@@ -394,3 +407,51 @@ def record_event(session: Session, actor: str, action: str, document_id: int | N
     session.add(event)
     session.flush()
     return event
+
+
+# Review sessions and failed logins (review UI)
+
+
+def add_review_session(session: Session, key: str, user_id: int, now: datetime) -> ReviewSession:
+    row = ReviewSession(id=key, user_id=user_id, created_at=now, last_seen_at=now)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def delete_review_sessions_before(session: Session, created_before: datetime) -> None:
+    session.execute(delete(ReviewSession).where(ReviewSession.created_at < created_before))
+
+
+def review_session(session: Session, key: str) -> ReviewSession | None:
+    return session.get(ReviewSession, key)
+
+
+def revoke_review_sessions(session: Session, now: datetime, key: str | None = None,
+                           user_id: int | None = None) -> int:
+    """End the open session `key`, or every open session of `user_id`; returns how many ended."""
+    where = [ReviewSession.revoked_at.is_(None)]
+    where += [ReviewSession.id == key] if key is not None else []
+    where += [ReviewSession.user_id == user_id] if user_id is not None else []
+    if len(where) == 1:
+        raise ValueError("name a session or a user")
+    return session.execute(update(ReviewSession).where(*where).values(revoked_at=now)).rowcount
+
+
+def login_failure_times(session: Session, key: str, since: datetime, limit: int) -> list[datetime]:
+    """The newest `limit` failures under `key` since `since`, newest first."""
+    return list(session.scalars(select(LoginFailure.at).where(LoginFailure.key == key, LoginFailure.at >= since)
+                                .order_by(LoginFailure.at.desc()).limit(limit)))
+
+
+def add_login_failures(session: Session, keys: Iterable[str], at: datetime) -> None:
+    session.add_all([LoginFailure(key=key, at=at) for key in keys])
+    session.flush()
+
+
+def forget_login_failures(session: Session, key: str) -> None:
+    session.execute(delete(LoginFailure).where(LoginFailure.key == key))
+
+
+def prune_login_failures(session: Session, before: datetime) -> None:
+    session.execute(delete(LoginFailure).where(LoginFailure.at < before))

@@ -25,15 +25,14 @@ from starlette.middleware.sessions import SessionMiddleware
 from worker.review import api, views
 from worker.review.auth import LoginRequired, csrf_protect, session_secret
 from worker.review.gradcam import GradCam
-from worker.review.ratelimit import FailureWindow
+from worker.review.ratelimit import Limits
 from worker.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
-SESSION_HOURS = 8
 CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")  # no 'unsafe-inline': no inline code
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-                    "Referrer-Policy": "no-referrer", "Cross-Origin-Opener-Policy": "same-origin",
+                    "Referrer-Policy": "same-origin", "Cross-Origin-Opener-Policy": "same-origin",
                     "Cross-Origin-Resource-Policy": "same-origin"}
 HSTS = "max-age=31536000"  # only sent when the site is served over https (`review_https_only`)
 
@@ -83,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
                   dependencies=[Depends(csrf_protect)])
     app.state.settings = settings
     app.state.gradcam = GradCam(settings.home_dir / "gradcam", settings.torch_threads)
-    app.state.login_failures = FailureWindow(settings.review_login_window_seconds)
+    app.state.login_limits = Limits.from_settings(settings)
     headers = {**SECURITY_HEADERS, **({"Strict-Transport-Security": HSTS} if settings.review_https_only else {})}
 
     @app.middleware("http")
@@ -97,7 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie="ecg_review",
-                       max_age=SESSION_HOURS * 3600, same_site="strict", https_only=settings.review_https_only)
+                       max_age=int(settings.review_session_hours * 3600), same_site="strict",
+                       https_only=settings.review_https_only)
     async def server_error(_request: Request, _exc: Exception) -> Response:
         """An unexpected fault: this answer is made outside the middleware above, so it carries the headers
         itself, and it says nothing about the fault."""

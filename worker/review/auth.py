@@ -1,7 +1,9 @@
-"""Who is asking and may they: argon2 passwords, the signed session cookie's key, CSRF tokens, roles.
+"""Who is asking and may they: argon2 passwords, the signed session cookie's key, CSRF tokens, the Origin
+check, roles.
 
-The session cookie holds only the user id and the CSRF token; the user row is read again on every
-request, so disabling a user or changing a role takes effect at once.
+The signed session cookie holds a server-side session id (`sessions`) and the CSRF token, never the user:
+the session row and the user row are read again on every request, so logout, a password change, disabling a
+user or changing a role takes effect at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -19,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from worker.db import queries
 from worker.db.session import session_scope
+from worker.review import sessions
 from worker.settings import Settings
 
 ROLES = ("viewer", "reviewer", "admin")  # each role may do everything the ones before it may
@@ -105,10 +109,17 @@ def authenticate(session: Session, name: str, password: str) -> SessionUser | No
     return SessionUser(user.id, user.name, user.role)
 
 
-def start_session(request: Request, user: SessionUser) -> None:
-    """A fresh session for a fresh login: nothing from before it (a planted token) carries over."""
+def start_session(request: Request, session: Session, user: SessionUser) -> None:
+    """A fresh session for a fresh login: nothing from before it (a planted token or id) carries over."""
     request.session.clear()
-    request.session.update({"uid": user.id, CSRF_FIELD: secrets.token_urlsafe(32)})
+    session_id = sessions.open_session(session, user.id, request.app.state.settings)
+    request.session.update({"sid": session_id, CSRF_FIELD: secrets.token_urlsafe(32)})
+
+
+def end_session(request: Request, session: Session) -> None:
+    """Logout: the session id stops working on the server, so a copy of the cookie is worth nothing."""
+    sessions.end_session(session, request.session.get("sid"))
+    request.session.clear()
 
 
 def csrf_token(request: Request) -> str:
@@ -124,6 +135,8 @@ async def csrf_protect(request: Request) -> None:
     X-CSRF-Token header. Applied to the whole app, so no POST route can forget it."""
     if request.method in SAFE_METHODS:
         return
+    if _foreign_origin(request):
+        raise HTTPException(403, "cross-site request refused")
     expected = request.session.get(CSRF_FIELD)
     sent = request.headers.get(CSRF_HEADER)
     content_type = request.headers.get("content-type", "")
@@ -134,12 +147,22 @@ async def csrf_protect(request: Request) -> None:
         raise HTTPException(403, "missing or wrong CSRF token")
 
 
+def _foreign_origin(request: Request) -> bool:
+    """An Origin header that names another site than the one asked (the Host header). A missing Origin is
+    allowed: command-line clients send none, and browsers send one with every cross-site POST."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    parts = urlsplit(origin)
+    return parts.scheme not in ("http", "https") or parts.netloc.lower() != request.headers.get("host", "").lower()
+
+
 def current_user(request: Request, session: Session = DB) -> SessionUser:
-    """The logged-in, enabled user; raises LoginRequired otherwise."""
-    uid = request.session.get("uid")
-    user = queries.user_by_id(session, uid) if isinstance(uid, int) else None
+    """The user of a standing session, enabled; raises LoginRequired otherwise."""
+    uid = sessions.session_user_id(session, request.session.get("sid"), request.app.state.settings)
+    user = queries.user_by_id(session, uid) if uid is not None else None
     if user is None or user.disabled or user.role not in ROLES:
-        request.session.pop("uid", None)
+        request.session.pop("sid", None)
         raise LoginRequired
     return SessionUser(user.id, user.name, user.role)
 

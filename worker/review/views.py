@@ -6,6 +6,7 @@ the session's CSRF token in a hidden field (checked app-wide by `auth.csrf_prote
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -18,13 +19,14 @@ from sqlalchemy.orm import Session
 
 from worker.db import queries
 from worker.db.queries import ResultFilter, WorklistKey
-from worker.review import api, records
+from worker.review import api, ratelimit, records
 from worker.review.auth import (
     DB,
     SessionUser,
     authenticate,
     csrf_token,
     current_user,
+    end_session,
     require,
     start_session,
 )
@@ -36,8 +38,8 @@ from worker.review.filters import (
     worklist_cursor,
     worklist_filters,
 )
-from worker.review.ratelimit import address_key, name_key
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
 Position = Annotated[int | None, Query(ge=0, le=MAX_OFFSET)]
@@ -69,27 +71,26 @@ def login_form(request: Request, next: str | None = None) -> HTMLResponse:
 @router.post("/login")
 def login(request: Request, name: Annotated[str, Form(max_length=128)], password: Annotated[str, Form(max_length=1024)],
           next: Annotated[str, Form()] = "/worklist", session: Session = DB) -> Response:
-    """Too many recent failures for this name or from this address: 429 with Retry-After, and the password
-    is not even checked, so guessing stops paying (`ratelimit`)."""
-    settings = request.app.state.settings
-    failures = request.app.state.login_failures
-    limits = {name_key(name): settings.review_login_max_failures,
-              address_key(request.client.host if request.client else None):
-                  settings.review_login_max_failures_per_address}
-    wait = failures.retry_after(limits)
+    """Too many recent failures from this client for this name, from this address, or (for a client that has
+    failed) for this name: 429 with Retry-After, and the password is not even checked, so guessing stops
+    paying while the user elsewhere still logs in (`ratelimit`)."""
+    limits = request.app.state.login_limits
+    attempt = ratelimit.Attempt(name, request.client.host if request.client else None)
+    wait = ratelimit.retry_after(session, limits, attempt)
     if wait is not None:
-        records.audit(session, name or "?", "login_throttled", retry_after=wait)
+        log.warning("review login throttled for %r from %s: retry in %d s", name[:128], attempt.address, wait)
+        records.audit(session, name or "?", "login_throttled", address=attempt.address, retry_after=wait)
         answer = render(request, "login.html", 429, next=safe_next(next),
                         error=f"Too many failed logins. Try again in {wait} seconds.")
         answer.headers["Retry-After"] = str(wait)
         return answer
     user = authenticate(session, name, password)
     if user is None:
-        failures.fail(*limits)
-        records.audit(session, name or "?", "login_failed")
+        ratelimit.record_failure(session, limits, attempt)
+        records.audit(session, name or "?", "login_failed", address=attempt.address)
         return render(request, "login.html", 401, next=safe_next(next), error="Wrong name or password.")
-    failures.forget(name_key(name))
-    start_session(request, user)
+    ratelimit.record_success(session, attempt)
+    start_session(request, session, user)
     records.audit(session, user, "login")
     return _see_other(safe_next(next))
 
@@ -98,7 +99,7 @@ def login(request: Request, name: Annotated[str, Form(max_length=128)], password
 def logout(request: Request, user: SessionUser = Depends(current_user),
            session: Session = DB) -> Response:
     records.audit(session, user, "logout")
-    request.session.clear()
+    end_session(request, session)
     return _see_other("/login")
 
 
