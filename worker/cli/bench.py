@@ -131,6 +131,11 @@ def bench_soak(
     backlog: Annotated[int, typer.Option(help="most files dropped and not yet settled at any time")] = 64,
     interval: Annotated[float, typer.Option(help="seconds between memory samples")] = 1.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+    memory_limit: Annotated[float, typer.Option(help="largest RSS growth, last fifth over the second")] = 0.10,
+    throughput_limit: Annotated[float, typer.Option(help="largest files/s drop, last fifth against the second")]
+        = 0.25,
+    keep: Annotated[Path | None, typer.Option(help="work in this folder and keep it: inboxes, homes, database, "
+                                                   "logs")] = None,
 ) -> None:
     """Many mixed files through the real service: no loss, no duplicates, flat memory, steady files/s.
 
@@ -146,7 +151,8 @@ def bench_soak(
     result = run_bench(settings.bundle_dir, files, bad_fraction, backend, database_url, redis_url, settings.engine,
                        settings.batch_size, backlog=backlog, interval=interval,
                        progress=lambda message: out.print(f"bench soak: {message}", highlight=False),
-                       checkpoint=lambda partial: save_json(partial, json_out))
+                       checkpoint=lambda partial: save_json(partial, json_out), memory_limit=memory_limit,
+                       throughput_limit=throughput_limit, keep=keep)
     table = Table(title=f"bench soak: {result['files']} files, {result['bad_files']} bad "
                         f"({result['distinct_contents']} distinct contents), backlog {backlog}")
     for column in ("backend", "files/s", "files/s per fifth", "lost", "duplicates", "unexpected",
