@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,10 @@ from worker.locks import lease
 from worker.registry import champion_bundle, promote, register
 from worker.settings import Settings
 from worker.training_set import write_labelled_folder
+
+if TYPE_CHECKING:
+    from model_training.config import TrainConfig
+    from model_training.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +127,13 @@ def _skip(url: str, actor: str, reason: str, new_reviews: int) -> dict[str, Any]
     return {"status": "skipped", "reason": reason, "new_reviews": new_reviews}
 
 
-def _splits(settings: Settings, pages: list[ReviewedPage], since: datetime | None) -> dict[str, list[ReviewedPage]]:
+def split_reviewed_pages(settings: Settings, pages: list[ReviewedPage],
+                         since: datetime | None) -> dict[str, list[ReviewedPage]]:
+    """Reviewed pages as `train`, `validation` and `holdout` by `split_of` their document.
+
+    Training takes only pages reviewed after `since` (the champion's promotion): the champion learnt the older
+    ones already. Validation and holdout keep every reviewed page: they measure, they never teach.
+    """
     parts: dict[str, list[ReviewedPage]] = {"train": [], "validation": [], "holdout": []}
     for page in pages:
         part = split_of(page.document_sha256, settings.retrain_holdout_percent, settings.retrain_validation_percent)
@@ -137,25 +147,13 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite hands back naive UTC
 
 
-def _train_and_decide(settings: Settings, actor: str, pages: list[ReviewedPage], since: datetime | None,
-                      champion_name: str, champion_dir: Path, new_reviews: int, keep_lock: _Refresher,
-                      on_log: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def challenger_config(settings: Settings, name: str, champion_dir: Path, manifest: Manifest, work: Path,
+                      train_pages: int) -> TrainConfig:
+    """The stage 2 fine-tuning the nightly job hands the trainer: from the champion, on `work`/train (the new
+    reviews) plus a replay of stage 1's synthetic pages, with `work`/validation as its validation split, on
+    which the trainer chooses the challenger's thresholds. The holdout folder is never named here."""
     from model_training.config import load_config
-    from model_training.evaluate import json_safe
     from model_training.pages import Source
-    from model_training.train import train
-
-    url = settings.sqlalchemy_url
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    name = f"nightly-{stamp}"
-    work = settings.retrain_dir / name
-    manifest = load_manifest(champion_dir)
-    parts = _splits(settings, pages, since)
-    counts = {part: write_labelled_folder(rows, work / part, manifest) for part, rows in parts.items()}
-    counts["new_reviews"] = new_reviews
-    if counts["holdout"] < 10 or counts["validation"] < 2 or counts["train"] < 8:
-        shutil.rmtree(work, ignore_errors=True)
-        return _skip(url, actor, f"too few reviewed pages on one side of the split {counts}", new_reviews)
 
     stage1 = load_config("stage1")
     replay_total = round(settings.retrain_replay_pages)
@@ -165,11 +163,10 @@ def _train_and_decide(settings: Settings, actor: str, pages: list[ReviewedPage],
     shares.append(replay_total - sum(shares))
     # The first n pages of each stage 1 set: the very pages it learnt on.
     replay = [s.model_copy(update={"n": n}) for s, n in zip(synthetic, shares, strict=False) if n > 0]
-    counts["replay"] = sum(s.n or 0 for s in replay)
-    mixed = counts["train"] + counts["replay"]
+    mixed = train_pages + sum(s.n or 0 for s in replay)
     total = max(round(settings.retrain_epochs * mixed), 8)
     batch = 32 if mixed >= 128 else 8
-    config = load_config("stage2", {
+    return load_config("stage2", {
         "name": name, "init": str(champion_dir), "input_size": list(manifest.input_size),
         "preprocess_steps": list(manifest.preprocess_steps),
         "data": [Source(kind="folder", path=work / "train", preprocessed=True), *replay],
@@ -179,6 +176,28 @@ def _train_and_decide(settings: Settings, actor: str, pages: list[ReviewedPage],
         "out_dir": settings.retrain_dir / "runs", "cache_dir": work / "cache",
         "bundle_dir": settings.models_dir / name, "threads": settings.torch_threads,
     })
+
+
+def _train_and_decide(settings: Settings, actor: str, pages: list[ReviewedPage], since: datetime | None,
+                      champion_name: str, champion_dir: Path, new_reviews: int, keep_lock: _Refresher,
+                      on_log: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    from model_training.evaluate import json_safe
+    from model_training.train import train
+
+    url = settings.sqlalchemy_url
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    name = f"nightly-{stamp}"
+    work = settings.retrain_dir / name
+    manifest = load_manifest(champion_dir)
+    parts = split_reviewed_pages(settings, pages, since)
+    counts = {part: write_labelled_folder(rows, work / part, manifest) for part, rows in parts.items()}
+    counts["new_reviews"] = new_reviews
+    if counts["holdout"] < 10 or counts["validation"] < 2 or counts["train"] < 8:
+        shutil.rmtree(work, ignore_errors=True)
+        return _skip(url, actor, f"too few reviewed pages on one side of the split {counts}", new_reviews)
+
+    config = challenger_config(settings, name, champion_dir, manifest, work, counts["train"])
+    counts["replay"] = sum(source.n or 0 for source in config.data if source.kind == "synthetic")
     log.info("nightly retraining %s: from %s on %s", name, champion_name, counts)
     started = time.monotonic()
     summary = train(config, resume=False, on_log=lambda entry: (keep_lock(), on_log(entry)),
