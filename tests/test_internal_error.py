@@ -23,6 +23,17 @@ def _quarantined(home: Path) -> list[Path]:
     return sorted(p for p in (home / "quarantine").rglob("*") if p.is_file())
 
 
+def _dropped_again(cli: Cli, url: str, source: Path, inbox: Path, sha256: str) -> dict:
+    """The operator drops the same file in again and the real pipeline retries it: the same document ends done
+    (not a duplicate sighting), with its page and prediction."""
+    shutil.copyfile(source, inbox / source.name)
+    cli("run", "--once", "--inbox", str(inbox))
+    rows = stored(url)
+    assert rows["documents"] == [(sha256, "done", None)]
+    assert len(rows["pages"]) == 1 and len(rows["predictions"]) == 1
+    return rows
+
+
 def test_internal_error_is_quarantined_with_its_reason_and_a_second_drop_retries_it_to_done(
         cli: Cli, home: Path, bundle_dir: Path, tmp_path: Path) -> None:
     settings = intake_settings(home, bundle_dir)
@@ -45,13 +56,7 @@ def test_internal_error_is_quarantined_with_its_reason_and_a_second_drop_retries
     assert reason["reason"] == "internal_error" and "TypeError" in reason["message"]
     assert not taken.claimed.exists()
 
-    # the operator drops the same file in again; the real pipeline retries it
-    shutil.copyfile(source, inbox / "scan.png")
-    cli("run", "--once", "--inbox", str(inbox))
-
-    rows = stored(settings.sqlalchemy_url)
-    assert rows["documents"] == [(sha256, "done", None)]  # the same document, not a duplicate sighting
-    assert len(rows["pages"]) == 1 and len(rows["predictions"]) == 1
+    rows = _dropped_again(cli, settings.sqlalchemy_url, source, inbox, sha256)
     assert "retried" in rows["events"] and "duplicate_sighting" not in rows["events"]
     assert rows["events"][-1] == "classified"
     (result_row,) = cli.results()
@@ -82,8 +87,4 @@ def test_a_task_that_failed_for_good_is_quarantined_as_internal_error_and_retrie
     assert reason["reason"] == "internal_error" and "RuntimeError: classify crashed" in reason["message"]
     assert not taken.claimed.exists()
 
-    shutil.copyfile(source, inbox / "scan.png")
-    cli("run", "--once", "--inbox", str(inbox))
-    rows = stored(settings.sqlalchemy_url)
-    assert rows["documents"] == [(decoded.sha256, "done", None)]
-    assert len(rows["pages"]) == 1 and len(rows["predictions"]) == 1
+    _dropped_again(cli, settings.sqlalchemy_url, source, inbox, decoded.sha256)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -107,28 +108,23 @@ def users_password(
                                                                          "line of standard input")] = False,
 ) -> None:
     """Set an account's password; every open session of the account ends."""
-    from worker.db import queries
-    from worker.db.session import session_scope
     from worker.review.auth import hash_password
-    from worker.review.sessions import end_user_sessions
 
-    password = _read_password(password_stdin)
-    settings = ready_settings()
-    with session_scope(settings.sqlalchemy_url) as session:
-        user = queries.user_named(session, name)
-        if user is None:
-            console.print(f"[red]no user {name!r}")
-            raise typer.Exit(1)
-        user.password_hash = hash_password(password)
-        ended = end_user_sessions(session, user.id)
-        queries.record_event(session, actor=cli_actor(), action="user_password_set",
-                             details={"user": name, "user_id": user.id, "sessions_ended": ended})
+    password_hash = hash_password(_read_password(password_stdin))
+    ended = _change_user(name, "user_password_set", lambda user: setattr(user, "password_hash", password_hash))
     console.print(f"password of {name} set; {ended} open session(s) ended")
 
 
 @users_app.command("disable")
 def users_disable(name: str) -> None:
     """Disable an account: it can no longer log in, and its open sessions end at once."""
+    _change_user(name, "user_disabled", lambda user: setattr(user, "disabled", True))
+    console.print(f"disabled {name}")
+
+
+def _change_user(name: str, action: str, change: Callable[[Any], None]) -> int:
+    """Apply `change` to the named account, end its open sessions and record `action`; returns how many
+    sessions ended. An unknown name exits 1."""
     from worker.db import queries
     from worker.db.session import session_scope
     from worker.review.sessions import end_user_sessions
@@ -139,8 +135,8 @@ def users_disable(name: str) -> None:
         if user is None:
             console.print(f"[red]no user {name!r}")
             raise typer.Exit(1)
-        user.disabled = True
+        change(user)
         ended = end_user_sessions(session, user.id)
-        queries.record_event(session, actor=cli_actor(), action="user_disabled",
+        queries.record_event(session, actor=cli_actor(), action=action,
                              details={"user": name, "user_id": user.id, "sessions_ended": ended})
-    console.print(f"disabled {name}")
+    return ended
