@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ingest.preprocess import Preparation
 from ingest.reasons import InstallationError
 from model_training.manifest import BundleError, Manifest, check_compatible, current_manifest
+from worker.db.models import ModelVersion
 from worker.db.queries import champion as champion_row
 from worker.db.session import session_scope
 from worker.engine import Engine, load_engine
@@ -68,33 +69,34 @@ def champion(settings: Settings) -> Champion:
         return found
 
 
+def _registered_champion(settings: Settings) -> ModelVersion | None:
+    """The registry's champion row, read only; None while the registry is empty or unreadable (no database
+    yet, or one the doctor reports on its own)."""
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:  # the factory keeps loaded rows after commit
+            return champion_row(session)
+    except SQLAlchemyError:
+        return None
+
+
 def serving_bundle(settings: Settings) -> Path:
     """The bundle workers serve: the champion's, or the configured one while the registry is empty or
     unreadable. Read-only (registers nothing), for checks, commands and the review UI."""
-    try:
-        with session_scope(settings.sqlalchemy_url) as session:
-            row = champion_row(session)
-            return Path(row.bundle_path) if row is not None else settings.bundle_dir
-    except SQLAlchemyError:  # no database yet, or one the doctor reports on its own
-        return settings.bundle_dir
+    row = _registered_champion(settings)
+    return Path(row.bundle_path) if row is not None else settings.bundle_dir
 
 
 def serving_manifest(settings: Settings) -> Manifest:
     """The serving model's manifest, for the labels shown and the geometry reported: the registry's record
     of the champion (its bundle need not be on this machine, e.g. for the review UI), else the configured
     bundle's."""
+    row = _registered_champion(settings)
+    if row is None or not row.manifest:
+        return current_manifest(settings.bundle_dir)
     try:
-        with session_scope(settings.sqlalchemy_url) as session:
-            row = champion_row(session)
-            if row is not None and row.manifest:
-                try:
-                    return Manifest.model_validate(row.manifest)
-                except ValueError as exc:
-                    raise BundleError(f"the registry's record of champion {row.name} is not a manifest: "
-                                      f"{exc}") from exc
-    except SQLAlchemyError:  # no database yet: the configured bundle is what would serve
-        pass
-    return current_manifest(settings.bundle_dir)
+        return Manifest.model_validate(row.manifest)
+    except ValueError as exc:
+        raise BundleError(f"the registry's record of champion {row.name} is not a manifest: {exc}") from exc
 
 
 @dataclass

@@ -242,8 +242,9 @@ def _order(filters: ResultFilter, dialect: str) -> list:
         keys = [_probability(filters.label or _labels(filters)[0], filters.labels).desc().nulls_last()]
     elif sort == "uncertainty":
         keys = [_uncertainty(filters, dialect).asc().nulls_last()]
-    elif sort == "urgency":  # likely infarction first (when the model reads it), then the least sure pages
-        keys = [v.p_mi.desc().nulls_last(), _uncertainty(filters, dialect).asc().nulls_last()]
+    elif sort == "urgency":  # the order the worklist's cursor follows, tie-breaks included
+        return [(column.desc() if descending else column.asc()).nulls_last()
+                for column, descending in _urgency_keys(filters, dialect)]
     else:
         keys = [v.received_at, v.document_id]
     return [*keys, v.document_id, v.page_no, v.page_id]  # a stable order: paging never repeats or skips
@@ -346,7 +347,9 @@ def _keyset_rows(session: Session, query: Any, first: Any, after: WorklistKey | 
 
 
 def _urgency_keys(filters: ResultFilter, dialect: str) -> list[tuple[Any, bool]]:
-    """The urgency order as (expression, descending), each nulls last: the same order `_order` gives."""
+    """The urgency order as (expression, descending), each nulls last: likely infarction first (when the
+    model reads it), then the pages the model is least sure of, then a stable tie-break. `_order` sorts by
+    it and `_after` pages through it, so the two cannot drift apart."""
     v = PAGE_RESULTS.c
     return [(v.p_mi, True), (_uncertainty(filters, dialect), False), (v.document_id, False), (v.page_no, False),
             (v.page_id, False)]
