@@ -56,6 +56,15 @@ class Cleaned:
     work_factor: int = 1  # the integer downscale from input pixels to working resolution
 
 
+def work_factor(width: int) -> int:
+    """The integer downscale from a page `width` pixels wide to the working copy every cleaning step runs on.
+
+    Decoders that can decode smaller for free (JPEG's DCT scaling, PDF rasterised at a lower DPI) use it to
+    produce the working copy directly; `clean` then finds a factor of 1 and works on the page as it came.
+    """
+    return max(1, round(width / WORK_WIDTH))
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 grayscale from grayscale, BGR or BGRA input (luminance, for display and tests)."""
     if image.dtype != np.uint8:
@@ -354,7 +363,7 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
             stages.append((name, stage))
         return stage
 
-    factor = round(image.shape[1] / WORK_WIDTH)
+    factor = work_factor(image.shape[1])
     if factor >= 2:  # an integer factor keeps INTER_AREA on its fast path
         image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
     gray = brightest_channel(image)
@@ -386,7 +395,7 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
     result = letterbox(keep_thin_traces(gray, size, max_scale), size, max_scale)
     record("model_input", result)
     return Cleaned(image=result, stages=stages, skew_deg=skew, page_found=corners is not None, px_per_mm=px_per_mm,
-                   scale_source=source, trace_area_found=area.found, work_factor=max(1, factor))
+                   scale_source=source, trace_area_found=area.found, work_factor=factor)
 
 
 def preprocess(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STEPS) -> np.ndarray:
