@@ -64,21 +64,26 @@ def read_labels(folder: Path, labels: Sequence[str]) -> tuple[list[Path], np.nda
     return paths, y.reshape(len(rows), len(labels))
 
 
-def _load_page(path: Path, manifest: Manifest) -> np.ndarray:
+def _load_page(path: Path, manifest: Manifest, working_copy: bool = True) -> np.ndarray:
     try:
-        _, pages = decode(path)
+        _, pages = decode(path, working_copy=working_copy)
         return preprocess(pages[0].image, tuple(manifest.input_size), tuple(manifest.preprocess_steps))
     except Exception as exc:  # any decoder or preprocessing failure: say which file
         raise EvaluationError(f"{path.name}: cannot be decoded and preprocessed: {exc}") from exc
 
 
-def predict_files(model: nn.Module, manifest: Manifest, paths: Sequence[Path], batch_size: int = 16) -> np.ndarray:
-    """Calibrated probabilities (N, labels) for the first page of each file, prepared exactly as intake does."""
+def predict_files(model: nn.Module, manifest: Manifest, paths: Sequence[Path], batch_size: int = 16,
+                  working_copy: bool = True) -> np.ndarray:
+    """Calibrated probabilities (N, labels) for the first page of each file, prepared exactly as intake does.
+
+    Intake decodes straight to the working copy; `working_copy=False` decodes at full resolution instead, to
+    measure what that shortcut costs in accuracy.
+    """
     model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
-            batch = [_load_page(Path(p), manifest) for p in paths[start:start + batch_size]]
+            batch = [_load_page(Path(p), manifest, working_copy) for p in paths[start:start + batch_size]]
             out.append(model(to_input(batch)).float().numpy())
     if not out:
         return np.zeros((0, len(manifest.labels)), dtype=np.float32)
@@ -270,7 +275,7 @@ def json_safe(value: Any) -> Any:
 
 
 def evaluate_bundle(bundle_dir: Path, data_dir: Path, out_json: Path | None = None, plots_dir: Path | None = None,
-                    n_bootstrap: int = 1000) -> dict[str, Any]:
+                    n_bootstrap: int = 1000, working_copy: bool = True) -> dict[str, Any]:
     """Evaluate a bundle at its own manifest thresholds on a labelled folder; optionally write the report JSON.
 
     Plots go to `plots_dir`, else next to `out_json`, else `data_dir/evaluation`. In the returned dict an
@@ -280,7 +285,7 @@ def evaluate_bundle(bundle_dir: Path, data_dir: Path, out_json: Path | None = No
     model, manifest = load_model(bundle_dir)
     labels = list(manifest.labels)
     paths, y_true = read_labels(data_dir, labels)
-    probs = predict_files(model, manifest, paths)
+    probs = predict_files(model, manifest, paths, working_copy=working_copy)
     report = metrics(y_true, probs, labels, {label: manifest.threshold(label) for label in labels},
                      n_bootstrap=n_bootstrap)
     if plots_dir is None:

@@ -113,7 +113,7 @@ def _make(job: _Job) -> tuple[np.ndarray, np.ndarray]:
         if gray is None:
             raise ValueError(f"cannot read page image {job.path}")
         return letterbox(gray, job.size), labels
-    _, pages = decode(Path(job.path))
+    _, pages = decode(Path(job.path), working_copy=True)  # as intake decodes it
     return preprocess(pages[0].image, job.size, job.steps), labels
 
 

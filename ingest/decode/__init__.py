@@ -18,17 +18,23 @@ __all__ = ["DecodeLimits", "IngestError", "Reason", "decode", "decode_bytes"]
 MIN_PAGE_SIDE = 64
 
 
-def decode_bytes(data: bytes, limits: DecodeLimits | None = None) -> tuple[FileType, list[Page]]:
-    """Decode a whole file's bytes into pages, or raise `IngestError` with a reason code."""
+def decode_bytes(data: bytes, limits: DecodeLimits | None = None, working_copy: bool = False
+                 ) -> tuple[FileType, list[Page]]:
+    """Decode a whole file's bytes into pages, or raise `IngestError` with a reason code.
+
+    `working_copy` returns each page as (or close to) the working copy `clean` makes of it, decoded smaller
+    where the format allows: intake cleans every page, so the full resolution would be thrown away unseen.
+    The limits hold for the file's full declared size all the same.
+    """
     limits = limits or DecodeLimits()
     limits.check_file_size(len(data))
     file_type = sniff_bytes(data[:1024])
     if file_type is FileType.PDF:
-        pages = decode_pdf(data, limits)
+        pages = decode_pdf(data, limits, working_copy)
     elif file_type is FileType.DICOM:
-        pages = decode_dicom(data, limits)
+        pages = decode_dicom(data, limits, working_copy)
     else:
-        pages = decode_image(data, file_type, limits)
+        pages = decode_image(data, file_type, limits, working_copy)
     if not pages:
         raise IngestError(Reason.NOT_ECG, "the file decoded to no pages")
     limits.check_pages(len(pages))
@@ -40,8 +46,9 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None) -> tuple[FileT
     return file_type, pages
 
 
-def decode(path: Path, limits: DecodeLimits | None = None) -> tuple[FileType, list[Page]]:
-    """Decode the file at `path`; its size is checked before it is read."""
+def decode(path: Path, limits: DecodeLimits | None = None, working_copy: bool = False
+           ) -> tuple[FileType, list[Page]]:
+    """Decode the file at `path`; its size is checked before it is read (`working_copy` as `decode_bytes`)."""
     limits = limits or DecodeLimits()
     limits.check_file_size(path.stat().st_size)
-    return decode_bytes(path.read_bytes(), limits)
+    return decode_bytes(path.read_bytes(), limits, working_copy)

@@ -6,6 +6,10 @@ encapsulated PDF goes through the PDF decoder. Imaging modalities (CT, MR, ...) 
 `not_ecg`. Compressed pixel data decodes where pydicom has a decoder installed (Pillow covers JPEG
 baseline, pylibjpeg-libjpeg JPEG lossless/extended and JPEG-LS, pylibjpeg-openjpeg JPEG 2000, pydicom
 itself RLE and deflate); otherwise the file is quarantined as `unsupported_type`, never guessed at.
+
+With `working_copy` pages come back as the working copy `clean` would make: image frames are shrunk right
+after the pixel data is decoded (palette frames after their colour lookup, as indices cannot be averaged),
+waveforms are drawn at the working resolution, and encapsulated PDFs are rasterised at it.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from pydicom.pixels import apply_color_lut, apply_voi_lut
 from ingest.decode.limits import DecodeLimits
 from ingest.decode.pdf import decode_pdf
 from ingest.decode.pixels import stretch_to_uint8
+from ingest.decode.working import shrink, work_factor
 from ingest.page import Page
 from ingest.reasons import IngestError, Reason
-from ingest.render import STANDARD_LEADS, render_paper
+from ingest.render import STANDARD_LEADS, PaperStyle, render_paper
 
 # pydicom's "invalid value" warnings quote the value itself, which may be a patient's name or ID; a
 # malformed element that matters still fails decoding with a reason of our own.
@@ -52,10 +57,11 @@ def _metadata(ds: pydicom.Dataset) -> dict[str, str]:
     return found
 
 
-def _to_uint8(frame: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+def _to_uint8(frame: np.ndarray, ds: pydicom.Dataset, factor: int = 1) -> np.ndarray:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "PALETTE COLOR":
         frame = apply_color_lut(frame, ds)
+    frame = shrink(frame, factor)
     if frame.ndim == 3:  # colour: pydicom already returns RGB
         if frame.dtype != np.uint8:
             frame = stretch_to_uint8(frame)
@@ -66,7 +72,7 @@ def _to_uint8(frame: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
 
 
-def _image_pages(ds: pydicom.Dataset, limits: DecodeLimits) -> list[Page]:
+def _image_pages(ds: pydicom.Dataset, limits: DecodeLimits, working_copy: bool = False) -> list[Page]:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     limits.check_pages(frames)
     limits.check_pixels(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
@@ -77,7 +83,9 @@ def _image_pages(ds: pydicom.Dataset, limits: DecodeLimits) -> list[Page]:
         raise IngestError(Reason.UNSUPPORTED_TYPE, f"no decoder installed for transfer syntax {syntax!s}") from exc
     if frames == 1:
         pixels = pixels[None]
-    return [Page(image=_to_uint8(frame, ds), page_no=i, source="dicom-image") for i, frame in enumerate(pixels, 1)]
+    factor = work_factor(pixels.shape[2]) if working_copy and pixels.ndim >= 3 else 1
+    return [Page(image=_to_uint8(frame, ds, factor), page_no=i, source="dicom-image")
+            for i, frame in enumerate(pixels, 1)]
 
 
 def _lead_name(channel) -> str:
@@ -88,7 +96,14 @@ def _lead_name(channel) -> str:
     return meaning
 
 
-def _waveform_page(ds: pydicom.Dataset) -> Page:
+def _working_style() -> PaperStyle:
+    """The default paper drawn at the working resolution: `clean`'s factor for the page at the default DPI."""
+    style = PaperStyle()
+    width_px = round(style.paper_mm[0] / 25.4 * style.dpi)
+    return PaperStyle(dpi=round(style.dpi / work_factor(width_px)))
+
+
+def _waveform_page(ds: pydicom.Dataset, working_copy: bool = False) -> Page:
     groups = [(i, w) for i, w in enumerate(ds.WaveformSequence) if int(w.NumberOfWaveformChannels) >= 12]
     if not groups:
         raise IngestError(Reason.NOT_ECG, "no waveform group with 12 channels")
@@ -104,16 +119,17 @@ def _waveform_page(ds: pydicom.Dataset) -> Page:
     if len(keep) < 12:
         raise IngestError(Reason.NOT_ECG, f"waveform has {len(keep)} of the 12 standard leads")
     fs = float(group.SamplingFrequency)
-    image = render_paper(samples[keep] * scale[keep], fs, [leads[i] for i in keep])
+    image = render_paper(samples[keep] * scale[keep], fs, [leads[i] for i in keep],
+                         _working_style() if working_copy else None)
     return Page(image=image, page_no=1, source="dicom-waveform", metadata={"sampling_frequency": fs})
 
 
-def _document_or_image(ds: pydicom.Dataset, sop_class: str, limits: DecodeLimits) -> list[Page]:
+def _document_or_image(ds: pydicom.Dataset, sop_class: str, limits: DecodeLimits, working_copy: bool) -> list[Page]:
     if sop_class == ENCAPSULATED_PDF or "EncapsulatedDocument" in ds:
         document = bytes(ds.EncapsulatedDocument)
         length = int(ds.get("EncapsulatedDocumentLength") or len(document))
-        return decode_pdf(document[:length], limits)
-    return _image_pages(ds, limits)
+        return decode_pdf(document[:length], limits, working_copy)
+    return _image_pages(ds, limits, working_copy)
 
 
 # What pydicom raises on malformed elements; it parses lazily, so these can surface at any access.
@@ -147,7 +163,7 @@ class _ReadWatch(io.BytesIO):
         return any(read != (self.size, 8, 0) for read in self.short_reads) or len(self.short_reads) > 1
 
 
-def decode_dicom(data: bytes, limits: DecodeLimits | None = None) -> list[Page]:
+def decode_dicom(data: bytes, limits: DecodeLimits | None = None, working_copy: bool = False) -> list[Page]:
     """Pages of one DICOM file; every way a malformed file fails becomes a reason code."""
     limits = limits or DecodeLimits()
     source = _ReadWatch(data)
@@ -164,7 +180,7 @@ def decode_dicom(data: bytes, limits: DecodeLimits | None = None) -> list[Page]:
     if source.ended_early:
         raise IngestError(Reason.TRUNCATED, "the DICOM data ends inside a data element")
     try:
-        return _decode_dataset(ds, limits)
+        return _decode_dataset(ds, limits, working_copy)
     except IngestError:
         raise
     except (EOFError, OSError) as exc:
@@ -173,23 +189,23 @@ def decode_dicom(data: bytes, limits: DecodeLimits | None = None) -> list[Page]:
         raise IngestError(Reason.CORRUPT, f"malformed DICOM data ({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
-def _decode_dataset(ds: pydicom.Dataset, limits: DecodeLimits) -> list[Page]:
+def _decode_dataset(ds: pydicom.Dataset, limits: DecodeLimits, working_copy: bool = False) -> list[Page]:
     sop_class = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
         raise IngestError(Reason.NOT_ECG, "a DICOMDIR is an index of other files, not an ECG")
     if len(ds) == 0:
         raise IngestError(Reason.TRUNCATED, "no data elements after the DICOM header")
     if "WaveformSequence" in ds:
-        pages = [_waveform_page(ds)]
+        pages = [_waveform_page(ds, working_copy)]
     elif sop_class in ECG_WAVEFORMS or sop_class == ENCAPSULATED_PDF or sop_class.startswith(SECONDARY_CAPTURE):
         if "PixelData" not in ds and "EncapsulatedDocument" not in ds:
             raise IngestError(Reason.TRUNCATED, f"the header announces SOP class {sop_class} but its content is "
                                                 "missing")
-        pages = _document_or_image(ds, sop_class, limits)
+        pages = _document_or_image(ds, sop_class, limits, working_copy)
     elif str(ds.get("Modality", "")).upper() in IMAGING_MODALITIES:
         raise IngestError(Reason.NOT_ECG, f"DICOM modality {ds.Modality} is an imaging study, not an ECG")
     elif "EncapsulatedDocument" in ds or "PixelData" in ds:
-        pages = _document_or_image(ds, sop_class, limits)
+        pages = _document_or_image(ds, sop_class, limits, working_copy)
     else:
         raise IngestError(Reason.NOT_ECG, "DICOM object with neither waveform, image nor document")
     metadata = _metadata(ds)

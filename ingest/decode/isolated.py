@@ -30,7 +30,7 @@ STARTUP_TIMEOUT_S = 120.0
 
 
 def _decode(path: Path, limits: DecodeLimits, preparation: Preparation | None) -> tuple[FileType, list[Any]]:
-    file_type, pages = decode(path, limits)
+    file_type, pages = decode(path, limits, working_copy=preparation is not None)
     return file_type, [preparation(p) for p in pages] if preparation else pages
 
 

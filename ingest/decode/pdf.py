@@ -3,6 +3,10 @@
 `pdfinfo` runs first: it says whether a password is needed, how many pages there are and how big
 each is, so the page and pixel limits hold before poppler allocates anything. Both poppler calls
 run under the decode time limit.
+
+With `working_copy` poppler rasterises at `pdf_dpi / work_factor(widest page width at pdf_dpi)`, so the
+working copy `clean` would make comes straight out of it (100 DPI for a landscape A4 page at 200 DPI).
+The limits still hold for the full `pdf_dpi` size.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pdf2image.exceptions import (
 )
 
 from ingest.decode.limits import DecodeLimits
+from ingest.decode.working import work_factor
 from ingest.page import Page
 from ingest.reasons import IngestError, InstallationError, Reason
 
@@ -62,15 +67,32 @@ def _check(info: dict, limits: DecodeLimits) -> None:
     limits.check_pages(pages)
 
 
-def _check_page_sizes(info: dict, limits: DecodeLimits) -> None:
+def _page_sizes(info: dict, dpi: float) -> list[tuple[float, float]]:
+    """(width, height) in pixels at `dpi` of each page pdfinfo listed, as rasterised (page rotation applied)."""
+    sizes = []
     for key, value in info.items():
         match = _PAGE_SIZE.match(str(value)) if key.startswith("Page") and key.endswith("size") else None
         if match:
-            width, height = (float(v) / 72 * limits.pdf_dpi for v in match.groups())
-            limits.check_pixels(round(height), round(width))
+            width, height = (float(v) / 72 * dpi for v in match.groups())
+            rotation = str(info.get(key[: -len("size")] + "rot", "0")).strip()
+            sizes.append((height, width) if rotation in ("90", "270") else (width, height))
+    return sizes
 
 
-def decode_pdf(data: bytes, limits: DecodeLimits | None = None) -> list[Page]:
+def _check_page_sizes(info: dict, limits: DecodeLimits) -> None:
+    for width, height in _page_sizes(info, limits.pdf_dpi):
+        limits.check_pixels(round(height), round(width))
+
+
+def raster_dpi(info: dict, limits: DecodeLimits, working_copy: bool) -> float:
+    """`pdf_dpi`, or for a working copy that divided by the work factor of the widest page at `pdf_dpi`."""
+    if not working_copy:
+        return limits.pdf_dpi
+    widths = [width for width, _ in _page_sizes(info, limits.pdf_dpi)]
+    return limits.pdf_dpi / work_factor(round(max(widths))) if widths else limits.pdf_dpi
+
+
+def decode_pdf(data: bytes, limits: DecodeLimits | None = None, working_copy: bool = False) -> list[Page]:
     """All pages of a PDF (a file's bytes, or the document an encapsulated-PDF DICOM carries)."""
     limits = limits or DecodeLimits()
     started = time.monotonic()
@@ -80,7 +102,7 @@ def decode_pdf(data: bytes, limits: DecodeLimits | None = None) -> list[Page]:
     metadata = {f"pdf_{key.lower()}": str(info[key]) for key in _METADATA if info.get(key)}
     remaining = max(1, round(limits.timeout_s - (time.monotonic() - started)))
     try:
-        images = convert_from_bytes(data, dpi=limits.pdf_dpi, timeout=remaining)
+        images = convert_from_bytes(data, dpi=raster_dpi(info, limits, working_copy), timeout=remaining)
     except (PDFInfoNotInstalledError, FileNotFoundError) as exc:
         raise InstallationError(NO_POPPLER) from exc
     except PDFPopplerTimeoutError as exc:
