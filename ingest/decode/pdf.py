@@ -67,7 +67,7 @@ def _check(info: dict, limits: DecodeLimits) -> None:
     limits.check_pages(pages)
 
 
-def _page_sizes(info: dict, dpi: float) -> list[tuple[float, float]]:
+def page_sizes(info: dict, dpi: float) -> list[tuple[float, float]]:
     """(width, height) in pixels at `dpi` of each page pdfinfo listed, as rasterised (page rotation applied)."""
     sizes = []
     for key, value in info.items():
@@ -79,8 +79,8 @@ def _page_sizes(info: dict, dpi: float) -> list[tuple[float, float]]:
     return sizes
 
 
-def _check_page_sizes(info: dict, limits: DecodeLimits) -> None:
-    for width, height in _page_sizes(info, limits.pdf_dpi):
+def _checkpage_sizes(info: dict, limits: DecodeLimits) -> None:
+    for width, height in page_sizes(info, limits.pdf_dpi):
         limits.check_pixels(round(height), round(width))
 
 
@@ -88,7 +88,7 @@ def raster_dpi(info: dict, limits: DecodeLimits, working_copy: bool) -> float:
     """`pdf_dpi`, or for a working copy that divided by the work factor of the widest page at `pdf_dpi`."""
     if not working_copy:
         return limits.pdf_dpi
-    widths = [width for width, _ in _page_sizes(info, limits.pdf_dpi)]
+    widths = [width for width, _ in page_sizes(info, limits.pdf_dpi)]
     return limits.pdf_dpi / work_factor(round(max(widths))) if widths else limits.pdf_dpi
 
 
@@ -98,7 +98,7 @@ def decode_pdf(data: bytes, limits: DecodeLimits | None = None, working_copy: bo
     started = time.monotonic()
     info = _info(data, limits.timeout_s, last_page=limits.max_pages)
     _check(info, limits)
-    _check_page_sizes(info, limits)
+    _checkpage_sizes(info, limits)
     metadata = {f"pdf_{key.lower()}": str(info[key]) for key in _METADATA if info.get(key)}
     remaining = max(1, round(limits.timeout_s - (time.monotonic() - started)))
     try:

@@ -19,22 +19,41 @@ bench_app = typer.Typer(no_args_is_help=True)  # decode, engine, pipeline
 def bench_decode(
     n: Annotated[int, typer.Option("--n", help="files per kind")] = 30,
     dpi: int = 200,
+    accuracy_set: Annotated[Path | None, typer.Option(
+        "--accuracy-set", help="a labelled folder (labels.csv, as `evaluate --data` takes): macro AUROC of the "
+                               "bundle with full-resolution and with working-copy decoding")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
 ) -> None:
-    """Decode (+ preprocess) pages/s per input kind on one core, against the CPU model's images/s."""
+    """Core-ms per page per input kind, full-resolution against working-copy decoding, and page-file encoding."""
     from worker.bench.decode import bench_decode as run_bench
 
     settings = get_settings()
-    result = run_bench(settings.bundle_dir, n=n, dpi=dpi)
-    table = Table(title=f"bench decode: {dpi} DPI, one process; CPU model {result['model_images_per_s']} images/s "
-                        f"at {result['input_size'][0]}x{result['input_size'][1]}")
-    columns = ("kind", "pages", "decode_pages_per_s", "decode_preprocess_pages_per_s", "ms_per_page",
-               "ratio_to_model")
+    result = run_bench(settings.bundle_dir, n=n, dpi=dpi, accuracy_set=accuracy_set)
+    table = Table(title=f"bench decode: {dpi} DPI, core-ms per page on one core (full -> working copy); CPU model "
+                        f"{result['model_images_per_s']} images/s at {result['input_size'][0]}x"
+                        f"{result['input_size'][1]}")
+    columns = ("kind", "pages", "full_decode_ms", "working_decode_ms", "full_clean_ms", "working_clean_ms",
+               "full_total_ms", "working_total_ms", "speedup", "working_pages_per_s", "ratio_to_model")
     for column in columns:
         table.add_column(column, justify="left" if column == "kind" else "right")
-    for row in result["kinds"]:
-        table.add_row(*(str(row[c]) for c in columns))
+    for row in [*result["kinds"], {"kind": "all", **result["total"]}]:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
     out.print(table)
+    files = Table(title="page files: encode core-ms and bytes")
+    for column in ("image", "format", "encode_ms", "bytes"):
+        files.add_column(column, justify="left" if column in ("image", "format") else "right")
+    for image, entry in result["page_files"].items():
+        for row in entry["formats"]:
+            files.add_row(f"{image} {'x'.join(map(str, entry['shape']))}", row["format"], str(row["encode_ms"]),
+                          str(row["bytes"]))
+    out.print(files)
+    for row in result["pdf_options"]:
+        out.print(f"pdf {row['option']}: {row['core_ms_per_page']} core-ms/page", highlight=False)
+    if "accuracy" in result:
+        acc = result["accuracy"]
+        out.print(f"accuracy on {acc['files']} files: macro AUROC full {acc['macro_auroc_full']}, working copy "
+                  f"{acc['macro_auroc_working_copy']}, difference {acc['macro_auroc_diff']} "
+                  f"(95% CI {acc['macro_auroc_diff_ci']})", highlight=False)
     save_json(result, json_out)
 
 
