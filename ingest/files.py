@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,7 @@ def _dated_dir(root: Path) -> Path:
 
 
 NAME_MAX = 255  # bytes in one file name on every file system ecg-intake writes to
-# `<sha12>__` before; `.reason.json`, a `_unique` counter and the `.<name>.<pid>.part` of `write_atomic` and
+# `<sha12>__` before; `.reason.json`, a `_unique` counter and the `.<name>.<thread id>.part` of `write_atomic` and
 # `_copy_across` after: what a kept name must leave room for
 _DESTINATION_ROOM = 14 + len(".reason.json") + 8 + len("." + ".4194304.part")
 
@@ -75,13 +76,19 @@ def _unique(folder: Path, name: str) -> Path:
     return candidate
 
 
+def _part_name(path: Path) -> Path:
+    """A hidden name beside `path` no other writer uses: the thread's id, unique on the machine as a pid is
+    (threads of one process write pages side by side)."""
+    return path.with_name(f".{path.name}.{threading.get_native_id()}.part")
+
+
 def _copy_across(src: Path, dest: Path) -> Path:
     """Copy to a hidden part file, flush, then link it to a free name: `dest` only ever holds a whole copy.
 
     A full disk or a crash mid-copy leaves at most the part file (removed on error), never a truncated
     original under the name the database records (which would later pass for an earlier, finished move).
     """
-    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    part = _part_name(dest)
     try:
         shutil.copy2(src, part)
         with open(part, "rb") as handle:
@@ -115,7 +122,7 @@ def move(src: Path, dest: Path) -> Path:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` under a temporary name, then rename: `path` is either absent, old or whole."""
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part = _part_name(path)
     try:
         part.write_bytes(data)
         os.replace(part, path)

@@ -16,7 +16,7 @@ from ingest.files import destination
 from ingest.reasons import IngestError
 from model_training.manifest import findings
 from worker import lifecycle
-from worker.db.models import Document, DocumentStatus, Prediction
+from worker.db.models import Document, DocumentStatus, Page, Prediction
 from worker.db.queries import document_by_sha, predicted_page_ids
 from worker.db.session import session_scope
 from worker.disposition import settle
@@ -33,7 +33,6 @@ def classify(settings: Settings, engine: Engine, model_version_id: int, sha256: 
     Pages prepared for another model (a champion promoted between intake and now) are prepared again from
     the original for this one first; an original that no longer decodes is quarantined with the reason.
     """
-    labels = engine.manifest.labels
     with session_scope(settings.sqlalchemy_url) as session:
         document = document_by_sha(session, sha256)
         if document is None:
@@ -52,13 +51,8 @@ def classify(settings: Settings, engine: Engine, model_version_id: int, sha256: 
             images = np.stack([cv2.imread(page.image_path, cv2.IMREAD_GRAYSCALE) for page in todo])
             started = time.perf_counter()
             probabilities = engine.predict(images)
-            latency_ms = (time.perf_counter() - started) * 1000 / len(todo)
-            found = findings(probabilities, engine.manifest)
-            for page, row, page_labels in zip(todo, probabilities, found, strict=True):
-                scores = {label: float(p) for label, p in zip(labels, row, strict=True)}
-                session.add(Prediction(
-                    page_id=page.id, model_version_id=model_version_id, probabilities=scores,
-                    labels=page_labels, engine=engine.name, latency_ms=latency_ms))
+            record_predictions(session, todo, probabilities, engine, model_version_id,
+                               (time.perf_counter() - started) * 1000 / len(todo))
         lifecycle.classified(session, document, str(destination(settings.archive_dir, sha256, claimed)),
                              engine.manifest.model_version, len(todo))
         try:
@@ -69,6 +63,16 @@ def classify(settings: Settings, engine: Engine, model_version_id: int, sha256: 
     settle(document, claimed)
     log.info("document %s classified: %d page(s) with %s", sha256[:12], len(todo), engine.manifest.model_version)
     return len(todo)
+
+
+def record_predictions(session: Session, pages: list[Page], probabilities: np.ndarray, engine: Engine,
+                       model_version_id: int, latency_ms: float) -> None:
+    """One prediction row per page: its probabilities by the engine manifest's labels and the findings flagged."""
+    labels = engine.manifest.labels
+    for page, row, page_labels in zip(pages, probabilities, findings(probabilities, engine.manifest), strict=True):
+        session.add(Prediction(page_id=page.id, model_version_id=model_version_id,
+                               probabilities={label: float(p) for label, p in zip(labels, row, strict=True)},
+                               labels=page_labels, engine=engine.name, latency_ms=latency_ms))
 
 
 def _prepare_again(settings: Settings, session: Session, document: Document, claimed: Path, decoder: Decoder,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.processes import Supervised
-from worker.services import WorkerSpec, celery_worker, embedded_inference
+from worker.services import celery_worker, embedded_inference, embedded_ingest
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def serve(settings: Settings, watcher: Watcher, log_level: str, startup: Startup
     if startup.requested:
         return 0
     inference = inference_process(settings, log_level, nightly=True)
-    worker = celery_worker(WorkerSpec(("ingest",), beat=True), log_level)
+    worker = celery_worker(embedded_ingest(settings.ingest_workers, beat=True), log_level)
     if startup.requested:  # the child is up but nothing is claimed: stop it and go
         inference.stop()
         return 0
@@ -173,7 +173,7 @@ def run_once(settings: Settings, watcher: Watcher, log_level: str,
     if startup.requested:
         return OnceOutcome(claimed=0)
     inference = inference_process(settings, log_level, nightly=False)  # warms up while the files are claimed
-    worker = celery_worker(WorkerSpec(("ingest",)), log_level)
+    worker = celery_worker(embedded_ingest(settings.ingest_workers, beat=False), log_level)
     if startup.requested:
         inference.stop()
         return OnceOutcome(claimed=0)

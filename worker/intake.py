@@ -30,6 +30,7 @@ from worker.serving import champion
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
+PNG_LEVEL = 1  # the stored model input: zlib's fastest level, a few hundred bytes more than its best
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,18 @@ def _encoded(suffix: str, image, *params: int) -> bytes:
     return buffer.tobytes()
 
 
-def _save_pages(settings: Settings, document: Document, pages: list[PreparedPage]) -> list[dict]:
-    """Write each page's model input and thumbnail whole or not at all.
+def store_pages(settings: Settings, sha256: str, pages: list[PreparedPage]) -> list[dict]:
+    """Write each page's model input and thumbnail whole or not at all; the rows that name them.
 
     Encoded here and written by Python, so a full disk is an OSError (cv2.imwrite only returns False
     and may leave half a file that classification would later fail to read).
     """
-    folder = settings.pages_dir / document.sha256[:2] / document.sha256
+    folder = settings.pages_dir / sha256[:2] / sha256
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for page in pages:
         image_path = folder / f"page-{page.page_no:03d}.png"
-        write_atomic(image_path, _encoded(".png", page.model_input))
+        write_atomic(image_path, _encoded(".png", page.model_input, cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL))
         thumbnail_path = folder / f"thumb-{page.page_no:03d}.jpg"
         write_atomic(thumbnail_path, _encoded(".jpg", page.thumbnail, cv2.IMWRITE_JPEG_QUALITY, 85))
         rows.append({"page_no": page.page_no, "image_path": str(image_path), "thumbnail_path": str(thumbnail_path),
@@ -94,28 +95,40 @@ def _save_pages(settings: Settings, document: Document, pages: list[PreparedPage
     return rows
 
 
-def prepare_pages(settings: Settings, session: Session, document: Document, claimed: Path, decoder: Decoder,
-                  preparation: Preparation) -> tuple[FileType, list[PreparedPage]]:
-    """Decode the original and store its pages as `preparation` makes them, each row marked with its key;
-    pages made earlier for another model are replaced. A file that cannot be decoded raises `IngestError`."""
+def decode_pages(settings: Settings, sha256: str, claimed: Path, decoder: Decoder, preparation: Preparation
+                 ) -> tuple[FileType, list[PreparedPage], list[dict]]:
+    """Decode the original, prepare its pages as `preparation` makes them and store their files; no database
+    work, so no transaction is held while a file decodes. A file that cannot be decoded raises `IngestError`."""
     try:
         file_type, pages = decoder.decode_prepared(claimed, preparation)
     except (IngestError, InstallationError):
         raise
     except Exception as exc:  # a decoder bug on odd input must not stop the worker
-        log.exception("decoder failed on document %s", document.sha256[:12])
+        log.exception("decoder failed on document %s", sha256[:12])
         raise IngestError(Reason.INTERNAL_ERROR, f"decoder error {type(exc).__name__}: {exc}") from exc
     try:
-        rows = _save_pages(settings, document, pages)
+        rows = store_pages(settings, sha256, pages)
     except OSError as exc:
-        raise InstallationError(f"document {document.sha256[:12]} stays claimed: cannot write its pages under "
+        raise InstallationError(f"document {sha256[:12]} stays claimed: cannot write its pages under "
                                 f"{settings.pages_dir}: {exc.strerror or type(exc).__name__}") from exc
+    return file_type, pages, rows
+
+
+def record_pages(session: Session, document: Document, rows: list[dict], preparation: Preparation) -> None:
+    """The document's page rows, each marked with the preparation's key; pages made for another model replaced."""
     existing = {page.page_no: page for page in document.pages}
     for row in rows:
         page = existing.get(row["page_no"]) or Page(document_id=document.id, page_no=row["page_no"])
         page.image_path, page.thumbnail_path = row["image_path"], row["thumbnail_path"]
         page.source, page.preprocess_version, page.preparation = row["source"], PREPROCESS_VERSION, preparation.key
         session.add(page)
+
+
+def prepare_pages(settings: Settings, session: Session, document: Document, claimed: Path, decoder: Decoder,
+                  preparation: Preparation) -> tuple[FileType, list[PreparedPage]]:
+    """Decode and store the pages of a document already recorded (classify preparing them again for its model)."""
+    file_type, pages, rows = decode_pages(settings, document.sha256, claimed, decoder, preparation)
+    record_pages(session, document, rows, preparation)
     return file_type, pages
 
 
@@ -150,30 +163,32 @@ def _intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult 
                 settle(document, claim.claimed, held=True)
                 return IntakeResult(sha256, document.status)
             return _record_duplicate(settings, session, document, claim)
-        if document is None:
-            try:
-                document = lifecycle.receive(session, claim, sha256)
-                session.commit()
-            except IntegrityError:  # the same bytes claimed by another worker a moment ago
-                session.rollback()
-                return _record_duplicate(settings, session, document_by_sha(session, sha256), claim)
-        elif document.status == DocumentStatus.DECODED and document.pages and \
+        if document is not None and document.status == DocumentStatus.DECODED and document.pages and \
                 all(Path(page.image_path).is_file() for page in document.pages):
             # Pages are committed with the status: an earlier run decoded this claim, but its classify
             # message may be gone (a broker restarted without persistence). Queue it again, decode nothing.
             log.info("document %s already decoded; queued for classification again", sha256[:12])
             return IntakeResult(sha256, DocumentStatus.DECODED, classify=True)
-
+        preparation = champion(settings).preparation
         try:
-            file_type, pages = prepare_pages(settings, session, document, claim.claimed, decoder,
-                                             champion(settings).preparation)
-        except IngestError as error:
-            quarantine(settings, session, document, claim.claimed, error)
-            return IntakeResult(sha256, DocumentStatus.QUARANTINED)
+            try:
+                file_type, pages, rows = decode_pages(settings, sha256, claim.claimed, decoder, preparation)
+            except IngestError as error:
+                quarantine(settings, session, document or lifecycle.receive(session, claim, sha256), claim.claimed,
+                           error)
+                return IntakeResult(sha256, DocumentStatus.QUARANTINED)
+            # One transaction for the document, its pages and its status, begun only now that the file decoded:
+            # a writer on SQLite holds the whole database, so it must not wait on a decoder meanwhile.
+            document = document or lifecycle.receive(session, claim, sha256)
+            record_pages(session, document, rows, preparation)
+            lifecycle.decoded(session, document, file_type.value, pages[0].metadata, len(pages))
+            session.commit()
+        except IntegrityError:  # the same bytes recorded by another worker a moment ago
+            session.rollback()
+            return _record_duplicate(settings, session, document_by_sha(session, sha256), claim)
         except InstallationError:
             log.error("document %s stays claimed: the installation is at fault, not the file", sha256[:12])
             raise
-        lifecycle.decoded(session, document, file_type.value, pages[0].metadata, len(pages))
     log.info("document %s decoded: %d page(s)", sha256[:12], len(pages))
     return IntakeResult(sha256, DocumentStatus.DECODED, classify=True)
 

@@ -62,19 +62,26 @@ class Layout:
         return commands
 
 
-def split_workers(infer_concurrency: int = 4) -> dict[str, WorkerSpec]:
-    """The production split: decoding in one worker, classification in threads that share micro-batches."""
-    return {"ingest": WorkerSpec(("ingest",)), "infer": WorkerSpec(("infer",), "threads", infer_concurrency)}
+def split_workers(infer_concurrency: int = 4, ingest_workers: int = 1) -> dict[str, WorkerSpec]:
+    """The production split: decoding in `ingest_workers` processes, classification in threads that share
+    micro-batches."""
+    ingest = {f"ingest-{n}" if n > 1 else "ingest": WorkerSpec(("ingest",)) for n in range(1, ingest_workers + 1)}
+    return {**ingest, "infer": WorkerSpec(("infer",), "threads", infer_concurrency)}
 
 
-def services_layout(inbox: str | Path, infer_concurrency: int = 4) -> Layout:
+def services_layout(inbox: str | Path, infer_concurrency: int = 4, ingest_workers: int = 1) -> Layout:
     """`watch` plus the production split of workers, as the README deploys them."""
-    return Layout((str(inbox),), split_workers(infer_concurrency))
+    return Layout((str(inbox),), split_workers(infer_concurrency, ingest_workers))
 
 
 def embedded_layout(inbox: str | Path) -> Layout:
     """The embedded default: one `run` process (it starts its own inference child)."""
     return Layout((str(inbox),), embedded=True)
+
+
+def embedded_ingest(concurrency: int, beat: bool) -> WorkerSpec:
+    """`run`'s own worker: `concurrency` files decoded at once, each thread with its own decoder process."""
+    return WorkerSpec(("ingest",), "threads" if concurrency > 1 else "solo", concurrency, beat)
 
 
 def embedded_inference(batch_size: int, nightly: bool) -> WorkerSpec:

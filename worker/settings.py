@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
     max_page_megapixels: float = Field(80, gt=0, description="decompression-bomb guard, checked before decoding")
     decode_timeout: float = Field(120, gt=0, description="seconds one file may take to decode")
     decode_isolation: bool = Field(True, description="decode in a child process that is killed on timeout")
+    ingest_concurrency: int = Field(0, ge=0, description="files `run` decodes at once, each in its own decoder "
+                                                         "process; 0: one per CPU core")
     allow_permission_only_pdf: bool = Field(False, description="accept encrypted PDFs that open without a password")
     engine: EngineKind = "auto"
     engine_cache: Path | None = Field(None, description="compiled engines and exported ONNX files; default "
@@ -152,6 +155,10 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"{value!r} is not a time zone name such as Europe/London or UTC") from exc
         return value
+
+    @property
+    def ingest_workers(self) -> int:
+        return self.ingest_concurrency or os.cpu_count() or 1
 
     def decode_limits(self) -> DecodeLimits:
         from ingest.decode.limits import DecodeLimits  # imports the decoders; only workers need them

@@ -44,6 +44,9 @@ def _serve(connection: multiprocessing.connection.Connection) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    import cv2
+
+    cv2.setNumThreads(1)  # files decode side by side in several of these processes; threads within one only add cost
     connection.send("ready")  # imports done: from here on the clock is the file's
     while True:
         try:

@@ -89,25 +89,41 @@ def bench_pipeline(
     latency_drops: int = 20,
     stable_seconds: float = 2.0,
     file_format: Annotated[str, typer.Option("--format", help="file type of the generated batch")] = "jpg",
+    ingest_workers: Annotated[str, typer.Option(help="comma-separated counts of ingest processes to run the batch "
+                                                     "with; the largest is the one judged")] = "1,2",
+    gpu_images_per_s: Annotated[float, typer.Option(help="the cuda engine's rate for the GPU estimate when no GPU "
+                                                         "is here to measure it")] = 3000.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
 ) -> None:
-    """Pages/s inbox to database (embedded, and Redis + PostgreSQL when given) against the best CPU engine."""
+    """Pages/s inbox to database (embedded, and Redis + PostgreSQL when given) against the bound of its stages."""
     from worker.bench.pipeline import bench_pipeline as run_bench
+    from worker.bench.stages import STAGES
 
     settings = get_settings()
     result = run_bench(settings.bundle_dir, pages, database_url, broker_url, latency_drops, stable_seconds,
-                       file_format)
-    table = Table(title=f"bench pipeline: {pages} {file_format} pages; best CPU engine "
-                        f"{result['best_cpu_engine']['engine']} batch {result['best_cpu_engine']['batch_size']}: "
-                        f"{result['best_cpu_engine']['images_per_s']} images/s")
-    for column in ("setup", "pages", "seconds", "pages_per_s", "efficiency", "quarantined"):
+                       file_format, tuple(int(n) for n in ingest_workers.split(",")), gpu_images_per_s)
+    setups = [setup for setup in ("embedded", "services") if setup in result]
+    costs = Table(title="core-ms per page, each stage alone")
+    costs.add_column("stage")
+    for setup in setups:
+        costs.add_column(setup, justify="right")
+    for stage in (*STAGES, "sum"):
+        costs.add_row(stage, *(str(result[s]["stage_costs"]["core_ms_per_page"][stage] if stage != "sum" else
+                                   result[s]["stage_costs"]["sum_core_ms_per_page"]) for s in setups))
+    out.print(costs)
+    table = Table(title=f"bench pipeline: {pages} {file_format} pages on {result['cpu_count']} cores; engine "
+                        f"{result['best_cpu_engine']['engine']} batch {result['best_cpu_engine']['batch_size']}")
+    columns = ("pages_per_s", "bound_pages_per_s", "efficiency", "cpu_utilisation", "quarantined")
+    for column in ("setup", "ingest workers: pages/s", *columns):
         table.add_column(column, justify="left" if column == "setup" else "right")
-    for setup in ("embedded", "services"):
-        if setup in result:
-            row = result[setup]
-            table.add_row(setup, *(str(row[c]) for c in ("pages", "seconds", "pages_per_s", "efficiency",
-                                                          "quarantined")))
+    for setup in setups:
+        row = result[setup]
+        by_workers = ", ".join(f"{n}: {v}" for n, v in row["pages_per_s_by_ingest_workers"].items())
+        table.add_row(setup, by_workers, *(str(row[c]) for c in columns))
     out.print(table)
+    gpu = result["gpu_estimate"]
+    out.print(f"GPU estimate: {gpu['intake_cores_per_gpu']} intake cores per GPU at {gpu['gpu_images_per_s']:g} "
+              f"images/s ({gpu['gpu_rate_source']}), {gpu['intake_core_ms_per_page']} intake core-ms per page")
     if "latency" in result:
         latency = result["latency"]
         out.print(f"single-file latency over {latency['drops']} drops (stable_seconds={latency['stable_seconds']}): "
