@@ -80,6 +80,7 @@ def test_stage_costs_services(cli: Cli, bundle_dir: Path, home: Path, tmp_path: 
     _check_stage_costs(costs, settings, files, digests)
 
 
+@pytest.mark.slow  # about 3 minutes on 2 cores (the engine bench, two embedded runs, latency): `make test-slow`
 @pytest.mark.timeout(900)
 def test_bench_pipeline_reports_efficiency_against_its_stages_bound(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "pipeline.json"
