@@ -10,15 +10,21 @@ import pytest
 
 from ingest.preprocess import (
     STEPS,
+    _percentile_u8,
+    _row_percentiles,
     brightest_channel,
     clean,
+    estimate_skew,
     find_page,
     find_trace_area,
     flatten_creases,
     flatten_illumination,
+    grid_spectra,
     preprocess,
     rotate,
     suppress_grid,
+    thumbnail,
+    to_gray,
 )
 from ingest.render import PaperStyle, render_paper
 from model_training.bench.preprocess import deskew_errors, paper_unevenness
@@ -43,6 +49,13 @@ def test_deskew_turns_a_rotated_page_back() -> None:
     for angle in (-6.5, 3.2):
         cleaned = clean(cv2.cvtColor(rotate(page, angle), cv2.COLOR_GRAY2BGR), SIZE, ("illumination", "deskew"))
         assert cleaned.skew_deg == pytest.approx(-angle, abs=0.5)
+
+
+def test_skew_is_recovered_to_a_twentieth_of_a_degree_across_the_range() -> None:
+    """Angles on the 0.05-degree grid come back exactly, as they did when each candidate rotated the whole copy."""
+    luminance = to_gray(_page())
+    for angle in (-8.3, -4.1, -1.7, 0.6, 2.45, 7.2):
+        assert estimate_skew(flatten_illumination(rotate(luminance, angle))) == pytest.approx(-angle, abs=0.01), angle
 
 
 def test_shadow_is_flattened() -> None:
@@ -87,6 +100,48 @@ def test_sheet_in_a_photo_is_found_and_warped_flat() -> None:
     assert find_page(page) is None  # a flat scan has nothing to warp
     result = clean(cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR), SIZE)
     assert result.page_found and abs(result.skew_deg) < 1.0
+
+
+def test_crease_division_touches_only_darker_rows_and_columns_and_matches_the_whole_division() -> None:
+    """Dividing only the rows and columns below the paper level gives the same pixels as dividing them all."""
+    rng = np.random.default_rng(4)
+    page = flatten_illumination(brightest_channel(_page()))
+    for seed in range(3):
+        creased = flatten_illumination(brightest_channel(ARTIFACTS["crease"](cv2.cvtColor(page, cv2.COLOR_GRAY2BGR),
+                                                                             1.0, rng)))
+        creased[:, 5 + seed :: 97] = np.minimum(creased[:, 5 + seed :: 97], 200 - 20 * seed)  # darker columns too
+        out = creased.astype(np.float32)
+        for profile, shape in ((np.percentile(creased[:, ::8], 80, axis=1), (-1, 1)),
+                               (np.percentile(creased[::8, :], 80, axis=0), (1, -1))):
+            profile = profile.astype(np.float32)
+            out /= np.clip(profile / max(float(np.median(profile)), 1.0), 0.3, 1.0).reshape(shape)
+        assert np.array_equal(flatten_creases(creased), np.clip(out, 0, 255).astype(np.uint8)), seed
+
+
+def test_percentiles_read_off_partitions_and_histograms_equal_numpy_to_the_bit() -> None:
+    rng = np.random.default_rng(8)
+    for rows, cols in ((1, 1), (3, 2), (40, 147), (17, 104)):
+        values = rng.integers(0, 256, (rows, cols)).astype(np.uint8)
+        paper = np.minimum(values // 16 + 240, 255).astype(np.uint8)
+        for sample in (values, paper):
+            for q in (0, 0.3, 50, 80, 99.9, 100):
+                assert np.array_equal(_row_percentiles(sample, q), np.percentile(sample, q, axis=1))
+                assert _percentile_u8(sample[::2, ::3], q) == float(np.percentile(sample[::2, ::3], q))
+
+
+def test_grid_spectra_profiles_are_the_masked_darkness_means() -> None:
+    """The uint8 path (min filter, lookup, integer sums) must give the float pipeline's spectra exactly."""
+    flat = flatten_illumination(to_gray(_page("red", dpi=100)))[:-1, :-3]  # odd sides too
+    pen = cv2.dilate((flat < 110).astype(np.uint8), np.ones((5, 5), np.uint8))
+    darkness = np.clip(250.0 - flat.astype(np.float32), 0, 110)
+    darkness[pen > 0] = 0
+    columns, rows, _ = grid_spectra(flat)
+    size = 8 * max(flat.shape)
+    for spectrum, axis in ((columns, 0), (rows, 1)):
+        profile = darkness.mean(axis=axis).reshape(1, -1)
+        detrended = (profile - cv2.blur(profile, (61, 1), borderType=cv2.BORDER_REFLECT)).ravel()
+        expected = np.abs(np.fft.rfft(detrended * np.hanning(profile.size), size)) ** 2
+        assert np.array_equal(spectrum, expected), axis
 
 
 def test_crease_bands_are_divided_out() -> None:
@@ -144,6 +199,37 @@ def test_model_input_geometry_does_not_depend_on_dpi_or_paper() -> None:
         assert abs(top - boxes[0][1]) <= 3 and abs(height - boxes[0][3]) <= 8, boxes
     blurred = [cv2.GaussianBlur(mask, (0, 0), 2) for mask in ink]
     assert np.corrcoef(blurred[0].ravel(), blurred[1].ravel())[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("shape", [(900, 1200), (827, 1169), (851, 1170)])
+def test_trace_area_is_the_box_of_the_drawn_strokes(shape: tuple[int, int]) -> None:
+    """Long wavy strokes inside a known box, text-sized blobs outside it: the box comes back, padded by 3 mm."""
+    strokes = np.full(shape, 255, np.uint8)
+    xs = np.arange(150, 1001)
+    for base in (300, 420, 560):
+        ys = base + (12 * np.sin(xs / 9.0)).astype(int)
+        cv2.polylines(strokes, [np.stack([xs, ys], axis=1).astype(np.int32)], False, 0, 1)
+    pulse = np.int32([[95, 335], [100, 335], [100, 295], [120, 295], [120, 335], [125, 335]])  # 5 mm by 10 mm
+    cv2.polylines(strokes, [pulse], False, 0, 1)
+    page = strokes.copy()
+    for x in range(150, 900, 40):
+        cv2.putText(page, "Ab", (x, 120), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 0, 2)  # header text: short strokes
+    left, top, width, height = cv2.boundingRect((strokes < 128).astype(np.uint8))
+    area = find_trace_area(page, px_per_mm=4.0)
+    pad = 3.0 * 4.0
+    assert area.found and left == 95
+    assert (area.left, area.top) == (int(left - pad), int(top - pad))
+    assert (area.right, area.bottom) == (int(left + width + pad), int(top + height + pad))
+
+
+def test_thumbnail_is_the_asked_width_at_the_page_aspect() -> None:
+    page = _page(dpi=200)
+    for width in (480, 120, 600):
+        thumb = thumbnail(page, width)
+        assert thumb.shape[1] == width and thumb.dtype == np.uint8
+        assert abs(thumb.shape[0] - page.shape[0] * width / page.shape[1]) <= 1
+        reference = cv2.resize(page, thumb.shape[1::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(thumb.astype(int) - reference).mean() < 6
 
 
 def test_trace_area_leaves_out_the_header() -> None:

@@ -9,10 +9,13 @@ can tell a bad file (quarantined) from a fault of the installation (the file sta
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.processes import Supervised
-from worker.services import celery_worker, embedded_inference, embedded_ingest
+from worker.services import WorkerSpec, celery_worker, embedded_inference
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -80,13 +83,35 @@ class StartupStop:
         worker_ready.connect(resend, weak=False)
 
 
-def inference_process(settings: Settings, log_level: str, nightly: bool) -> Supervised:
-    """The classifier child, restarted if it dies. Its stdout carries only Celery's shutdown notices, which
-    this process already gives for both; its logs and errors go to stderr."""
-    command = [sys.executable, "-m", "worker.cli", *embedded_inference(settings.batch_size, nightly).args(),
-               "--under-run"]
+def _child(settings: Settings, log_level: str, spec: WorkerSpec, name: str, *extra: str) -> Supervised:
+    """A worker child of `run`, restarted if it dies. Its stdout carries only Celery's shutdown notices, which
+    this process already gives for all; its logs and errors go to stderr."""
+    command = [sys.executable, "-m", "worker.cli", *spec.args(), "--under-run", *extra]
     env = {**os.environ, "ECG_INTAKE_HOME": str(settings.home_dir), "ECG_INTAKE_LOG_LEVEL": log_level}
-    return Supervised(command, env, "inference", stdout=subprocess.DEVNULL)
+    return Supervised(command, env, name, stdout=subprocess.DEVNULL)
+
+
+def inference_process(settings: Settings, log_level: str, nightly: bool) -> Supervised:
+    """The classifier child: classify tasks in threads that share micro-batches."""
+    return _child(settings, log_level, embedded_inference(settings.batch_size, nightly), "inference")
+
+
+def ingest_processes(settings: Settings, log_level: str, reports: Path | None = None) -> list[Supervised]:
+    """The ingest workers beside `run`'s own, one per further `ingest_concurrency`: each a solo worker with its
+    own decoder process. (A threaded Celery worker on the file queue waits out its poll timeout whenever all
+    its threads are busy, so whole processes are what scale.) `reports`: where each tells `--once` about
+    failures and installation faults (`RunReports`)."""
+    return [_child(settings, log_level, WorkerSpec(("ingest",)), f"ingest-{n}",
+                   *(("--report-to", str(reports / f"ingest-{n}.jsonl")) if reports else ()))
+            for n in range(2, settings.ingest_workers + 1)]
+
+
+def _stop_all(children: list[Supervised]) -> None:
+    stoppers = [threading.Thread(target=child.stop, daemon=True) for child in children]
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join()
 
 
 def serve(settings: Settings, watcher: Watcher, log_level: str, startup: StartupStop | None = None) -> int:
@@ -99,13 +124,13 @@ def serve(settings: Settings, watcher: Watcher, log_level: str, startup: Startup
     startup = startup or StartupStop()
     if startup.requested:
         return 0
-    inference = inference_process(settings, log_level, nightly=True)
-    worker = celery_worker(embedded_ingest(settings.ingest_workers, beat=True), log_level)
-    if startup.requested:  # the child is up but nothing is claimed: stop it and go
-        inference.stop()
+    children = [inference_process(settings, log_level, nightly=True), *ingest_processes(settings, log_level)]
+    worker = celery_worker(WorkerSpec(("ingest",), beat=True), log_level)
+    if startup.requested:  # the children are up but nothing is claimed: stop them and go
+        _stop_all(children)
         return 0
-    # SIGTERM/SIGINT reach this process: the child starts its warm shutdown now, and is not restarted.
-    worker_shutting_down.connect(lambda **_: inference.stopping(), weak=False)
+    # SIGTERM/SIGINT reach this process: the children start their warm shutdown now, and are not restarted.
+    worker_shutting_down.connect(lambda **_: [child.stopping() for child in children], weak=False)
     startup.hand_to_celery()
     stop = threading.Event()
     threading.Thread(target=watcher.run, args=(stop,), name="watcher", daemon=True).start()
@@ -113,18 +138,21 @@ def serve(settings: Settings, watcher: Watcher, log_level: str, startup: Startup
         worker.start()
     finally:
         stop.set()
-        inference.stop()
+        _stop_all(children)
     return worker.exitcode or 0
 
 
-class _Settling:
+class Settling:
     """What the task signals report while `--once` waits: failures for good, and installation faults with the
-    claims they hold back."""
+    claims they hold back. `run`'s own worker reports in this process; its further ingest workers report
+    through files (`report_to` there, `read_reports` here), one JSON object per line."""
 
-    def __init__(self) -> None:
+    def __init__(self, report_to: Path | None = None) -> None:
         self.failures: list[str] = []
         self.faults: list[str] = []
         self.stuck: set[Path] = set()
+        self.report_to = report_to
+        self._read: dict[Path, int] = {}
 
     def connect(self) -> None:
         from celery.signals import task_failure, task_retry
@@ -133,7 +161,7 @@ class _Settling:
         task_retry.connect(self.on_retry, weak=False)
 
     def on_failure(self, sender: object = None, exception: BaseException | None = None, **_: object) -> None:
-        self.failures.append(f"{sender.name}: {exception}")
+        self._note({"failure": f"{sender.name}: {exception}"})
 
     def on_retry(self, request: object = None, reason: BaseException | None = None, **_: object) -> None:
         from ingest.reasons import InstallationError
@@ -141,17 +169,49 @@ class _Settling:
 
         cause = getattr(reason, "exc", reason)  # autoretry's Retry carries the task's own exception
         if isinstance(cause, InstallationError):
-            self.faults.append(str(cause))
+            report: dict[str, str] = {"fault": str(cause)}
             with contextlib.suppress(AttributeError, IndexError, KeyError, TypeError):
-                self.stuck.add(Claim.from_message(request.args[0]).claimed)
+                report["claimed"] = str(Claim.from_message(request.args[0]).claimed)
+            self._note(report)
+
+    def _note(self, report: dict[str, str]) -> None:
+        if self.report_to is None:
+            self._take(report)
+            return
+        with open(self.report_to, "a", encoding="utf-8") as handle:  # one short append: a whole line
+            handle.write(json.dumps(report) + "\n")
+
+    def _take(self, report: dict[str, str]) -> None:
+        if "failure" in report:
+            self.failures.append(report["failure"])
+        if "fault" in report:
+            self.faults.append(report["fault"])
+            if "claimed" in report:
+                self.stuck.add(Path(report["claimed"]))
+
+    def read_reports(self, folder: Path) -> None:
+        """Take in what the ingest children have reported since the last look."""
+        for path in sorted(folder.glob("*.jsonl")):
+            with open(path, encoding="utf-8") as handle:
+                handle.seek(self._read.get(path, 0))
+                lines = handle.read()
+            whole = lines[:lines.rfind("\n") + 1]
+            self._read[path] = self._read.get(path, 0) + len(whole.encode())
+            for line in whole.splitlines():
+                self._take(json.loads(line))
 
 
-def _wait_until_settled(claims: list[Claim], settling: _Settling, watcher: Watcher, stop: Callable[[], None]) -> None:
+def _wait_until_settled(claims: list[Claim], settling: Settling, watcher: Watcher, reports: Path,
+                        stop: Callable[[], None]) -> None:
     """Every claim settled; after a fault, every claim but the stuck ones; after a task failed for good, until no
     file has settled for `SETTLE_AFTER_FAILURE_S`. A claim left without an outcome (its message lost with a
     crashed classifier) is offered again. Then `stop`."""
     failed_at, swept, left = None, time.monotonic(), len(claims)
-    while now_left := sum(c.claimed.exists() and c.claimed not in settling.stuck for c in claims):
+    while True:
+        settling.read_reports(reports)
+        now_left = sum(c.claimed.exists() and c.claimed not in settling.stuck for c in claims)
+        if not now_left:
+            break
         if now_left < left:
             left, failed_at = now_left, None
         if settling.failures and failed_at is None:
@@ -172,26 +232,38 @@ def run_once(settings: Settings, watcher: Watcher, log_level: str,
     startup = startup or StartupStop()
     if startup.requested:
         return OnceOutcome(claimed=0)
-    inference = inference_process(settings, log_level, nightly=False)  # warms up while the files are claimed
-    worker = celery_worker(embedded_ingest(settings.ingest_workers, beat=False), log_level)
+    reports = Path(tempfile.mkdtemp(prefix="ecg-intake-once-"))
+    try:
+        return _run_once(settings, watcher, log_level, on_claimed, startup, reports)
+    finally:
+        shutil.rmtree(reports, ignore_errors=True)
+
+
+def _run_once(settings: Settings, watcher: Watcher, log_level: str, on_claimed: Callable[[int], None],
+              startup: StartupStop, reports: Path) -> OnceOutcome:
+    # the children warm up while the files are claimed
+    children = [inference_process(settings, log_level, nightly=False),
+                *ingest_processes(settings, log_level, reports)]
+    worker = celery_worker(WorkerSpec(("ingest",)), log_level)
     if startup.requested:
-        inference.stop()
+        _stop_all(children)
         return OnceOutcome(claimed=0)
     startup.hand_to_celery()
     started = time.time()
     claims = watcher.run_once()
     on_claimed(len(claims))
     if not claims:
-        inference.stop()
+        _stop_all(children)
         return OnceOutcome(claimed=0)
-    settling = _Settling()
+    settling = Settling()
     settling.connect()
     threading.Thread(target=_wait_until_settled, name="once-waiter", daemon=True,
-                     args=(claims, settling, watcher, lambda: worker.stop(in_sighandler=False))).start()
+                     args=(claims, settling, watcher, reports, lambda: worker.stop(in_sighandler=False))).start()
     try:
         worker.start()
     finally:
-        inference.stop()
+        _stop_all(children)
+    settling.read_reports(reports)
     return OnceOutcome(claimed=len(claims), left=sum(c.claimed.exists() for c in claims),
                        failures=_internal_errors_since(settings, started) or settling.failures,
                        faults=settling.faults)

@@ -79,11 +79,6 @@ def embedded_layout(inbox: str | Path) -> Layout:
     return Layout((str(inbox),), embedded=True)
 
 
-def embedded_ingest(concurrency: int, beat: bool) -> WorkerSpec:
-    """`run`'s own worker: `concurrency` files decoded at once, each thread with its own decoder process."""
-    return WorkerSpec(("ingest",), "threads" if concurrency > 1 else "solo", concurrency, beat)
-
-
 def embedded_inference(batch_size: int, nightly: bool) -> WorkerSpec:
     """`run`'s child: classify tasks in threads so their pages share micro-batches, while decoding in `run`
     overlaps them; `nightly`: it also takes the train queue."""

@@ -167,6 +167,8 @@ def worker_command(
     beat: Annotated[bool, typer.Option(help="also send the nightly retraining on schedule; one per installation"
                                        )] = False,
     under_run: Annotated[bool, typer.Option(hidden=True, help="started by `run`, which speaks for it")] = False,
+    report_to: Annotated[Path | None, typer.Option(hidden=True, help="`run --once` reads this worker's failures "
+                                                                     "and installation faults here")] = None,
 ) -> None:
     """The worker half: consumes the queues, decodes, classifies and stores."""
     from worker.services import WorkerSpec, celery_worker
@@ -178,6 +180,10 @@ def worker_command(
 
         _quiet_root_warning(say=False)
         follow_parent()  # `run` killed outright leaves no orphan classifier
+    if report_to is not None:
+        from worker.embedded import Settling
+
+        Settling(report_to).connect()
     names = [q.strip() for q in queues.split(",") if q.strip()]
     _prepare(settings, "ingest" if "ingest" in names else "infer")
     if "infer" in names:
