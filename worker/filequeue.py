@@ -95,3 +95,16 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    def drain_events(self, connection: object, timeout: float | None = None) -> None:
+        """Return after one poll while every consuming channel is at its prefetch limit.
+
+        Celery's loop for transports without an event loop acknowledges finished tasks only between calls
+        here, and asks for 2 s at a time: a threaded worker whose threads were all busy could be handed
+        nothing, so its finished tasks' acknowledgements, and with them its next messages, waited out the
+        whole 2 s.
+        """
+        consuming = [channel for channel in self.channels if channel._consumers]
+        if timeout and consuming and not any(channel.qos.can_consume() for channel in consuming):
+            timeout = min(timeout, self.polling_interval)
+        return super().drain_events(connection, timeout=timeout)
