@@ -98,9 +98,9 @@ def inference_process(settings: Settings, log_level: str, nightly: bool) -> Supe
 
 def ingest_processes(settings: Settings, log_level: str, reports: Path | None = None) -> list[Supervised]:
     """The ingest workers beside `run`'s own, one per further `ingest_concurrency`: each a solo worker with its
-    own decoder process. (A threaded Celery worker on the file queue waits out its poll timeout whenever all
-    its threads are busy, so whole processes are what scale.) `reports`: where each tells `--once` about
-    failures and installation faults (`RunReports`)."""
+    own decoder process, so their Python work (hashing, the database, page files) runs side by side too, not
+    under one interpreter lock. `reports`: where each tells `--once` about failures and installation faults
+    (`Settling`)."""
     return [_child(settings, log_level, WorkerSpec(("ingest",)), f"ingest-{n}",
                    *(("--report-to", str(reports / f"ingest-{n}.jsonl")) if reports else ()))
             for n in range(2, settings.ingest_workers + 1)]
