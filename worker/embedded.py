@@ -121,6 +121,8 @@ def serve(settings: Settings, watcher: Watcher, log_level: str, startup: Startup
     """
     from celery.signals import worker_shutting_down
 
+    from worker.tasks import decoder_for_worker
+
     startup = startup or StartupStop()
     if startup.requested:
         return 0
@@ -132,6 +134,7 @@ def serve(settings: Settings, watcher: Watcher, log_level: str, startup: Startup
     # SIGTERM/SIGINT reach this process: the children start their warm shutdown now, and are not restarted.
     worker_shutting_down.connect(lambda **_: [child.stopping() for child in children], weak=False)
     startup.hand_to_celery()
+    decoder_for_worker().start()
     stop = threading.Event()
     threading.Thread(target=watcher.run, args=(stop,), name="watcher", daemon=True).start()
     try:
@@ -241,6 +244,8 @@ def run_once(settings: Settings, watcher: Watcher, log_level: str,
 
 def _run_once(settings: Settings, watcher: Watcher, log_level: str, on_claimed: Callable[[int], None],
               startup: StartupStop, reports: Path) -> OnceOutcome:
+    from worker.tasks import decoder_for_worker
+
     # the children warm up while the files are claimed
     children = [inference_process(settings, log_level, nightly=False),
                 *ingest_processes(settings, log_level, reports)]
@@ -249,6 +254,7 @@ def _run_once(settings: Settings, watcher: Watcher, log_level: str, on_claimed: 
         _stop_all(children)
         return OnceOutcome(claimed=0)
     startup.hand_to_celery()
+    decoder_for_worker().start()
     started = time.time()
     claims = watcher.run_once()
     on_claimed(len(claims))

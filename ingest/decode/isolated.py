@@ -78,6 +78,11 @@ class Decoder:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._connection: multiprocessing.connection.Connection | None = None
 
+    def start(self) -> None:
+        """Start the decoder process now, so the first file a worker takes does not wait for its imports."""
+        if self.isolated:
+            self._ensure_child()
+
     def decode(self, path: Path) -> tuple[FileType, list[Page]]:
         return self._request(path, None)
 

@@ -93,6 +93,8 @@ def bench_pipeline(
                                                      "with; the largest is the one judged")] = "1,2",
     gpu_images_per_s: Annotated[float, typer.Option(help="the cuda engine's rate for the GPU estimate when no GPU "
                                                          "is here to measure it")] = 3000.0,
+    batch_size: Annotated[int | None, typer.Option(help="run the pipeline at this batch size (default: the "
+                                                        "fastest measured)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
 ) -> None:
     """Pages/s inbox to database (embedded, and Redis + PostgreSQL when given) against the bound of its stages."""
@@ -101,7 +103,7 @@ def bench_pipeline(
 
     settings = get_settings()
     result = run_bench(settings.bundle_dir, pages, database_url, broker_url, latency_drops, stable_seconds,
-                       file_format, tuple(int(n) for n in ingest_workers.split(",")), gpu_images_per_s)
+                       file_format, tuple(int(n) for n in ingest_workers.split(",")), gpu_images_per_s, batch_size)
     setups = [setup for setup in ("embedded", "services") if setup in result]
     costs = Table(title="core-ms per page, each stage alone")
     costs.add_column("stage")

@@ -191,6 +191,10 @@ def worker_command(
 
         serving.engine_for_worker(callers=concurrency if pool == "threads" else 1)
     worker = celery_worker(WorkerSpec(tuple(names), pool, concurrency, beat), loglevel)
+    if "ingest" in names and pool == "solo":  # tasks run in this thread: its decoder process starts now
+        from worker.tasks import decoder_for_worker
+
+        decoder_for_worker().start()
     worker.start()
     if worker.exitcode:  # stopped on an error (Celery logged it), not by a signal
         raise typer.Exit(worker.exitcode)
