@@ -51,6 +51,7 @@ def base_env(home: Path, bundle_dir: Path) -> dict[str, str]:
         "ECG_INTAKE_STABLE_SECONDS": "0.5",
         "ECG_INTAKE_POLL_INTERVAL": "0.2",
         "ECG_INTAKE_TORCH_THREADS": "2",
+        "ECG_INTAKE_INGEST_CONCURRENCY": "1",  # one ingest process per `run`; tests of several set their own
         "PYTHONUNBUFFERED": "1",
     })
     return env

@@ -77,8 +77,11 @@ def test_missing_bundle_is_a_clear_error(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_an_unwritable_page_folder_keeps_the_file_claimed_until_fixed(cli: Cli, home: Path, tmp_path: Path) -> None:
-    """A fault of the installation (here: its page folder cannot be created) never quarantines the file."""
+    """A fault of the installation (here: its page folder cannot be created) never quarantines the file, whichever
+    of `run`'s two ingest processes meets it (the second tells `--once` through its report file)."""
     import hashlib
+
+    cli.env["ECG_INTAKE_INGEST_CONCURRENCY"] = "2"
 
     inbox = tmp_path / "inbox"
     paths = write_samples(tmp_path / "src", with_bad=False)
@@ -139,3 +142,28 @@ def test_run_starts_its_inference_process_again_after_a_crash(cli: Cli, home: Pa
         runner.send_signal(signal.SIGTERM)
         runner.wait(timeout=60)
     assert "inference process exited with code -9; starting it again" in (tmp_path / "run.log").read_text()
+
+
+def test_installation_faults_in_every_ingest_process_are_reported_by_run_once(cli: Cli, home: Path,
+                                                                              tmp_path: Path) -> None:
+    """With every file's page folder blocked, each meets the fault in whichever ingest process takes it: `--once`
+    must hear the further process's faults too (else it waits on their claims), and keep every file claimed."""
+    import hashlib
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (home / "pages").mkdir(parents=True)
+    for path in write_samples(tmp_path / "src", with_bad=False):
+        shutil.copy(path, inbox / path.name)
+        blocker = home / "pages" / hashlib.sha256(path.read_bytes()).hexdigest()[:2]
+        blocker.write_text("a file where a folder must go")
+    cli.env["ECG_INTAKE_INGEST_CONCURRENCY"] = "2"
+
+    result = cli("run", "--inbox", str(inbox), "--once", check=False)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 1 and "installation fault" in said, result.stderr
+    assert "stay claimed, none quarantined" in said
+    dropped = sorted(p.name for p in tmp_path.joinpath("src").iterdir() if p.is_file())
+    claimed = sorted(p.name.split("__", 1)[1] for p in (inbox / ".claimed").iterdir())
+    assert claimed == dropped and cli.results() == []
+    assert not any((home / "quarantine").rglob("*.*"))
