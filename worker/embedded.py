@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.processes import Supervised
+from worker.processes import Supervised, all_at_once
 from worker.services import WorkerSpec, celery_worker, embedded_inference
 from worker.settings import Settings
 
@@ -107,11 +107,7 @@ def ingest_processes(settings: Settings, log_level: str, reports: Path | None = 
 
 
 def _stop_all(children: list[Supervised]) -> None:
-    stoppers = [threading.Thread(target=child.stop, daemon=True) for child in children]
-    for stopper in stoppers:
-        stopper.start()
-    for stopper in stoppers:
-        stopper.join()
+    all_at_once([child.stop for child in children])
 
 
 def serve(settings: Settings, watcher: Watcher, log_level: str, startup: StartupStop | None = None) -> int:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,16 @@ def stop_gracefully(process: subprocess.Popen, timeout: float = 60) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def all_at_once(calls: list[Callable[[], object]]) -> None:
+    """Run each call in its own thread and wait for all: stopping processes one after another would add their
+    warm shutdowns up."""
+    threads = [threading.Thread(target=call, daemon=True) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 class Supervised:

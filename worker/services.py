@@ -11,13 +11,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.processes import stop_gracefully
+from worker.processes import all_at_once, stop_gracefully
 
 if TYPE_CHECKING:
     from celery.apps.worker import Worker
@@ -130,12 +130,7 @@ class Services:
 
     def stop(self, timeout: float = 60) -> None:
         """Warm shutdown of every process at once (each finishes the task in hand); SIGKILL after `timeout`."""
-        stoppers = [threading.Thread(target=stop_gracefully, args=(process, timeout), daemon=True)
-                    for process in self.processes.values()]
-        for stopper in stoppers:
-            stopper.start()
-        for stopper in stoppers:
-            stopper.join()
+        all_at_once([partial(stop_gracefully, process, timeout) for process in self.processes.values()])
 
     def __enter__(self) -> Services:
         return self
