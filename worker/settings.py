@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(512, gt=0, description="larger files are quarantined as too_large")
     max_pages: int = Field(50, ge=1, description="documents with more pages are quarantined as too_many_pages")
     max_page_megapixels: float = Field(80, gt=0, description="decompression-bomb guard, checked before decoding")
+    max_waveform_samples: int = Field(10_000_000, ge=1000, description="channels x samples one waveform (DICOM or "
+                                      "vendor XML) may hold; more is quarantined as too_large before allocation")
+    max_xml_depth: int = Field(64, ge=8, description="element nesting depth vendor ECG XML may reach")
     decode_timeout: float = Field(120, gt=0, description="seconds one file may take to decode")
     decode_isolation: bool = Field(True, description="decode in a child process that is killed on timeout")
     ingest_concurrency: int = Field(0, ge=0, description="files `run` decodes at once, each in its own decoder "
@@ -165,7 +168,8 @@ class Settings(BaseSettings):
 
         return DecodeLimits(max_file_bytes=int(self.max_file_mb * 2**20), max_pages=self.max_pages,
                             max_page_pixels=int(self.max_page_megapixels * 1e6), timeout_s=self.decode_timeout,
-                            pdf_dpi=self.pdf_dpi, allow_permission_only_pdf=self.allow_permission_only_pdf)
+                            pdf_dpi=self.pdf_dpi, allow_permission_only_pdf=self.allow_permission_only_pdf,
+                            max_waveform_samples=self.max_waveform_samples, max_xml_depth=self.max_xml_depth)
 
     @property
     def home_dir(self) -> Path:

@@ -17,6 +17,13 @@ class DecodeLimits:
     timeout_s: float = 120.0
     pdf_dpi: int = 200
     allow_permission_only_pdf: bool = False
+    max_waveform_samples: int = 10_000_000  # channels x samples in one waveform; a 12-lead 10 s at 1 kHz is 120 000
+    max_xml_depth: int = 64  # nesting depth of vendor ECG XML; real exports stay under 20
+
+    def check_waveform(self, channels: int, samples: int) -> None:
+        if channels * samples > self.max_waveform_samples:
+            raise IngestError(Reason.TOO_LARGE, f"a waveform of {channels} channels x {samples} samples exceeds the "
+                                                f"limit of {self.max_waveform_samples} values")
 
     def check_file_size(self, size: int) -> None:
         if size > self.max_file_bytes:
