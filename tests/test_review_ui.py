@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from model_training.manifest import LABELS
-from tests.helpers.review import IDENTIFIER, PAGES, PASSWORD, THRESHOLDS, Http, ReviewSite
+from tests.helpers.review import DEVICE_READING, IDENTIFIER, PAGES, PASSWORD, THRESHOLDS, Http, ReviewSite
 from worker.db import queries
 from worker.db.models import Document, Event, Page, Prediction, Review, User
 from worker.db.session import session_scope
@@ -141,8 +141,13 @@ def test_a_viewer_sees_no_patient_identifiers(review_site: ReviewSite, viewer: H
         assert seen.status == 200, path
         assert IDENTIFIER not in seen.text and "ACC-" not in seen.text and "Doe_John" not in seen.text, path
         assert IDENTIFIER in reviewer.get(path).text, path
-    row = viewer.get(f"/api/pages/{page_id}").json()["page"]
+    detail = viewer.get(f"/api/pages/{page_id}").json()
+    row = detail["page"]
     assert "patient_id" not in row and "accession_number" not in row and "path" not in row
+    assert detail["device_reading"] == {"format": "ge-muse", "statements": DEVICE_READING["vendor_statements"],
+                                        "measurements": {"heart_rate_bpm": 64.0, "qrs_ms": 132.0, "qtc_ms": 441.0},
+                                        "derived_leads": ["III", "aVR", "aVL", "aVF"]}
+    assert viewer.get(f"/api/pages/{review_site.pages['unsure']}").json()["device_reading"] is None
     assert viewer.get("/api/results", params={"patient": f"{IDENTIFIER}00"}).status == 403
     assert viewer.get(f"/api/pages/{page_id}/images/original").status == 403  # the sheet's printed header
     assert viewer.get(f"/api/pages/{page_id}/images/cleaned").status == 200
@@ -295,6 +300,8 @@ def test_reviewer_corrects_labels_in_the_browser(review_site: ReviewSite, tmp_pa
 
         first.locator("a.open").click()
         page.wait_for_url(f"**/pages/{urgent}?*")
+        reading = page.inner_text("#device-reading")  # the device's own answer beside the model's
+        assert "Left bundle branch block" in reading and "132" in reading and "QTc" in reading
         assert page.locator("#gradcam").count() == 0  # no empty image until the overlay is asked for
         page.keyboard.press("g")  # Grad-CAM, computed on demand with the bundle's model
         page.wait_for_function("() => { const i = document.getElementById('gradcam');"

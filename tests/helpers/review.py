@@ -43,6 +43,11 @@ PAGES = {  # name -> probabilities; "done" is reviewed already, so it is not on 
     "calm": {"MI": 0.05, "AF": 0.04, "STTC": 0.10, "CD": 0.08, "HYP": 0.02},
     "done": {"MI": 0.80, "AF": 0.10, "STTC": 0.20, "CD": 0.10, "HYP": 0.10},
 }
+# As vendor ECG XML stores it (ingest/decode/vendor_xml.py); the "urgent" page's document carries it.
+DEVICE_READING = {"vendor_format": "ge-muse",
+                  "vendor_measurements": {"heart_rate_bpm": 64, "qrs_ms": 132, "qtc_ms": 441},
+                  "vendor_statements": ["Sinus rhythm", "Left bundle branch block"],
+                  "derived_leads": ["III", "aVR", "aVL", "aVF"]}
 IDENTIFIER = "PAT-47"  # every patient id starts so; the dropped files' names carry a patient name
 
 
@@ -137,7 +142,8 @@ def fill_review_database(db_url: str, folder: Path, bundle_dir: Path) -> tuple[d
                                 current_path=f"/archive/Doe_John_{i}.pdf", source="cardiology" if i % 2 else "er",
                                 file_type="pdf", status="done", received_at=now - timedelta(hours=i),
                                 processed_at=now, source_metadata={"patient_id": f"{IDENTIFIER}{i:02d}",
-                                                                   "accession_number": f"ACC-{i:04d}"})
+                                                                   "accession_number": f"ACC-{i:04d}",
+                                                                   **(DEVICE_READING if name == "urgent" else {})})
             page = Page(document=document, page_no=1, image_path=str(cleaned), thumbnail_path=str(thumbnail),
                         preprocess_version=PREPROCESS_VERSION, source=document.source)
             labels = [label for label in LABELS if probabilities[label] >= THRESHOLDS[label]]

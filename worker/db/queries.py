@@ -373,6 +373,11 @@ def page_result(session: Session, page_id: int) -> dict[str, Any] | None:
     return _rows(session, [found])[0] if found is not None else None
 
 
+def source_metadata(session: Session, document_id: int) -> dict[str, Any]:
+    """What the decoder read from a document besides its pixels; identifiers included, so callers filter."""
+    return session.scalar(select(Document.source_metadata).where(Document.id == document_id)) or {}
+
+
 # Users, reviews and audit (review UI)
 
 

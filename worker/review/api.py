@@ -26,7 +26,7 @@ from worker.review.filters import (
     worklist_cursor,
     worklist_filters,
 )
-from worker.review.schemas import Me, PageDetail, ResultPage, ReviewIn, ReviewOut, visible_row
+from worker.review.schemas import Me, PageDetail, ResultPage, ReviewIn, ReviewOut, device_reading, visible_row
 
 router = APIRouter(prefix="/api", tags=["api"])
 PageId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -89,8 +89,10 @@ def page_detail(session: Session, page_id: int, user: SessionUser, serving: tupl
     records.audit(session, user, "view_page", row)
     images = {kind: f"/api/pages/{page_id}/images/{kind}" for kind in records.image_kinds(user)}
     labels = records.page_labels(row, serving)
+    reading = device_reading(queries.source_metadata(session, row["document_id"]))
     return row, PageDetail(page=visible_row(row, user), labels=labels,
-                           thresholds=records.thresholds(session, row, labels), images=images)
+                           thresholds=records.thresholds(session, row, labels), images=images,
+                           device_reading=reading)
 
 
 @router.get("/pages/{page_id}", response_model=PageDetail, response_model_exclude_unset=True)

@@ -58,12 +58,40 @@ class ResultPage(BaseModel):
                                                "null on the last page")
 
 
+# The device's measurements as vendor ECG XML stores them (ingest/decode/vendor_xml.py): key -> (name, unit).
+DEVICE_MEASUREMENTS = {"heart_rate_bpm": ("Heart rate", "bpm"), "rr_ms": ("RR", "ms"), "pr_ms": ("PR", "ms"),
+                       "qrs_ms": ("QRS", "ms"), "qt_ms": ("QT", "ms"), "qtc_ms": ("QTc", "ms"),
+                       "p_axis_deg": ("P axis", "°"), "qrs_axis_deg": ("QRS axis", "°"), "t_axis_deg": ("T axis", "°")}
+
+
+class DeviceReading(BaseModel):
+    """What the cart or ECG management system measured and said, shown beside the model's answer."""
+
+    format: str = Field(description="the file format it came in, e.g. ge-muse, philips-xml, hl7-aecg")
+    measurements: dict[str, float] = Field(description="any of " + ", ".join(DEVICE_MEASUREMENTS))
+    statements: list[str] = Field(description="the device's interpretation statements, in its order")
+    derived_leads: list[str] = Field(description="leads the file did not store, computed from I and II")
+
+
+def device_reading(metadata: dict[str, Any]) -> DeviceReading | None:
+    """The device's reading from a document's stored metadata, without its identifiers; None where it has none."""
+    if not metadata.get("vendor_format"):
+        return None
+    measurements = {key: float(value) for key, value in (metadata.get("vendor_measurements") or {}).items()
+                    if key in DEVICE_MEASUREMENTS and isinstance(value, int | float)}
+    return DeviceReading(format=str(metadata["vendor_format"]), measurements=measurements,
+                         statements=[str(s) for s in metadata.get("vendor_statements") or []],
+                         derived_leads=[str(s) for s in metadata.get("derived_leads") or []])
+
+
 class PageDetail(BaseModel):
     page: ResultRow
     labels: list[str] = Field(description="the labels of the model that read the page (else the serving model's), "
                                           "in its order: the order of reviews and of the keys 1-9")
     thresholds: dict[str, float] = Field(description="the model's threshold per label (0.5 where none is stored)")
     images: dict[str, str] = Field(description="image kind -> URL: original (reviewers and admins), cleaned, gradcam")
+    device_reading: DeviceReading | None = Field(None, description="the recording device's own measurements and "
+                                                                   "statements, where its file carried them")
 
 
 class ReviewIn(BaseModel):
