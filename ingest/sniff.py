@@ -1,7 +1,14 @@
-"""File type from magic bytes, never from the name: hospitals rename files freely."""
+"""File type from magic bytes, never from the name: hospitals rename files freely.
+
+Vendor ECG XML is told apart by its root element (after an optional BOM, XML declaration, comments,
+processing instructions and a DOCTYPE): `RestingECG` is GE MUSE, `restingecgdata` Philips (Sierra/PhilipsECG),
+`AnnotatedECG` in the HL7 v3 namespace an HL7 aECG. Any other root, or a known root in a namespace its
+format never uses, is `unsupported_type` with the root named.
+"""
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 
@@ -15,6 +22,20 @@ class FileType(StrEnum):
     JPEG = "jpeg"
     TIFF = "tiff"
     BMP = "bmp"
+    GE_MUSE = "ge-muse"
+    PHILIPS = "philips-xml"
+    HL7_AECG = "hl7-aecg"
+
+
+VENDOR_XML = (FileType.GE_MUSE, FileType.PHILIPS, FileType.HL7_AECG)
+HL7_V3 = "urn:hl7-org:v3"
+PHILIPS_NS = "http://www3.medical.philips.com"
+# root element -> (file type, the namespaces its writers use; "" is none)
+XML_ROOTS: dict[str, tuple[FileType, frozenset[str]]] = {
+    "RestingECG": (FileType.GE_MUSE, frozenset({""})),
+    "restingecgdata": (FileType.PHILIPS, frozenset({"", PHILIPS_NS})),
+    "AnnotatedECG": (FileType.HL7_AECG, frozenset({HL7_V3})),
+}
 
 
 _PREFIXES: list[tuple[bytes, FileType]] = [
@@ -25,11 +46,72 @@ _PREFIXES: list[tuple[bytes, FileType]] = [
     (b"MM\x00*", FileType.TIFF),
     (b"BM", FileType.BMP),
 ]
-_HEAD_BYTES = 1024
+HEAD_BYTES = 16384  # XML may put a long comment or DOCTYPE before its root; binary signatures use the first 1024
+_BINARY_HEAD = 1024
+_PROLOG = re.compile(r"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE(?:[^\[>]|\[.*?\])*>)", re.DOTALL)
+_ROOT = re.compile(r"<(?:([A-Za-z_][\w.-]*):)?([A-Za-z_][\w.-]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*)")
+_XMLNS = re.compile(r"xmlns(?::([A-Za-z_][\w.-]*))?\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
 
 
-def sniff_bytes(head: bytes) -> FileType:
-    """Classify the first bytes of a file; raise `empty` or `unsupported_type` otherwise."""
+def _xml_text(head: bytes) -> str | None:
+    """The head decoded for reading its prolog, or None when it does not start like XML."""
+    if head.startswith(b"\xef\xbb\xbf"):
+        text = head[3:].decode("utf-8", errors="replace")
+    elif head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = head[2:len(head) - len(head) % 2].decode("utf-16-le" if head[0] == 0xFF else "utf-16-be",
+                                                        errors="replace")
+    elif head.startswith(b"<\x00"):  # UTF-16 without a BOM
+        text = head[: len(head) - len(head) % 2].decode("utf-16-le", errors="replace")
+    elif head.startswith(b"\x00<"):
+        text = head[: len(head) - len(head) % 2].decode("utf-16-be", errors="replace")
+    else:
+        text = head.decode("latin-1")  # every ASCII-compatible encoding reads its markup the same
+    stripped = text.lstrip(" \t\r\n\ufeff")
+    return stripped if stripped.startswith("<") and len(stripped) > 1 and (stripped[1] in "?!" or stripped[1].isalpha()
+                                                                     or stripped[1] == "_") else None
+
+
+def sniff_xml(head: bytes, complete: bool = False) -> FileType | None:
+    """The vendor ECG type of XML bytes from their root element; None when the bytes do not look like XML.
+
+    `complete` says `head` is the whole file (so a root that never comes means the file ends early).
+    """
+    text = _xml_text(head)
+    if text is None:
+        return None
+    position = 0
+    while match := _PROLOG.match(text, position):
+        if match.end() == position:
+            break
+        position = match.end()
+    root = _ROOT.match(text, position + len(text[position:]) - len(text[position:].lstrip()))
+    if root is None:
+        if complete:
+            raise IngestError(Reason.TRUNCATED, "the XML document ends before its root element")
+        raise IngestError(Reason.UNSUPPORTED_TYPE, f"XML without a root element in the first {len(head)} bytes")
+    prefix, name, attributes = root.group(1) or "", root.group(2), root.group(3)
+    qualified = f"{prefix}:{name}" if prefix else name
+    if name not in XML_ROOTS:
+        raise IngestError(Reason.UNSUPPORTED_TYPE, f"XML with root element <{qualified[:60]}> is not an ECG format "
+                                                   "we read (GE MUSE, Philips, HL7 aECG)")
+    namespaces = {(m.group(1) or ""): (m.group(2) if m.group(2) is not None else m.group(3))
+                  for m in _XMLNS.finditer(attributes)}
+    namespace = namespaces.get(prefix, "")
+    file_type, expected = XML_ROOTS[name]
+    if prefix and prefix not in namespaces:
+        namespace = f"undeclared prefix {prefix}"
+    if namespace not in expected:
+        wanted = " or ".join(sorted(n or "no namespace" for n in expected))
+        raise IngestError(Reason.UNSUPPORTED_TYPE, f"XML root element <{name}> is in namespace "
+                                                   f"'{namespace[:80] or 'none'}', not {wanted}")
+    return file_type
+
+
+def sniff_bytes(head: bytes, complete: bool = False) -> FileType:
+    """Classify the first bytes of a file; raise `empty` or `unsupported_type` otherwise.
+
+    `complete`: `head` is the whole file. XML needs up to `HEAD_BYTES` to reach its root element.
+    """
     if not head:
         raise IngestError(Reason.EMPTY, "file is empty")
     if len(head) >= 132 and head[128:132] == b"DICM":
@@ -37,12 +119,16 @@ def sniff_bytes(head: bytes) -> FileType:
     for prefix, file_type in _PREFIXES:
         if head.startswith(prefix):
             return file_type
+    xml = sniff_xml(head, complete)
+    if xml is not None:
+        return xml
     # Some writers put a few bytes of junk before the PDF header; the PDF spec tolerates it.
-    if b"%PDF-" in head:
+    if b"%PDF-" in head[:_BINARY_HEAD]:
         return FileType.PDF
     raise IngestError(Reason.UNSUPPORTED_TYPE, "no known file signature in the first bytes")
 
 
 def sniff(path: Path) -> FileType:
     with open(path, "rb") as handle:
-        return sniff_bytes(handle.read(_HEAD_BYTES))
+        head = handle.read(HEAD_BYTES + 1)
+    return sniff_bytes(head[:HEAD_BYTES], complete=len(head) <= HEAD_BYTES)

@@ -8,9 +8,10 @@ from ingest.decode.dicom import decode_dicom
 from ingest.decode.image import decode_image
 from ingest.decode.limits import DecodeLimits
 from ingest.decode.pdf import decode_pdf
+from ingest.decode.vendor_xml import decode_vendor_xml
 from ingest.page import Page
 from ingest.reasons import IngestError, Reason
-from ingest.sniff import FileType, sniff_bytes
+from ingest.sniff import HEAD_BYTES, VENDOR_XML, FileType, sniff_bytes
 
 __all__ = ["DecodeLimits", "IngestError", "Reason", "decode", "decode_bytes"]
 # Fewer pixels than this on a side cannot hold a 12-lead ECG (an A4 page at the lowest PDF DPI, 50, is 413x585);
@@ -28,11 +29,13 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, working_copy: 
     """
     limits = limits or DecodeLimits()
     limits.check_file_size(len(data))
-    file_type = sniff_bytes(data[:1024])
+    file_type = sniff_bytes(data[:HEAD_BYTES], complete=len(data) <= HEAD_BYTES)
     if file_type is FileType.PDF:
         pages = decode_pdf(data, limits, working_copy)
     elif file_type is FileType.DICOM:
         pages = decode_dicom(data, limits, working_copy)
+    elif file_type in VENDOR_XML:
+        pages = decode_vendor_xml(data, file_type, limits, working_copy)
     else:
         pages = decode_image(data, file_type, limits, working_copy)
     if not pages:
