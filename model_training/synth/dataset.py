@@ -20,11 +20,15 @@ from model_training.parallel import parallel_map
 from model_training.synth.dicom_out import write_encapsulated_pdf, write_secondary_capture, write_waveform
 from model_training.synth.families import FAMILIES, render_family
 from model_training.synth.signals import LABELS, Record, generate_record
+from model_training.synth.vendor_out import write_aecg, write_muse, write_philips
 from model_training.synth.wfdb_out import write_record, write_tables
 
 IMAGE_FORMATS = {"png": ".png", "jpg": ".jpg", "tiff": ".tiff", "pdf": ".pdf"}
 DICOM_FORMATS = {"dicom-waveform": "-waveform.dcm", "dicom-sc": "-sc.dcm", "dicom-pdf": "-pdf.dcm"}
-FORMATS = {**IMAGE_FORMATS, **DICOM_FORMATS}
+# Vendor XML exports of the record's signals (`synth.vendor_out`), written from the same record as dicom-waveform.
+VENDOR_FORMATS = {"muse": "-muse.xml", "philips": "-philips.xml", "aecg": "-aecg.xml"}
+VENDOR_WRITERS = {"muse": write_muse, "philips": write_philips, "aecg": write_aecg}
+FORMATS = {**IMAGE_FORMATS, **DICOM_FORMATS, **VENDOR_FORMATS}
 SEED_STRIDE = 10_000_000  # set seed S owns item seeds S*stride .. S*stride+stride-1: sets never overlap
 
 
@@ -48,6 +52,8 @@ def item_seed(set_seed: int, index: int) -> int:
 def _write(record: Record, image: np.ndarray, path: Path, fmt: str, dpi: int) -> None:
     if fmt == "dicom-waveform":
         write_waveform(record, path)
+    elif fmt in VENDOR_WRITERS:
+        path.write_bytes(VENDOR_WRITERS[fmt](record.signals, record.fs, patient_id=f"SYN{record.seed}"))
     elif fmt == "dicom-sc":
         write_secondary_capture(record, image, path)
     elif fmt == "dicom-pdf":
