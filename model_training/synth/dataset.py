@@ -2,6 +2,8 @@
 
 `wfdb` adds the raw signals in PTB-XL's layout under `<out>/ptbxl/` (records500, records100,
 ptbxl_database.csv, scp_statements.csv), readable by `model_training.ptbxl` like a real download.
+`muse`, `philips` and `aecg` write the record's signals as GE MUSE, Philips SierraECG and HL7 aECG XML
+exports (`synth.vendor_out`).
 """
 
 from __future__ import annotations

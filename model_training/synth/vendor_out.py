@@ -326,8 +326,8 @@ def write_aecg(signals_mv: np.ndarray, fs: float, *, median_beat: bool = True,
     end = f"{finish:%Y%m%d%H%M%S}.{finish.microsecond // 1000:03d}"
     lines = ['<?xml version="1.0" encoding="UTF-8"?>',
              '<AnnotatedECG xmlns="urn:hl7-org:v3" xmlns:voc="urn:hl7-org:v3/voc" '
-             'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" type="Observation" classCode="OBS" '
-             'moodCode="EVN">',
+             'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+             'xsi:schemaLocation="urn:hl7-org:v3 ../schema/PORT_MT020001.xsd" classCode="OBS" moodCode="EVN">',
              '  <id root="2.25.0.1.2024.1"/>',
              '  <code code="93000" codeSystem="2.16.840.1.113883.6.12" codeSystemName="CPT-4"/>',
              f'  <effectiveTime><low value="{start}" inclusive="true"/><high value="{end}" inclusive="false"/>'
