@@ -21,6 +21,7 @@ SERVICE_NEEDS = {
     "watch": ("database", "broker", "folders"),
     "ingest": ("database", "broker", "folders", "poppler", "bundle"),
     "infer": ("database", "broker", "folders", "bundle"),
+    "receive": ("receive",),
 }
 
 
@@ -109,6 +110,51 @@ def check_folders(settings: Settings) -> list[Check]:
     return [_writable(name, path) for name, path in folders]
 
 
+def check_receive(settings: Settings) -> list[Check]:
+    """`receive`'s inbox is writable; its port answers C-ECHO (receiver running) or is free; its callers."""
+    return [_writable("receive inbox", settings.receive_inbox_dir), check_receive_port(settings),
+            check_receive_callers(settings)]
+
+
+def _port_free(port: int) -> bool:
+    """Whether this machine could listen on `port` now (what `receive` binds: every interface)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_receive_port(settings: Settings) -> Check:
+    """A C-ECHO to our AE title on our port: a running receiver answers; otherwise the port must be free."""
+    from worker.receive import DOCTOR_AE_TITLE, echo
+
+    port, title = settings.receive_port, settings.receive_ae_title
+    answer = echo(title, port, timeout=3)
+    if answer == "answered":
+        return Check("receive port", "ok", f"receiver {title} answers C-ECHO on port {port}")
+    if answer == "rejected":
+        return Check("receive port", "ok", f"a DICOM AE on port {port} refused the doctor's association (ours "
+                                           f"with an allow-list that does not name {DOCTOR_AE_TITLE}, or another AE)",
+                     f"add {DOCTOR_AE_TITLE} to ECG_INTAKE_RECEIVE_ALLOWED_CALLERS to have it answer C-ECHO")
+    if _port_free(port):
+        return Check("receive port", "ok", f"receiver not running, port {port} free")
+    return Check("receive port", "fail", f"port {port} in use by something that does not answer C-ECHO as {title}",
+                 "stop that program or set ECG_INTAKE_RECEIVE_PORT to a free port")
+
+
+def check_receive_callers(settings: Settings) -> Check:
+    callers = settings.receive_allowed_callers
+    if not callers:
+        return Check("receive callers", "warn", "no allow-list: `receive` accepts any calling AE title",
+                     'set ECG_INTAKE_RECEIVE_ALLOWED_CALLERS=\'["CART1", "MUSE"]\'')
+    return Check("receive callers", "ok", f"{len(callers)} calling AE title(s) allowed: {', '.join(callers)}")
+
+
 def check_poppler() -> Check:
     missing = [tool for tool in ("pdfinfo", "pdftoppm") if shutil.which(tool) is None]
     if missing:
@@ -158,8 +204,8 @@ def check_engines(settings: Settings) -> Check:
 
 
 def run_checks(settings: Settings, only: tuple[str, ...] | None = None) -> list[Check]:
-    """Every check, or `only` the named groups (database, broker, folders, poppler, bundle, engines)."""
-    groups = only or ("database", "broker", "folders", "poppler", "bundle", "engines")
+    """Every check, or `only` the named groups (database, broker, folders, poppler, bundle, engines, receive)."""
+    groups = only or ("database", "broker", "folders", "poppler", "bundle", "engines", "receive")
     checks: list[Check] = []
     for group in groups:
         if group == "database":
@@ -174,6 +220,8 @@ def run_checks(settings: Settings, only: tuple[str, ...] | None = None) -> list[
             checks.append(check_bundle(settings))
         elif group == "engines":
             checks.append(check_engines(settings))
+        elif group == "receive":
+            checks.extend(check_receive(settings))
         else:
             raise ValueError(f"unknown check group {group!r}")
     return checks

@@ -125,6 +125,16 @@ class Settings(BaseSettings):
     retrain_lock_seconds: float = Field(900, gt=0, description="a retraining that stops refreshing its lock "
                                                               "this long is taken for dead")
     retrain_bootstrap: int = Field(1000, ge=100, description="paired bootstrap resamples for the decision")
+    receive_ae_title: str = Field("ECGINTAKE", min_length=1, max_length=16, description="`receive`'s own AE "
+                                  "title; a sender must call it by this name")
+    receive_port: int = Field(11112, ge=1, le=65535, description="TCP port `receive` listens on (all interfaces)")
+    receive_inbox: Path | None = Field(None, description="folder `receive` writes objects into; default the first "
+                                       "of `inboxes`, else <home>/inbox")
+    receive_allowed_callers: list[str] = Field(default_factory=list, description="calling AE titles `receive` "
+                                               'accepts, JSON in the env var: ["CART1", "MUSE"]; empty: any caller')
+    receive_max_associations: int = Field(10, ge=1, description="associations `receive` serves at once")
+    receive_timeout: float = Field(60, gt=0, description="seconds `receive` waits on an association (ACSE), a "
+                                                       "DIMSE message and an idle network before giving up")
     review_secret: str | None = Field(None, description="review UI session key; default one generated once "
                                                        "and kept in <home>/review-secret (mode 0600)")
     review_https_only: bool = Field(False, description="review UI session cookie only over https (Secure)")
@@ -186,6 +196,15 @@ class Settings(BaseSettings):
     @property
     def pages_dir(self) -> Path:
         return self.home_dir / "pages"
+
+    @property
+    def receive_inbox_dir(self) -> Path:
+        """Where `receive` writes: an inbox the watcher of `run` already watches when one is configured."""
+        if self.receive_inbox:
+            return self.receive_inbox.expanduser().resolve()
+        if self.inboxes:
+            return self.inboxes[0].path.expanduser().resolve()
+        return self.home_dir / "inbox"
 
     @property
     def engine_cache_dir(self) -> Path:

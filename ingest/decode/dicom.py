@@ -15,7 +15,9 @@ waveforms are drawn at the working resolution, and encapsulated PDFs are rasteri
 from __future__ import annotations
 
 import io
+import os
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -96,21 +98,38 @@ def _lead_name(channel) -> str:
     return meaning
 
 
-def _working_style() -> PaperStyle:
+def working_style() -> PaperStyle:
     """The default paper drawn at the working resolution: `clean`'s factor for the page at the default DPI."""
     style = PaperStyle()
     width_px = round(style.paper_mm[0] / 25.4 * style.dpi)
     return PaperStyle(dpi=round(style.dpi / work_factor(width_px)))
 
 
-def _waveform_page(ds: pydicom.Dataset, working_copy: bool = False) -> Page:
+_working_style = working_style  # the old private name, until ingest/decode/vendor_xml.py imports the public one
+
+PAPER_SECONDS = 10.0  # a paper ECG shows 10 s; a longer (ambulatory) rhythm is drawn from its start
+
+
+def _rhythm_group(ds: pydicom.Dataset) -> tuple[int, pydicom.Dataset]:
+    """The group to draw: the original full-length recording over derived median beats, then the longest.
+
+    Any SOP class qualifies (a 12-lead ECG also arrives as a hemodynamic or general waveform object)."""
     groups = [(i, w) for i, w in enumerate(ds.WaveformSequence) if int(w.NumberOfWaveformChannels) >= 12]
     if not groups:
         raise IngestError(Reason.NOT_ECG, "no waveform group with 12 channels")
-    # Prefer the original full-length recording over derived median beats.
-    index, group = max(groups, key=lambda g: (g[1].get("WaveformOriginality") == "ORIGINAL",
-                                              int(g[1].NumberOfWaveformSamples)))
+    return max(groups, key=lambda g: (g[1].get("WaveformOriginality") == "ORIGINAL",
+                                      int(g[1].NumberOfWaveformSamples)))
+
+
+def _waveform_page(ds: pydicom.Dataset, limits: DecodeLimits, working_copy: bool = False) -> Page:
+    index, group = _rhythm_group(ds)
+    # The header's size, checked before pydicom allocates the samples (a bomb never inflates).
+    limits.check_waveform(int(group.NumberOfWaveformChannels), int(group.NumberOfWaveformSamples))
+    fs = float(group.SamplingFrequency)
+    if fs <= 0:
+        raise IngestError(Reason.CORRUPT, f"waveform sampling frequency {fs} is not positive")
     samples = ds.waveform_array(index).T  # channels x samples, sensitivity and baseline applied
+    samples = samples[:, :round(PAPER_SECONDS * fs)]
     channels = group.ChannelDefinitionSequence
     leads = [_lead_name(c) for c in channels]
     scale = np.array([_UNIT_TO_MV.get(str(c.ChannelSensitivityUnitsSequence[0].CodeValue), 1e-3)
@@ -118,9 +137,8 @@ def _waveform_page(ds: pydicom.Dataset, working_copy: bool = False) -> Page:
     keep = [i for i, name in enumerate(leads) if name in STANDARD_LEADS]
     if len(keep) < 12:
         raise IngestError(Reason.NOT_ECG, f"waveform has {len(keep)} of the 12 standard leads")
-    fs = float(group.SamplingFrequency)
     image = render_paper(samples[keep] * scale[keep], fs, [leads[i] for i in keep],
-                         _working_style() if working_copy else None)
+                         working_style() if working_copy else None)
     return Page(image=image, page_no=1, source="dicom-waveform", metadata={"sampling_frequency": fs})
 
 
@@ -137,8 +155,8 @@ _MALFORMED = (ValueError, KeyError, TypeError, IndexError, AttributeError, struc
               OverflowError, MemoryError, BytesLengthException)
 
 
-class _ReadWatch(io.BytesIO):
-    """The file's bytes, noting every read that got fewer bytes than it asked for.
+class _ShortReads:
+    """Notes every read that got fewer bytes than it asked for.
 
     pydicom reads a value cut off by the end of the file without complaint (it keeps the short bytes) and
     takes a tag header cut in half for the end of the data, so a truncated file surfaced later as a
@@ -146,14 +164,12 @@ class _ReadWatch(io.BytesIO):
     8-byte read of the next tag header at its very end; any other short read means the data ends early.
     """
 
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.size = len(data)
-        self.short_reads: list[tuple[int, int, int]] = []  # (offset, asked, got)
+    size: int
+    short_reads: list[tuple[int, int, int]]  # (offset, asked, got)
 
     def read(self, size: int | None = -1, /) -> bytes:
-        offset = self.tell()
-        out = super().read(size)
+        offset = self.tell()  # type: ignore[attr-defined]
+        out = super().read(size)  # type: ignore[misc]
         if size is not None and size >= 0 and len(out) < size:
             self.short_reads.append((offset, size, len(out)))
         return out
@@ -163,12 +179,28 @@ class _ReadWatch(io.BytesIO):
         return any(read != (self.size, 8, 0) for read in self.short_reads) or len(self.short_reads) > 1
 
 
-def decode_dicom(data: bytes, limits: DecodeLimits | None = None, working_copy: bool = False) -> list[Page]:
-    """Pages of one DICOM file; every way a malformed file fails becomes a reason code."""
-    limits = limits or DecodeLimits()
-    source = _ReadWatch(data)
+class _ReadWatch(_ShortReads, io.BytesIO):
+    """The file's bytes in memory, watched for short reads."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.size = len(data)
+        self.short_reads = []
+
+
+class _FileWatch(_ShortReads, io.FileIO):
+    """A file on disk, watched for short reads, so a large received object is checked without loading it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "rb")
+        self.size = os.fstat(self.fileno()).st_size
+        self.short_reads = []
+
+
+def _parse(source: _ShortReads, **read_options: object) -> pydicom.Dataset:
+    """pydicom's parse with every way a malformed file fails as a reason code."""
     try:
-        ds = pydicom.dcmread(source)
+        ds = pydicom.dcmread(source, **read_options)  # type: ignore[arg-type]
     except InvalidDicomError as exc:
         raise IngestError(Reason.CORRUPT, "not a valid DICOM file") from exc
     except (EOFError, OSError) as exc:
@@ -179,6 +211,41 @@ def decode_dicom(data: bytes, limits: DecodeLimits | None = None, working_copy: 
         raise IngestError(Reason.CORRUPT, f"malformed DICOM data ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if source.ended_early:
         raise IngestError(Reason.TRUNCATED, "the DICOM data ends inside a data element")
+    return ds
+
+
+def check_declared_limits(ds: pydicom.Dataset, limits: DecodeLimits) -> None:
+    """The sizes the header declares (frames, pixels per frame, channels x samples per waveform group)
+    against the limits, before any of that data is decoded."""
+    if "PixelData" in ds:
+        limits.check_pages(int(ds.get("NumberOfFrames", 1) or 1))
+        limits.check_pixels(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+    for group in ds.get("WaveformSequence") or []:
+        limits.check_waveform(int(group.get("NumberOfWaveformChannels", 0) or 0),
+                              int(group.get("NumberOfWaveformSamples", 0) or 0))
+
+
+def check_received(path: Path, limits: DecodeLimits) -> pydicom.Dataset:
+    """A received Part 10 file read without its large values: whole (not truncated), parseable, within the
+    declared-size limits. The network receiver calls this before it keeps an object, so a bad object is
+    refused to its sender (who still owns it) instead of being quarantined later."""
+    try:
+        with _FileWatch(path) as source:
+            ds = _parse(source, defer_size="256 KB")
+            if len(ds) == 0:
+                raise IngestError(Reason.TRUNCATED, "no data elements after the DICOM header")
+            check_declared_limits(ds, limits)
+    except IngestError:
+        raise
+    except _MALFORMED as exc:
+        raise IngestError(Reason.CORRUPT, f"malformed DICOM data ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    return ds
+
+
+def decode_dicom(data: bytes, limits: DecodeLimits | None = None, working_copy: bool = False) -> list[Page]:
+    """Pages of one DICOM file; every way a malformed file fails becomes a reason code."""
+    limits = limits or DecodeLimits()
+    ds = _parse(_ReadWatch(data))
     try:
         return _decode_dataset(ds, limits, working_copy)
     except IngestError:
@@ -196,7 +263,7 @@ def _decode_dataset(ds: pydicom.Dataset, limits: DecodeLimits, working_copy: boo
     if len(ds) == 0:
         raise IngestError(Reason.TRUNCATED, "no data elements after the DICOM header")
     if "WaveformSequence" in ds:
-        pages = [_waveform_page(ds, working_copy)]
+        pages = [_waveform_page(ds, limits, working_copy)]
     elif sop_class in ECG_WAVEFORMS or sop_class == ENCAPSULATED_PDF or sop_class.startswith(SECONDARY_CAPTURE):
         if "PixelData" not in ds and "EncapsulatedDocument" not in ds:
             raise IngestError(Reason.TRUNCATED, f"the header announces SOP class {sop_class} but its content is "

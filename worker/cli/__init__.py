@@ -1,4 +1,4 @@
-"""The `ecg-intake` command: run, watch, worker, results, db, model, samples."""
+"""The `ecg-intake` command: run, watch, worker, receive, results, db, model, samples."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.logging import RichHandler
 from model_training.cli import app as training_app
 from model_training.cli import bench_app as training_bench_app
 from model_training.cli import model_app as training_model_app
-from worker.cli import bench, model, review, service
+from worker.cli import bench, model, receive, review, service
 from worker.cli.common import console
 
 app = typer.Typer(help="Classify scanned ECGs dropped into watched folders.", no_args_is_help=True,
@@ -26,6 +26,7 @@ app.add_typer(service.db_app, name="db")
 app.add_typer(model.model_app, name="model")
 app.add_typer(bench_app, name="bench")
 app.add_typer(review.app)  # review
+app.add_typer(receive.app)  # receive: the DICOM C-STORE receiver
 app.add_typer(review.users_app, name="users")
 
 
