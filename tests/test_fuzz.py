@@ -28,15 +28,16 @@ from tests.helpers.inputs import local_dicom, reference_page, scan_pdf, vector_p
 
 LIMITS = DecodeLimits(pdf_dpi=50, timeout_s=20)
 SLOWEST_ALLOWED_S = 10.0
-# seed file -> number of mutants; 1,050 inputs in all
-PLAN = {"png": 150, "jpg": 150, "bmp": 100, "tif": 150, "scan.pdf": 120, "vector.pdf": 80, "waveform.dcm": 150,
-        "sc-jpeg.dcm": 100, "encapsulated-pdf.dcm": 50}
+# seed file -> number of mutants; 1,050 inputs in all (the XML seeds took their mutants from the image seeds)
+PLAN = {"png": 100, "jpg": 110, "bmp": 80, "tif": 110, "scan.pdf": 120, "vector.pdf": 80, "waveform.dcm": 140,
+        "sc-jpeg.dcm": 80, "encapsulated-pdf.dcm": 50, "muse.xml": 60, "philips.xml": 60, "aecg.xml": 60}
 
 
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     from model_training.synth.dicom_out import write_encapsulated_pdf
     from model_training.synth.signals import generate_record
+    from model_training.synth.vendor_out import write_aecg, write_muse, write_philips
 
     folder = tmp_path_factory.mktemp("seeds")
     page = reference_page(600)
@@ -50,6 +51,10 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     files["sc-jpeg.dcm"] = local_dicom("SC_rgb_jpeg_dcmtk.dcm").read_bytes()
     files["encapsulated-pdf.dcm"] = write_encapsulated_pdf(generate_record(7), page, 60,
                                                            folder / "enc.dcm").read_bytes()
+    record = generate_record(11)
+    files["muse.xml"] = write_muse(record.signals, record.fs, statements=["Sinus rhythm"])  # 8 leads, ISO-8859-1
+    files["philips.xml"] = write_philips(record.signals, record.fs)  # UTF-16 with a BOM, XLI-compressed
+    files["aecg.xml"] = write_aecg(record.signals, record.fs)
     return files
 
 
