@@ -133,13 +133,23 @@ class Receiver:
     def on_data(self, event: Event) -> None:
         """Count an object's bytes while they arrive; past the size limit the association is aborted before
         the rest is spooled (the sender keeps its object and learns it was refused)."""
+        ceiling = self.limits.max_file_bytes + _FRAMING_ALLOWANCE
         with self.lock:
-            total = self.arriving.get(event.assoc, 0) + len(event.data)
-            self.arriving[event.assoc] = total
-        if total > self.limits.max_file_bytes + _FRAMING_ALLOWANCE:
+            before = self.arriving.get(event.assoc, 0)
+            self.arriving[event.assoc] = before + len(event.data)
+        if before <= ceiling < before + len(event.data):  # once per association: later PDUs find it aborting
             log.warning("receive: association aborted: more than %.1f MiB arrived for one object (the limit)",
                         self.limits.max_file_bytes / 2**20)
             event.assoc.abort()
+
+    def on_close(self, event: Event) -> None:
+        """A connection closed while an object was still arriving (aborted by us or the sender, or dropped):
+        remove its partial spool file, which pynetdicom removes only after a complete store."""
+        message = getattr(event.assoc.dimse, "message", None)
+        partial = getattr(message, "_data_set_path", None)
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
+            log.info("receive: an object that never finished arriving was discarded; its sender keeps it")
 
     def on_echo(self, event: Event) -> int:
         """Verification: the sender (or `doctor`) asks whether we are here."""
@@ -175,17 +185,17 @@ class Receiver:
             self.limits.check_file_size(size)
             check_received(spooled, self.limits)
         except IngestError as exc:
-            log.warning("receive: refused a %s of %d bytes: %s", kind, size, exc)
+            log.warning("receive: refused %s, %d bytes: %s", kind, size, exc)
             return failure(refusal_status(exc), str(exc))
         name = object_name(event.request.AffectedSOPInstanceUID, spooled)
         started = time.monotonic()
         try:
             stored = keep(spooled, self.inbox, name)
         except OSError as exc:  # a full disk, an unwritable inbox: the sender keeps the object and retries
-            log.error("receive: could not write a %s of %d bytes as %s: %s", kind, size, name,
+            log.error("receive: could not write %s, %d bytes, as %s: %s", kind, size, name,
                       os.strerror(exc.errno) if exc.errno else type(exc).__name__)
             return failure(OUT_OF_RESOURCES, f"cannot store: {os.strerror(exc.errno) if exc.errno else 'I/O'}")
-        log.info("receive: stored a %s of %d bytes as %s in %.0f ms", kind, size, stored.name,
+        log.info("receive: stored %s, %d bytes, as %s in %.0f ms", kind, size, stored.name,
                  (time.monotonic() - started) * 1000)
         return SUCCESS
 
@@ -213,7 +223,7 @@ def start(settings: Settings, port: int | None = None) -> tuple[ThreadedAssociat
     inbox.mkdir(parents=True, exist_ok=True)
     receiver = Receiver(inbox, settings.decode_limits())
     handlers = [(evt.EVT_C_STORE, receiver.on_store), (evt.EVT_C_ECHO, receiver.on_echo),
-                (evt.EVT_DATA_RECV, receiver.on_data)]
+                (evt.EVT_DATA_RECV, receiver.on_data), (evt.EVT_CONN_CLOSE, receiver.on_close)]
     server = build_ae(settings).start_server(("", port or settings.receive_port), block=False,
                                              evt_handlers=handlers)
     return server, receiver  # type: ignore[return-value]
