@@ -24,7 +24,9 @@ from ingest.preprocess import Preparation
 from worker.bench.inputs import synth_inputs
 
 DECODE_KINDS = {"pdf": ".pdf", "dicom-waveform": "-waveform.dcm", "jpg": ".jpg", "png": ".png", "tiff": ".tiff",
-                "dicom-sc": "-sc.dcm", "dicom-pdf": "-pdf.dcm"}
+                "dicom-sc": "-sc.dcm", "dicom-pdf": "-pdf.dcm",
+                "muse": "-muse.xml", "philips": "-philips.xml", "aecg": "-aecg.xml"}
+XML_KINDS = ("muse", "philips", "aecg")
 TIMING = ("core time: time.process_time() plus the CPU time of finished child processes (poppler), "
           "one process, cv2.setNumThreads(1)")
 PNG_LEVELS = (0, 1, 3, 6, 9)
@@ -88,6 +90,26 @@ def _kind_row(kind: str, files: list[Path], limits: DecodeLimits, preparation: P
             "decode_pages_per_s": round(pages / work_decode, 1),
             "decode_preprocess_pages_per_s": round(pages / work_total, 1),
             "ms_per_page": _ms(work_total, pages)}
+
+
+def xml_prepass_cost(kind: str, files: list[Path], limits: DecodeLimits) -> dict[str, Any]:
+    """What the hostile-XML pre-pass (decode to UTF-8, one expat pass with the limit checks) costs per file,
+    against the whole working-copy decode of the same files."""
+    from ingest.decode.xml_safety import normalise, prepass
+
+    documents = [path.read_bytes() for path in files]
+    prepass(normalise(documents[0]), limits)  # warm-up
+    started = core_seconds()
+    for data in documents:
+        prepass(normalise(data), limits)
+    pre = core_seconds() - started
+    started = core_seconds()
+    for path in files:
+        decode(path, limits, working_copy=True)
+    whole = core_seconds() - started
+    return {"kind": kind, "files": len(files), "kib_per_file": round(sum(map(len, documents)) / len(files) / 1024, 1),
+            "prepass_ms": _ms(pre, len(files)), "decode_ms": _ms(whole, len(files)),
+            "prepass_share": round(pre / whole, 3)}
 
 
 def _encode_row(name: str, image: np.ndarray, extension: str, params: list[int], repeats: int) -> dict[str, Any]:
@@ -197,6 +219,7 @@ def bench_decode(bundle_dir: Path, n: int = 30, dpi: int = 200, kinds: tuple[str
             prepared = preparation(page)
             page_files = page_file_sizes(prepared.model_input, prepared.thumbnail)
             pdf = pdf_options(files["pdf"], limits) if "pdf" in kinds else []
+            xml = [xml_prepass_cost(kind, files[kind], limits) for kind in kinds if kind in XML_KINDS]
     finally:
         cv2.setNumThreads(threads)
     for row in rows:
@@ -204,7 +227,7 @@ def bench_decode(bundle_dir: Path, n: int = 30, dpi: int = 200, kinds: tuple[str
     result = {"benchmark": "decode", "dpi": dpi, "input_size": list(input_size), "processes": 1, "timing": TIMING,
               "model_images_per_s": round(model, 1), "model_batch_size": 8, "cpu_count": os.cpu_count(),
               "kinds": rows, "slowest_ratio": min(r["ratio_to_model"] for r in rows),
-              "total": _totals(rows), "page_files": page_files, "pdf_options": pdf}
+              "total": _totals(rows), "page_files": page_files, "pdf_options": pdf, "xml_prepass": xml}
     if accuracy_set is not None:
         result["accuracy"] = accuracy(bundle_dir, accuracy_set)
     return result
