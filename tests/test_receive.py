@@ -7,7 +7,9 @@ One receiver serves the whole module (its inbox on a small tmpfs, so a full disk
 from __future__ import annotations
 
 import errno
+import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -325,3 +327,31 @@ def test_stored_objects_are_part10_files_that_run_classifies(receiver: Receiver,
             "join predictions r on r.page_id = p.id"))}
     assert set(documents) == hashes and set(documents.values()) == {"done"}, documents
     assert predicted == hashes
+
+
+def _doctor_receive_port(receiver: Receiver, port: int) -> dict[str, str]:
+    cli = Cli({**receiver.cli.env, "ECG_INTAKE_RECEIVE_PORT": str(port), "ECG_INTAKE_RECEIVE_AE_TITLE": OUR_TITLE},
+              receiver.cli.cwd)
+    report = json.loads(cli("doctor", "--json", check=False).stdout)
+    return {check["name"]: check for check in report["checks"]}
+
+
+def test_doctor_tells_a_running_receiver_from_a_squatted_port(receiver: Receiver) -> None:
+    checks = _doctor_receive_port(receiver, receiver.port)
+    assert checks["receive port"]["status"] == "ok" and "answers C-ECHO" in checks["receive port"]["detail"]
+    assert checks["receive callers"]["status"] == "ok" and checks["receive inbox"]["status"] == "ok"
+    with socket.socket() as squatter:  # listens, never speaks DICOM
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        checks = _doctor_receive_port(receiver, squatter.getsockname()[1])
+    assert checks["receive port"]["status"] == "fail"
+    assert "does not answer C-ECHO" in checks["receive port"]["detail"]
+
+
+def test_sigterm_stops_the_receiver_cleanly(receiver: Receiver) -> None:
+    """Last in the module: the shared receiver is stopped here."""
+    assert _echo(receiver.port) == 0x0000
+    receiver.process.send_signal(signal.SIGTERM)
+    assert receiver.process.wait(timeout=30) == 0
+    assert "receiver stopped" in receiver.log_text()
+    assert _echo(receiver.port) is None

@@ -119,6 +119,14 @@ def refusal_status(error: IngestError) -> int:
     return OUT_OF_RESOURCES if error.reason in (Reason.TOO_LARGE, Reason.TOO_MANY_PAGES) else CANNOT_UNDERSTAND
 
 
+def said_safely(error: IngestError) -> str:
+    """What a refusal says in the log and to the sender: our own words only. A `corrupt` message quotes
+    pydicom's exception, which can quote an element's value (a patient's name)."""
+    if error.reason is Reason.CORRUPT:
+        return f"{Reason.CORRUPT.value}: the DICOM data cannot be parsed"
+    return str(error)
+
+
 @dataclass
 class Receiver:
     """The SCP's state: where objects go, the limits, the bytes each association has sent since its last store
@@ -185,8 +193,9 @@ class Receiver:
             self.limits.check_file_size(size)
             check_received(spooled, self.limits)
         except IngestError as exc:
-            log.warning("receive: refused %s, %d bytes: %s", kind, size, exc)
-            return failure(refusal_status(exc), str(exc))
+            said = said_safely(exc)
+            log.warning("receive: refused %s, %d bytes: %s", kind, size, said)
+            return failure(refusal_status(exc), said)
         name = object_name(event.request.AffectedSOPInstanceUID, spooled)
         started = time.monotonic()
         try:
