@@ -25,6 +25,8 @@ import struct
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from xml.parsers.expat import ExpatError
@@ -71,24 +73,42 @@ def _parser(file_type: FileType) -> Any:
     return HL7aECGParser()
 
 
+@contextmanager
+def _readable_path(data: bytes) -> Iterator[Path]:
+    """A path ecgdatakit can read `data` from: an anonymous in-memory file where Linux has them, so no copy of
+    the document (patient identifiers included) is left on a disk or in /dev/shm if the decoder is killed;
+    a private temporary file elsewhere."""
+    if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
+        fd = os.memfd_create("ecg-intake-xml", os.MFD_CLOEXEC)
+        try:
+            view, written = memoryview(data), 0
+            while written < len(data):
+                written += os.write(fd, view[written:])
+            yield Path(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    with tempfile.NamedTemporaryFile(suffix=".xml") as handle:
+        handle.write(data)
+        handle.flush()
+        yield Path(handle.name)
+
+
 def _parse(data: bytes, file_type: FileType) -> Any:
     """ecgdatakit's record of the (normalised) bytes; every failure becomes a reason."""
     from ecgdatakit.exceptions import CorruptedFileError, ECGDataKitError, MissingElementError, UnsupportedFormatError
 
     parser = _parser(file_type)
-    directory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    with tempfile.NamedTemporaryFile(suffix=".xml", dir=directory) as handle:
-        handle.write(data)
-        handle.flush()
+    with _readable_path(data) as path:
 
         def clean(exc: BaseException) -> str:
-            return str(exc).replace(handle.name, "the file").replace(Path(handle.name).name, "the file")[:200]
+            return str(exc).replace(str(path), "the file")[:200]
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ecgdatakit's warnings may quote the file's contents
                 with np.errstate(all="ignore"):
-                    return parser.parse(Path(handle.name))
+                    return parser.parse(path)
         except UnsupportedFormatError as exc:
             raise IngestError(Reason.UNSUPPORTED_TYPE, f"{file_type.value}: {clean(exc)}") from None
         except MissingElementError as exc:
