@@ -95,3 +95,36 @@ def test_rgba_png_decodes(tmp_path: Path) -> None:
     Image.fromarray(rgba, "RGBA").save(path)
     _, pages = decode(path)
     assert pages[0].image.shape == (120, 200, 3)
+
+
+@pytest.mark.parametrize(("writer", "expected"), [("write_muse", FileType.GE_MUSE), ("write_philips", FileType.PHILIPS),
+                                                  ("write_aecg", FileType.HL7_AECG)])
+def test_vendor_ecg_xml_is_sniffed_by_its_root_and_drawn_as_paper(tmp_path: Path, writer: str,
+                                                                  expected: FileType) -> None:
+    from model_training.synth import vendor_out
+    from model_training.synth.signals import generate_record
+
+    record = generate_record(5)
+    path = tmp_path / "export.png"  # the name says PNG; the bytes say otherwise
+    path.write_bytes(getattr(vendor_out, writer)(record.signals, record.fs))
+    assert sniff(path) is expected
+    file_type, (page,) = decode(path)
+    assert file_type is expected and page.metadata["vendor_format"] == expected.value
+    gray = cv2.cvtColor(page.image, cv2.COLOR_BGR2GRAY)
+    assert 0.001 < (gray < 100).mean() < 0.2
+
+
+@pytest.mark.parametrize(("content", "reason", "words"), [
+    (b"<html><body>not an ECG</body></html>", Reason.UNSUPPORTED_TYPE, "<html>"),
+    (b"\xef\xbb\xbf<?xml version='1.0'?><!-- a comment --><note/>", Reason.UNSUPPORTED_TYPE, "<note>"),
+    ("<?xml version='1.0' encoding='UTF-16'?><ClinicalDocument xmlns='urn:hl7-org:v3'/>".encode("utf-16"),
+     Reason.UNSUPPORTED_TYPE, "<ClinicalDocument>"),
+    (b"plain text, not XML", Reason.UNSUPPORTED_TYPE, "no known file signature"),
+])
+def test_other_xml_and_text_are_unsupported_with_the_root_named(tmp_path: Path, content: bytes, reason: Reason,
+                                                                words: str) -> None:
+    path = tmp_path / "export.xml"
+    path.write_bytes(content)
+    with pytest.raises(IngestError) as caught:
+        decode(path)
+    assert caught.value.reason is reason and words in caught.value.message
