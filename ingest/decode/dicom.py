@@ -105,8 +105,6 @@ def working_style() -> PaperStyle:
     return PaperStyle(dpi=round(style.dpi / work_factor(width_px)))
 
 
-_working_style = working_style  # the old private name, until ingest/decode/vendor_xml.py imports the public one
-
 PAPER_SECONDS = 10.0  # a paper ECG shows 10 s; a longer (ambulatory) rhythm is drawn from its start
 
 
