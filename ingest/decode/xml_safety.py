@@ -248,9 +248,11 @@ class _Pass:
                 payload = base64.b64decode("".join("".join(text).split()), validate=True)
             except (binascii.Error, ValueError):
                 return  # the parser names the bad Base64
-            # each lead's chunk unpacks to two bytes per sample; a little slack for padding
-            cap = 2 * max(leads, 1) * max(samples, 1) + 64 * max(leads, 1)
-            cap = min(cap, 2 * self.limits.max_waveform_samples)
+            # each lead's chunk unpacks to two bytes per sample; slack for padding and for writers that store
+            # a few more channels (15 or 16) than the 12 the header names
+            channels = max(leads, 16)
+            cap = 2 * channels * max(samples, 1) + 1024 * channels
+            cap = min(cap, 2 * self.limits.max_waveform_samples + 1024 * channels)
             if xli_output_bytes(payload, cap) > cap:
                 raise _Refused(IngestError(Reason.TOO_LARGE, "the XLI-compressed waveform inflates beyond its "
                                                              f"declared {leads} leads x {samples} samples"))
