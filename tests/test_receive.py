@@ -76,6 +76,7 @@ def receiver(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "ECG_INTAKE_ENGINE_CACHE": str(bundle_dir.parent / "engine-cache"),
         "ECG_INTAKE_STABLE_SECONDS": "0.5", "ECG_INTAKE_POLL_INTERVAL": "0.2", "ECG_INTAKE_TORCH_THREADS": "2",
         "ECG_INTAKE_INGEST_CONCURRENCY": "1", "PYTHONUNBUFFERED": "1",
+        "ECG_INTAKE_INBOXES": json.dumps([str(inbox)]),  # watched by `run`: doctor has no warning for it
         "ECG_INTAKE_RECEIVE_ALLOWED_CALLERS": f'["{CALLER}", "ECGINTAKE-DR"]',
         "ECG_INTAKE_RECEIVE_MAX_ASSOCIATIONS": "4", "ECG_INTAKE_RECEIVE_TIMEOUT": "20",
         "ECG_INTAKE_MAX_FILE_MB": "8", "ECG_INTAKE_MAX_WAVEFORM_SAMPLES": "200000",
@@ -329,7 +330,8 @@ def test_stored_objects_are_part10_files_that_run_classifies(receiver: Receiver,
     assert predicted == hashes
 
 
-def _doctor_receive_port(receiver: Receiver, port: int) -> dict[str, str]:
+def _doctor(receiver: Receiver, port: int) -> dict[str, dict[str, str]]:
+    """`doctor --json`'s checks by name, told our port and AE title."""
     cli = Cli({**receiver.cli.env, "ECG_INTAKE_RECEIVE_PORT": str(port), "ECG_INTAKE_RECEIVE_AE_TITLE": OUR_TITLE},
               receiver.cli.cwd)
     report = json.loads(cli("doctor", "--json", check=False).stdout)
@@ -337,15 +339,19 @@ def _doctor_receive_port(receiver: Receiver, port: int) -> dict[str, str]:
 
 
 def test_doctor_tells_a_running_receiver_from_a_squatted_port(receiver: Receiver) -> None:
-    checks = _doctor_receive_port(receiver, receiver.port)
+    checks = _doctor(receiver, receiver.port)
     assert checks["receive port"]["status"] == "ok" and "answers C-ECHO" in checks["receive port"]["detail"]
     assert checks["receive callers"]["status"] == "ok" and checks["receive inbox"]["status"] == "ok"
+    from worker.doctor import check_receive_port  # the same check in this process: one doctor run is enough
+    from worker.settings import Settings
+
     with socket.socket() as squatter:  # listens, never speaks DICOM
-        squatter.bind(("127.0.0.1", 0))
+        squatter.bind(("", 0))
         squatter.listen()
-        checks = _doctor_receive_port(receiver, squatter.getsockname()[1])
-    assert checks["receive port"]["status"] == "fail"
-    assert "does not answer C-ECHO" in checks["receive port"]["detail"]
+        squatted = check_receive_port(Settings(receive_port=squatter.getsockname()[1], receive_ae_title=OUR_TITLE))
+    assert squatted.status == "fail" and "does not answer C-ECHO" in squatted.detail
+    free = check_receive_port(Settings(receive_port=_free_port()))
+    assert free.status == "ok" and "receiver not running" in free.detail
 
 
 def test_sigterm_stops_the_receiver_cleanly(receiver: Receiver) -> None:

@@ -112,8 +112,19 @@ def check_folders(settings: Settings) -> list[Check]:
 
 def check_receive(settings: Settings) -> list[Check]:
     """`receive`'s inbox is writable; its port answers C-ECHO (receiver running) or is free; its callers."""
-    return [_writable("receive inbox", settings.receive_inbox_dir), check_receive_port(settings),
-            check_receive_callers(settings)]
+    return [check_receive_inbox(settings), check_receive_port(settings), check_receive_callers(settings)]
+
+
+def check_receive_inbox(settings: Settings) -> Check:
+    """Writable, and watched: an object written where no watcher looks would wait there for ever."""
+    folder = settings.receive_inbox_dir
+    found = _writable("receive inbox", folder)
+    watched = {inbox.path.expanduser().resolve() for inbox in settings.inboxes}
+    if found.status == "ok" and folder not in watched:
+        return Check("receive inbox", "warn", f"{found.detail}; not one of the configured inboxes, so `run` and "
+                                              "`watch` claim from it only when --inbox names it",
+                     f"add {folder} to ECG_INTAKE_INBOXES or set ECG_INTAKE_RECEIVE_INBOX to one of them")
+    return found
 
 
 def _port_free(port: int) -> bool:

@@ -9,12 +9,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 
 from worker.cli.common import console
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True)  # receive: merged into the top level
+
+
+def _refuse_on_faults(settings: Settings) -> None:
+    """The doctor's receive checks (inbox writable, port free or ours): a fault stops it before it listens, a
+    warning (no allow-list, an inbox no watcher is told of) is said once."""
+    from worker.doctor import SERVICE_NEEDS, faults, run_checks
+
+    checks = run_checks(settings, SERVICE_NEEDS["receive"])
+    for check in checks:
+        if check.status == "warn":
+            console.print(f"[yellow]{check.name}: {escape(check.detail)}[/yellow]")
+    found = faults(checks)
+    for check in found:
+        console.print(f"[red]{check.name}: {escape(check.detail)}[/red]" + (f"\n  fix: {escape(check.fix)}"
+                                                                         if check.fix else ""))
+    if found:
+        console.print("[red]not receiving: `ecg-intake doctor` checks everything.")
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -37,8 +56,13 @@ def receive(
     settings = get_settings()
     updates = {key: value for key, value in (("receive_ae_title", ae_title), ("receive_port", port),
                                              ("receive_inbox", inbox)) if value is not None}
-    settings = settings.model_validate({**settings.model_dump(), **updates})  # validated as the env would be
+    try:
+        settings = settings.model_validate({**settings.model_dump(), **updates})  # validated as the env would be
+    except ValidationError as exc:
+        console.print(f"[red]{escape(str(exc))}")
+        raise typer.Exit(2) from exc
     logging.getLogger().setLevel(settings.log_level or "INFO")
+    _refuse_on_faults(settings)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
