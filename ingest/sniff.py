@@ -86,9 +86,11 @@ def sniff_xml(head: bytes, complete: bool = False) -> FileType | None:
         position = match.end()
     root = _ROOT.match(text, position + len(text[position:]) - len(text[position:].lstrip()))
     if root is None:
-        if complete:
+        rest = text[position:].lstrip()
+        if complete and (not rest or rest.startswith(("<!--", "<?", "<!DOCTYPE"))):
             raise IngestError(Reason.TRUNCATED, "the XML document ends before its root element")
-        raise IngestError(Reason.UNSUPPORTED_TYPE, f"XML without a root element in the first {len(head)} bytes")
+        raise IngestError(Reason.UNSUPPORTED_TYPE, f"XML-like text without a root element in the first {len(head)} "
+                                                   "bytes")
     prefix, name, attributes = root.group(1) or "", root.group(2), root.group(3)
     qualified = f"{prefix}:{name}" if prefix else name
     if name not in XML_ROOTS:
