@@ -48,6 +48,8 @@ class Receiver:
     inbox: Path
     home: Path
     log: Path
+    spool: Path
+    on_tmpfs: bool  # the inbox is a small file system of its own, so a full disk can be made
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -58,7 +60,7 @@ class Receiver:
 
 
 def _mount_small_tmpfs(folder: Path) -> bool:
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={INBOX_MIB}m", "tmpfs", str(folder)],
                              capture_output=True, text=True)
     return mounted.returncode == 0
@@ -68,14 +70,15 @@ def _mount_small_tmpfs(folder: Path) -> bool:
 def receiver(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     """The real `ecg-intake receive`, allow-list set, limits low enough to breach; answered C-ECHO before use."""
     root = tmp_path_factory.mktemp("receive")
-    home, inbox, port = root / "home", root / "inbox", _free_port()
-    on_tmpfs = _mount_small_tmpfs(inbox)
+    home, inbox, spool, port = root / "home", root / "inbox", root / "spool", _free_port()
+    on_tmpfs = _mount_small_tmpfs(inbox) and _mount_small_tmpfs(spool)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECG_INTAKE_")}
     env.update({
         "ECG_INTAKE_HOME": str(home), "ECG_INTAKE_BUNDLE": str(bundle_dir),
         "ECG_INTAKE_ENGINE_CACHE": str(bundle_dir.parent / "engine-cache"),
         "ECG_INTAKE_STABLE_SECONDS": "0.5", "ECG_INTAKE_POLL_INTERVAL": "0.2", "ECG_INTAKE_TORCH_THREADS": "2",
         "ECG_INTAKE_INGEST_CONCURRENCY": "1", "PYTHONUNBUFFERED": "1",
+        "TMPDIR": str(spool),  # where pynetdicom spools objects while they arrive
         "ECG_INTAKE_INBOXES": json.dumps([str(inbox)]),  # watched by `run`: doctor has no warning for it
         "ECG_INTAKE_RECEIVE_ALLOWED_CALLERS": f'["{CALLER}", "ECGINTAKE-DR"]',
         "ECG_INTAKE_RECEIVE_MAX_ASSOCIATIONS": "4", "ECG_INTAKE_RECEIVE_TIMEOUT": "20",
@@ -84,8 +87,7 @@ def receiver(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     cli = Cli(env, root)
     log = root / "receive.log"
     process = cli.popen("receive", "--ae-title", OUR_TITLE, "--port", str(port), "--inbox", str(inbox), log=log)
-    found = Receiver(cli, process, port, inbox, home, log)
-    found.on_tmpfs = on_tmpfs  # type: ignore[attr-defined]
+    found = Receiver(cli, process, port, inbox, home, log, spool, on_tmpfs)
     try:
         deadline = time.monotonic() + 60
         while _echo(port) != 0x0000:
@@ -96,8 +98,8 @@ def receiver(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         process.terminate()
         process.wait(timeout=30)
-        if on_tmpfs:
-            subprocess.run(["umount", "-l", str(inbox)], check=False)
+        for folder in (inbox, spool):
+            subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)
 
 
 def _scu(title: str = CALLER, *contexts: str) -> AE:
@@ -257,19 +259,29 @@ def test_limits_are_enforced_before_anything_is_kept(receiver: Receiver, page_ob
         time.sleep(0.05)
 
 
-def test_a_full_disk_answers_out_of_resources_and_leaves_nothing(receiver: Receiver,
-                                                                  page_objects: dict[str, Path]) -> None:
-    if not receiver.on_tmpfs:  # type: ignore[attr-defined]
-        pytest.skip("cannot mount a size-limited tmpfs for the receive inbox")
-    before = receiver.stored()
-    filler = receiver.inbox / ".filler"  # a hidden name: never claimed
+def _fill(folder: Path, leave: int = 0) -> Path:
+    """A hidden file (never claimed) that fills `folder`'s file system up to `leave` bytes; unbuffered, so a
+    full disk raises at the write that met it."""
+    filler = folder / ".filler"
     chunk = b"\0" * (1 << 16)
     with open(filler, "wb", buffering=0) as handle:
         try:
             while True:
+                stats = os.statvfs(folder)
+                if leave and stats.f_bavail * stats.f_frsize <= leave + len(chunk):
+                    break
                 handle.write(chunk)
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_disk_answers_out_of_resources_and_leaves_nothing(receiver: Receiver,
+                                                                  page_objects: dict[str, Path]) -> None:
+    if not receiver.on_tmpfs:
+        pytest.skip("cannot mount a size-limited tmpfs for the receive inbox")
+    before = receiver.stored()
+    filler = _fill(receiver.inbox)
     try:
         (status,) = _store(receiver.port, page_objects["sc"])
         assert status.Status == 0xA700 and "No space left" in status.ErrorComment
@@ -278,6 +290,29 @@ def test_a_full_disk_answers_out_of_resources_and_leaves_nothing(receiver: Recei
         assert "could not write" in receiver.log_text()
     finally:
         filler.unlink()
+
+
+def test_a_nearly_full_spool_aborts_the_association_and_leaves_nothing(receiver: Receiver,
+                                                                       page_objects: dict[str, Path]) -> None:
+    """Objects are spooled while they arrive; a spool that would fill aborts cleanly (the sender keeps the object)
+    instead of a write error killing pynetdicom's reactor and leaving the sender waiting."""
+    if not receiver.on_tmpfs:
+        pytest.skip("cannot mount a size-limited tmpfs for the receive inbox")
+    before = receiver.stored()
+    filler = _fill(receiver.spool, leave=9 * 2**20)  # 1 MiB above the reserve; the capture is 2.7 MiB
+    try:
+        assoc = _scu().associate("127.0.0.1", receiver.port, ae_title=OUR_TITLE)
+        assert assoc.is_established
+        status = assoc.send_c_store(page_objects["sc"])
+        assert "Status" not in status, status
+        deadline = time.monotonic() + 10
+        while "never finished arriving" not in receiver.log_text().split("spool folder")[-1]:
+            assert time.monotonic() < deadline, receiver.log_text()
+            time.sleep(0.05)
+        assert receiver.stored() == before and [p.name for p in receiver.spool.iterdir()] == [".filler"]
+    finally:
+        filler.unlink()
+    assert _echo(receiver.port) == 0x0000  # the receiver itself is fine
 
 
 def test_several_associations_store_at_once(receiver: Receiver) -> None:

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import re
+import tempfile
 import threading
 import time
 import weakref
@@ -57,6 +58,8 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 # Bytes of PDU and DIMSE framing an object of the limit may arrive with on top of its own size.
 _FRAMING_ALLOWANCE = 1 << 20
+# Free space the spool folder must keep: PDUs already read when an abort is sent are still written.
+SPOOL_RESERVE = 8 * 2**20
 _UID = re.compile(r"[0-9.]{1,64}")
 
 
@@ -134,21 +137,40 @@ class Receiver:
 
     inbox: Path
     limits: DecodeLimits
+    spool: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))  # where pynetdicom spools
     arriving: weakref.WeakKeyDictionary[Association, int] = field(default_factory=weakref.WeakKeyDictionary)
+    aborting: weakref.WeakSet[Association] = field(default_factory=weakref.WeakSet)
     in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def on_data(self, event: Event) -> None:
-        """Count an object's bytes while they arrive; past the size limit the association is aborted before
-        the rest is spooled (the sender keeps its object and learns it was refused)."""
-        ceiling = self.limits.max_file_bytes + _FRAMING_ALLOWANCE
+        """Count an object's bytes while they arrive: past the size limit, or with the spool folder nearly
+        full, the association is aborted before the rest is spooled (the sender keeps its object). A spool
+        write that met a full disk would kill pynetdicom's reactor thread and leave the sender hanging."""
         with self.lock:
-            before = self.arriving.get(event.assoc, 0)
-            self.arriving[event.assoc] = before + len(event.data)
-        if before <= ceiling < before + len(event.data):  # once per association: later PDUs find it aborting
-            log.warning("receive: association aborted: more than %.1f MiB arrived for one object (the limit)",
-                        self.limits.max_file_bytes / 2**20)
+            total = self.arriving.get(event.assoc, 0) + len(event.data)
+            self.arriving[event.assoc] = total
+            if event.assoc in self.aborting:
+                return
+            spooling = getattr(getattr(event.assoc.dimse, "message", None), "_data_set_file", None) is not None
+            why = self._too_much(total) or (self._spool_short() if spooling else None)
+            if why:
+                self.aborting.add(event.assoc)
+        if why:
+            log.warning("receive: association aborted: %s", why)
             event.assoc.abort()
+
+    def _too_much(self, arrived: int) -> str | None:
+        if arrived > self.limits.max_file_bytes + _FRAMING_ALLOWANCE:
+            return f"more than {self.limits.max_file_bytes / 2**20:.1f} MiB arrived for one object (the limit)"
+        return None
+
+    def _spool_short(self) -> str | None:
+        """Less than SPOOL_RESERVE free where pynetdicom spools (checked per PDU; a statvfs is microseconds)."""
+        stats = os.statvfs(self.spool)
+        if stats.f_bavail * stats.f_frsize < SPOOL_RESERVE:
+            return f"less than {SPOOL_RESERVE // 2**20} MiB free in the spool folder {self.spool} (TMPDIR)"
+        return None
 
     def on_close(self, event: Event) -> None:
         """A connection closed while an object was still arriving (aborted by us or the sender, or dropped):
@@ -235,7 +257,8 @@ def start(settings: Settings, port: int | None = None) -> tuple[ThreadedAssociat
                 (evt.EVT_DATA_RECV, receiver.on_data), (evt.EVT_CONN_CLOSE, receiver.on_close)]
     server = build_ae(settings).start_server(("", port or settings.receive_port), block=False,
                                              evt_handlers=handlers)
-    return server, receiver  # type: ignore[return-value]
+    assert server is not None  # non-blocking: pynetdicom hands back the running server
+    return server, receiver
 
 
 def stop(server: ThreadedAssociationServer, receiver: Receiver, grace_s: float) -> int:
@@ -249,7 +272,7 @@ def stop(server: ThreadedAssociationServer, receiver: Receiver, grace_s: float) 
     while receiver.in_flight and time.monotonic() < deadline:
         time.sleep(0.05)
     aborted = 0
-    for assoc in associations + server.active_associations:
+    for assoc in dict.fromkeys(associations + server.active_associations):  # each once
         if assoc.is_alive() and not assoc.is_released:
             assoc.abort()
             aborted += 1
