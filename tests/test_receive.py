@@ -52,7 +52,8 @@ class Receiver:
     on_tmpfs: bool  # the inbox is a small file system of its own, so a full disk can be made
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        """The log with rich's line wrapping undone (words joined by single spaces)."""
+        return " ".join(self.log.read_text(errors="replace").split())
 
     def stored(self) -> list[Path]:
         """Files in the inbox the watcher would claim (not hidden part files)."""
