@@ -49,6 +49,9 @@ def bench_decode(
     out.print(files)
     for row in result["pdf_options"]:
         out.print(f"pdf {row['option']}: {row['core_ms_per_page']} core-ms/page", highlight=False)
+    for row in result["xml_prepass"]:
+        out.print(f"{row['kind']} XML safety pre-pass: {row['prepass_ms']} of {row['decode_ms']} core-ms per file "
+                  f"({row['kib_per_file']} KiB)", highlight=False)
     if "accuracy" in result:
         acc = result["accuracy"]
         out.print(f"accuracy on {acc['files']} files: macro AUROC full {acc['macro_auroc_full']}, working copy "
