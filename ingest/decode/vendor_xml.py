@@ -10,7 +10,8 @@ Before ecgdatakit sees a byte, `xml_safety` decodes the document (BOM, declared 
 UTF-8 and runs one expat pass: entity declarations, nesting past `max_xml_depth`, early ends, malformed
 markup and waveforms past `max_waveform_samples` (counted from the headers and the raw text, before any
 Base64 or digit list is decoded) are refused there. ecgdatakit reads from a path, so the normalised bytes
-go to a temporary file; its warnings are caught and dropped (they may quote the file), it logs nothing.
+go to an anonymous in-memory file (memfd; a temporary file where there is none); its warnings are caught
+and dropped (they may quote the file), it logs nothing.
 
 The page is the rhythm recording, never the median beat: the first 10 s of I, II, III, aVR, aVL, aVF,
 V1-V6 in millivolts at the stored sampling rate (nothing resampled), drawn by `ingest.render.render_paper`
