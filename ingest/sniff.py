@@ -4,11 +4,17 @@ Vendor ECG XML is told apart by its root element (after an optional BOM, XML dec
 processing instructions and a DOCTYPE): `RestingECG` is GE MUSE, `restingecgdata` Philips (Sierra/PhilipsECG),
 `AnnotatedECG` in the HL7 v3 namespace an HL7 aECG. Any other root, or a known root in a namespace its
 format never uses, is `unsupported_type` with the root named.
+
+SCP-ECG (EN 1064) has no magic at byte 0 (a CRC, then the record size): it is told by section 0's header at
+byte 6, section ID 0 with a length of 16 header bytes plus whole 10-byte pointers and a record size that holds
+it, and then either the reserved bytes reading "SCPECG" (writers of version 2.0 and later) or, as ecgdatakit's
+`can_parse` checks, a first pointer that describes section 0 itself (ID 0 at byte index 7).
 """
 
 from __future__ import annotations
 
 import re
+import struct
 from enum import StrEnum
 from pathlib import Path
 
@@ -25,6 +31,7 @@ class FileType(StrEnum):
     GE_MUSE = "ge-muse"
     PHILIPS = "philips-xml"
     HL7_AECG = "hl7-aecg"
+    SCP_ECG = "scp-ecg"
 
 
 VENDOR_XML = (FileType.GE_MUSE, FileType.PHILIPS, FileType.HL7_AECG)
@@ -109,6 +116,22 @@ def sniff_xml(head: bytes, complete: bool = False) -> FileType | None:
     return file_type
 
 
+_SCP_MAX_POINTERS = 256  # section 0 lists sections 0-11 and a few manufacturer ones; real files hold 12 to 20
+
+
+def is_scp_ecg(head: bytes) -> bool:
+    """SCP-ECG by section 0's header at byte 6 (see the module docstring); needs the first 32 bytes."""
+    if len(head) < 32:
+        return False
+    record_size, _crc, section_id, section_length = struct.unpack_from("<IHHI", head, 2)
+    if section_id != 0 or section_length < 26 or (section_length - 16) % 10:
+        return False
+    if section_length > 16 + 10 * _SCP_MAX_POINTERS or record_size < 6 + section_length:
+        return False
+    first_id, _, first_index = struct.unpack_from("<HII", head, 22)
+    return head[16:22] == b"SCPECG" or (first_id == 0 and first_index == 7)
+
+
 def sniff_bytes(head: bytes, complete: bool = False) -> FileType:
     """Classify the first bytes of a file; raise `empty` or `unsupported_type` otherwise.
 
@@ -118,6 +141,8 @@ def sniff_bytes(head: bytes, complete: bool = False) -> FileType:
         raise IngestError(Reason.EMPTY, "file is empty")
     if len(head) >= 132 and head[128:132] == b"DICM":
         return FileType.DICOM
+    if is_scp_ecg(head):  # before the prefixes: its first two bytes are a CRC, which may read "BM"
+        return FileType.SCP_ECG
     for prefix, file_type in _PREFIXES:
         if head.startswith(prefix):
             return file_type

@@ -61,7 +61,8 @@ def synth(
     n: Annotated[int, typer.Option("--n", help="number of records (one page each)")] = 100,
     formats: Annotated[str, typer.Option(help="comma-separated: png, jpg, tiff, pdf, dicom-waveform, dicom-sc, "
                                               "dicom-pdf, muse (GE MUSE XML), philips (Philips SierraECG XML, "
-                                              "XLI), aecg (HL7 aECG XML), wfdb")] = "png",
+                                              "XLI), aecg (HL7 aECG XML), scp (SCP-ECG, "
+                                              "uncompressed), wfdb")] = "png",
     artifacts: Annotated[str, typer.Option(help="none, light, heavy or photo")] = "heavy",
     seed: Annotated[int, typer.Option(help="set seed; different seeds never share records")] = 0,
     dpi: Annotated[int | None, typer.Option(help="fixed DPI (default: random 100-300)")] = None,

@@ -15,7 +15,7 @@ from ingest.decode import DecodeLimits, decode
 from ingest.preprocess import preprocess, work_factor
 from ingest.reasons import IngestError, Reason
 from tests.helpers.inputs import pixel_bomb_png, reference_page
-from worker.bench.decode import DECODE_KINDS, XML_KINDS
+from worker.bench.decode import DECODE_KINDS, WAVEFORM_KINDS
 from worker.bench.inputs import synth_inputs
 
 MODEL_SIZE = (256, 352)
@@ -54,7 +54,7 @@ def test_working_copy_is_what_clean_would_make(synth: Path, kind: str) -> None:
             assert small.image.shape[1] == pytest.approx(_expected_width(big.image), rel=0.02)
             assert work_factor(small.image.shape[1]) == 1
             assert small.metadata == big.metadata and small.page_no == big.page_no
-            bound = WAVEFORM_BOUND if kind in ("dicom-waveform", *XML_KINDS) else RASTER_BOUND
+            bound = WAVEFORM_BOUND if kind in WAVEFORM_KINDS else RASTER_BOUND
             assert _model_input_gap(big.image, small.image) < bound
 
 

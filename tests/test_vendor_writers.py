@@ -1,7 +1,9 @@
-"""Vendor XML fixtures (GE MUSE, Philips SierraECG, HL7 aECG) read back by an independent reader, ecgdatakit.
+"""Vendor XML fixtures (GE MUSE, Philips SierraECG, HL7 aECG) and SCP-ECG records read back by an independent
+reader, ecgdatakit.
 
 Each writer's bytes go through ecgdatakit's own parsers and must give back the synthetic samples within the
-format's quantisation: MUSE 4.88 uV per bit, Philips 5 uV per count, aECG 2.5 uV per digit (half a step each).
+format's quantisation: MUSE 4.88 uV per bit, Philips 5 uV per count, aECG 2.5 uV per digit, SCP-ECG 5 uV per
+count (half a step each).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from ecgdatakit.parsing.codecs.xli import xli_decode
 from ecgdatakit.parsing.parser import FileParser
 from ecgdatakit.parsing.parsers.ge_muse_xml import GEMuseXMLParser
 from ecgdatakit.parsing.parsers.hl7_aecg import HL7aECGParser
+from ecgdatakit.parsing.parsers.scp_ecg import SCPECGParser
 from ecgdatakit.parsing.parsers.sierra_xml import SierraXMLParser
 
 from ingest.render import STANDARD_LEADS
 from model_training.synth.dataset import FORMATS, VENDOR_FORMATS, item_seed
+from model_training.synth.scp_out import SCP_NV_PER_COUNT, write_scp
 from model_training.synth.signals import generate_record
 from model_training.synth.vendor_out import (
     AECG_UV_PER_DIGIT,
@@ -181,8 +185,42 @@ def test_aecg_without_median_beat_or_annotations(record, tmp_path: Path) -> None
     assert parsed.measurements.heart_rate is None
 
 
+def test_scp_reads_back_with_every_section_crc_right(record, tmp_path: Path) -> None:
+    data = write_scp(record.signals, record.fs, measurements=MEASUREMENTS, statements=STATEMENTS, patient_id="P-9")
+    assert data[16:22] == b"SCPECG" and int.from_bytes(data[2:6], "little") == len(data)
+    assert SCPECGParser.can_parse(tmp_path / "x.scp", data[:4096])
+    parsed = _parse(tmp_path, "record.scp", data)
+    assert parsed.source_format == "scp_ecg" and parsed.patient.patient_id == "P-9"
+    assert parsed.recording.date.isoformat() == "2024-01-01T12:00:00"
+    _assert_leads_match(_leads(parsed), record.signals, STANDARD_LEADS, SCP_NV_PER_COUNT / 1000)
+    assert parsed.median_beats == []  # no reference beat: the rhythm is all there is
+    m = parsed.measurements
+    assert (m.heart_rate, m.rr_interval, m.qtc_bazett) == (72, 833, 410)
+    assert (m.p_axis, m.qrs_axis, m.t_axis) == (50, 30, 40)
+    assert [text for text, _ in parsed.interpretation.statements] == STATEMENTS
+    raw = SCPECGParser().parse(tmp_path / "record.scp")  # the stored counts: 16-bit at 5000 nV, every CRC right
+    assert raw.raw_metadata["checksum_valid"] is True and raw.raw_metadata["sections_found"] == [0, 1, 3, 6, 7, 8]
+    assert raw.raw_metadata["rhythm_avm_nv"] == SCP_NV_PER_COUNT
+    assert raw.raw_metadata["rhythm_sample_interval_us"] == round(1e6 / record.fs)
+    signal = raw.recording.acquisition.signal
+    assert (signal.compression, signal.data_encoding, signal.bits_per_sample) == ("none", "amplitudes", 16)
+    block = raw.raw_metadata["measurement_blocks"][0]  # section 7 stores boundaries: PR, QRS, QT as written
+    assert (block["qrs_onset"] - block["p_onset"], block["qrs_offset"] - block["qrs_onset"],
+            block["t_offset"] - block["qrs_onset"]) == (160, 90, 380)
+
+
+def test_scp_without_measurements_or_statements_and_its_rate_limits(record, tmp_path: Path) -> None:
+    parsed = _parse(tmp_path, "plain.scp", write_scp(record.signals, record.fs, measurements={}))
+    assert parsed.interpretation.statements == [] and parsed.measurements.heart_rate is None
+    assert SCPECGParser().parse(tmp_path / "plain.scp").raw_metadata["sections_found"] == [0, 1, 3, 6]
+    with pytest.raises(ValueError, match="microseconds"):
+        write_scp(record.signals, 300, measurements={})  # 3333.3 us per sample
+    with pytest.raises(ValueError, match="32767"):
+        write_scp(np.zeros((12, 40_000)), 1000, measurements={})
+
+
 def test_writers_refuse_signals_that_are_not_twelve_leads(record) -> None:
-    for writer in (write_muse, write_philips, write_aecg):
+    for writer in (write_muse, write_philips, write_aecg, write_scp):
         with pytest.raises(ValueError, match="12"):
             writer(record.signals[:8], record.fs)
     with pytest.raises(ValueError, match="unknown measurements"):
@@ -194,18 +232,19 @@ def test_synth_command_writes_vendor_xml(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECG_INTAKE_")}
     env["ECG_INTAKE_HOME"] = str(tmp_path / "home")
     out = tmp_path / "set"
-    Cli(env, tmp_path)("synth", "--n", "2", "--out", str(out), "--formats", "muse,philips,aecg", "--seed", "6",
+    Cli(env, tmp_path)("synth", "--n", "2", "--out", str(out), "--formats", "muse,philips,aecg,scp", "--seed", "6",
                        "--workers", "1", "--dpi", "100", "--artifacts", "none")
     with open(out / "labels.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted((r["file"], r["format"]) for r in rows) == sorted(
         (f"{i:06d}{VENDOR_FORMATS[f]}", f) for i in range(2) for f in VENDOR_FORMATS)
-    readers = {"muse": GEMuseXMLParser, "philips": SierraXMLParser, "aecg": HL7aECGParser}
+    readers = {"muse": GEMuseXMLParser, "philips": SierraXMLParser, "aecg": HL7aECGParser, "scp": SCPECGParser}
     for row in rows:
         assert readers[row["format"]].can_parse(out / row["file"], (out / row["file"]).read_bytes()[:4096])
         parsed = FileParser.parse(out / row["file"])
         signals = generate_record(item_seed(6, int(row["file"][:6]))).signals
         names = EIGHT_LEADS if row["format"] == "muse" else STANDARD_LEADS
-        step = {"muse": MUSE_UV_PER_BIT, "philips": PHILIPS_UV_PER_COUNT, "aecg": AECG_UV_PER_DIGIT}[row["format"]]
+        step = {"muse": MUSE_UV_PER_BIT, "philips": PHILIPS_UV_PER_COUNT, "aecg": AECG_UV_PER_DIGIT,
+                "scp": SCP_NV_PER_COUNT / 1000}[row["format"]]
         _assert_leads_match(_leads(parsed), signals, names, step)
         assert parsed.patient.patient_id == f"SYN{row['seed']}"

@@ -1,6 +1,7 @@
 """Vendor ECG XML (GE MUSE, Philips, HL7 aECG) through the one intake path: sniffed by content, refused when
 hostile, drawn from the rhythm recording like a DICOM waveform, and classified the same as the same recording
-in any other format. The files come from `model_training.synth.vendor_out`, the writers `ecg-intake synth` uses.
+in any other format. The files come from `model_training.synth.vendor_out`, the writers `ecg-intake synth` uses;
+SCP-ECG (`model_training.synth.scp_out`) runs through the same tests wherever they go over every writer.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from ingest.decode.vendor_xml import twelve_leads
 from ingest.reasons import IngestError, Reason
 from ingest.render import STANDARD_LEADS, render_paper
 from ingest.sniff import FileType, sniff, sniff_bytes
+from model_training.synth.scp_out import write_scp
 from model_training.synth.signals import generate_record
 from model_training.synth.vendor_out import write_aecg, write_muse, write_philips
 
 PATIENT = "PT-7Q4Z-vendor"
-WRITERS = {FileType.GE_MUSE: write_muse, FileType.PHILIPS: write_philips, FileType.HL7_AECG: write_aecg}
+# SCP-ECG is binary, not XML, but goes the same record -> page way: every test over WRITERS holds for it too
+WRITERS = {FileType.GE_MUSE: write_muse, FileType.PHILIPS: write_philips, FileType.HL7_AECG: write_aecg,
+           FileType.SCP_ECG: write_scp}
 STATEMENTS = ["Sinus rhythm", "Normal ECG"]
 
 
@@ -287,7 +291,8 @@ def test_twelve_leads_derives_limb_leads_by_einthoven_and_goldberger() -> None:
 
 def test_the_same_recording_gets_the_same_answer_in_every_format(record, files: dict[FileType, bytes],
                                                                  bundle_dir: Path, tmp_path: Path) -> None:
-    """MUSE, Philips, aECG and a DICOM waveform of one recording, through the real cleaning and the engine."""
+    """MUSE, Philips, aECG, SCP-ECG and a DICOM waveform of one recording, through the real cleaning and the
+    engine."""
     from model_training.manifest import load_manifest
     from model_training.synth.dicom_out import write_waveform
     from worker.engine import load_engine

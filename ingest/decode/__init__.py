@@ -8,6 +8,7 @@ from ingest.decode.dicom import decode_dicom
 from ingest.decode.image import decode_image
 from ingest.decode.limits import DecodeLimits
 from ingest.decode.pdf import decode_pdf
+from ingest.decode.scp_ecg import decode_scp_ecg
 from ingest.decode.vendor_xml import decode_vendor_xml
 from ingest.page import Page
 from ingest.reasons import IngestError, Reason
@@ -36,6 +37,8 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, working_copy: 
         pages = decode_dicom(data, limits, working_copy)
     elif file_type in VENDOR_XML:
         pages = decode_vendor_xml(data, file_type, limits, working_copy)
+    elif file_type is FileType.SCP_ECG:
+        pages = decode_scp_ecg(data, limits, working_copy)
     else:
         pages = decode_image(data, file_type, limits, working_copy)
     if not pages:

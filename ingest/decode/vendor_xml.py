@@ -11,7 +11,8 @@ UTF-8 and runs one expat pass: entity declarations, nesting past `max_xml_depth`
 markup and waveforms past `max_waveform_samples` (counted from the headers and the raw text, before any
 Base64 or digit list is decoded) are refused there. ecgdatakit reads from a path, so the normalised bytes
 go to an anonymous in-memory file (memfd; a temporary file where there is none); its warnings are caught
-and dropped (they may quote the file), it logs nothing.
+and dropped (they may quote the file), it logs nothing. SCP-ECG (`scp_ecg`) reuses `_parse` and
+`record_page`, the record -> page half of this module, after its own binary header walk.
 
 The page is the rhythm recording, never the median beat: the first 10 s of I, II, III, aVR, aVL, aVF,
 V1-V6 in millivolts at the stored sampling rate (nothing resampled), drawn by `ingest.render.render_paper`
@@ -69,6 +70,10 @@ def _parser(file_type: FileType) -> Any:
         from ecgdatakit.parsing.parsers.sierra_xml import SierraXMLParser
 
         return SierraXMLParser()
+    if file_type is FileType.SCP_ECG:
+        from ecgdatakit.parsing.parsers.scp_ecg import SCPECGParser
+
+        return SCPECGParser()
     from ecgdatakit.parsing.parsers.hl7_aecg import HL7aECGParser
 
     return HL7aECGParser()
@@ -125,7 +130,7 @@ def _parse(data: bytes, file_type: FileType) -> Any:
         except MemoryError:
             raise IngestError(Reason.TOO_LARGE, f"{file_type.value}: the waveform does not fit in memory") from None
         except RecursionError:
-            raise IngestError(Reason.TOO_LARGE, f"{file_type.value}: XML nested too deeply") from None
+            raise IngestError(Reason.TOO_LARGE, f"{file_type.value}: nested too deeply") from None
 
 
 def _millivolts(lead: Any) -> np.ndarray:
@@ -148,6 +153,9 @@ def _sampling_frequency(record: Any, leads: list[Any]) -> float:
     if len(rates) != 1:
         raise IngestError(Reason.CORRUPT, f"the leads are stored at different sampling rates {sorted(rates)}")
     exact = (record.raw_metadata.get("rhythm_time") or {}).get("sampling_rate_exact")
+    interval_us = record.raw_metadata.get("rhythm_sample_interval_us")  # SCP-ECG: the rate is 1e6 / interval
+    if not exact and isinstance(interval_us, int) and interval_us > 0:
+        exact = 1_000_000 / interval_us
     fs = float(exact) if exact else float(rates.pop())
     if not np.isfinite(fs) or fs <= 0:
         raise IngestError(Reason.CORRUPT, "the waveform has no usable sampling rate")
@@ -245,10 +253,17 @@ def decode_vendor_xml(data: bytes, file_type: FileType, limits: DecodeLimits | N
     if not counts.waveforms:
         raise IngestError(Reason.NOT_ECG, f"{file_type.value}: the document holds no waveform")
     record = _parse(normalised, file_type)
+    return [record_page(record, file_type, limits, working_copy)]
+
+
+def record_page(record: Any, file_type: FileType, limits: DecodeLimits, working_copy: bool,
+                measurements: dict[str, float] | None = None) -> Page:
+    """The page of an ecgdatakit record's rhythm leads with its metadata (vendor XML and SCP-ECG alike);
+    `measurements` adds to (never overrides) what the record's own measurements give."""
     signals, fs, derived = twelve_leads(record, limits)
     image = render_paper(signals, fs, list(STANDARD_LEADS), working_style() if working_copy else None)
     metadata: dict[str, Any] = {"vendor_format": file_type.value, "sampling_frequency": fs,
-                                "vendor_measurements": _measurements(record),
+                                "vendor_measurements": {**(measurements or {}), **_measurements(record)},
                                 "vendor_statements": _statements(record), "derived_leads": derived,
                                 **_identifiers(record)}
-    return [Page(image=image, page_no=1, source=file_type.value, metadata=metadata)]
+    return Page(image=image, page_no=1, source=file_type.value, metadata=metadata)

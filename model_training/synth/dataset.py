@@ -3,7 +3,7 @@
 `wfdb` adds the raw signals in PTB-XL's layout under `<out>/ptbxl/` (records500, records100,
 ptbxl_database.csv, scp_statements.csv), readable by `model_training.ptbxl` like a real download.
 `muse`, `philips` and `aecg` write the record's signals as GE MUSE, Philips SierraECG and HL7 aECG XML
-exports (`synth.vendor_out`).
+exports (`synth.vendor_out`), `scp` as an SCP-ECG record (`synth.scp_out`).
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ from PIL import Image
 from model_training.parallel import parallel_map
 from model_training.synth.dicom_out import write_encapsulated_pdf, write_secondary_capture, write_waveform
 from model_training.synth.families import FAMILIES, render_family
+from model_training.synth.scp_out import write_scp
 from model_training.synth.signals import LABELS, Record, generate_record
 from model_training.synth.vendor_out import write_aecg, write_muse, write_philips
 from model_training.synth.wfdb_out import write_record, write_tables
 
 IMAGE_FORMATS = {"png": ".png", "jpg": ".jpg", "tiff": ".tiff", "pdf": ".pdf"}
 DICOM_FORMATS = {"dicom-waveform": "-waveform.dcm", "dicom-sc": "-sc.dcm", "dicom-pdf": "-pdf.dcm"}
-# Vendor XML exports of the record's signals (`synth.vendor_out`), written from the same record as dicom-waveform.
-VENDOR_FORMATS = {"muse": "-muse.xml", "philips": "-philips.xml", "aecg": "-aecg.xml"}
-VENDOR_WRITERS = {"muse": write_muse, "philips": write_philips, "aecg": write_aecg}
+# Vendor XML exports and SCP-ECG records of the record's signals (`synth.vendor_out`, `synth.scp_out`), written
+# from the same record as dicom-waveform.
+VENDOR_FORMATS = {"muse": "-muse.xml", "philips": "-philips.xml", "aecg": "-aecg.xml", "scp": "-scp.scp"}
+VENDOR_WRITERS = {"muse": write_muse, "philips": write_philips, "aecg": write_aecg, "scp": write_scp}
 FORMATS = {**IMAGE_FORMATS, **DICOM_FORMATS, **VENDOR_FORMATS}
 SEED_STRIDE = 10_000_000  # set seed S owns item seeds S*stride .. S*stride+stride-1: sets never overlap
 

@@ -25,8 +25,9 @@ from worker.bench.inputs import synth_inputs
 
 DECODE_KINDS = {"pdf": ".pdf", "dicom-waveform": "-waveform.dcm", "jpg": ".jpg", "png": ".png", "tiff": ".tiff",
                 "dicom-sc": "-sc.dcm", "dicom-pdf": "-pdf.dcm",
-                "muse": "-muse.xml", "philips": "-philips.xml", "aecg": "-aecg.xml"}
-XML_KINDS = ("muse", "philips", "aecg")
+                "muse": "-muse.xml", "philips": "-philips.xml", "aecg": "-aecg.xml", "scp": "-scp.scp"}
+XML_KINDS = ("muse", "philips", "aecg")  # their XML pre-pass cost is printed apart
+WAVEFORM_KINDS = ("dicom-waveform", *XML_KINDS, "scp")  # drawn from samples, not decoded from pixels
 TIMING = ("core time: time.process_time() plus the CPU time of finished child processes (poppler), "
           "one process, cv2.setNumThreads(1)")
 PNG_LEVELS = (0, 1, 3, 6, 9)
