@@ -8,11 +8,12 @@ long-term rhythm data in section 12: those are `unsupported_type` with its words
 
 Before ecgdatakit sees a byte, a walk of our own over the binary header holds the limits: the record size
 against the file (a cut file is `truncated`), section 0's pointers and each section's header ID (inconsistent
-is `corrupt`), section 3's lead definitions (leads x the longest sample range) and, for Huffman-coded reference
-beats, their declared length against `max_waveform_samples` (`too_large` before anything is allocated), and
-every CRC-CCITT: the record's and each of sections 0-11. ecgdatakit only warns on a wrong CRC and decodes the
-bytes as found; we refuse it as `corrupt`, since a flipped bit in section 6 would otherwise be drawn as a
-plausible but false waveform.
+is `corrupt`), every CRC-CCITT (the record's and each of sections 0-11), then section 3's lead definitions
+(leads x the longest sample range) and, for Huffman-coded reference beats, their declared length against
+`max_waveform_samples` (`too_large` before anything is allocated). ecgdatakit only warns on a wrong CRC and
+decodes the bytes as found; we refuse it as `corrupt`, since a flipped bit in section 6 would otherwise be drawn
+as a plausible but false waveform (and one in section 3 would read as a waveform too large). The CRCs cost one
+pass over bytes already held to `max_file_bytes`.
 
 The page is the rhythm recording (section 6), never the reference beat (section 5); `vendor_xml.record_page`
 draws it and fills the same metadata keys as vendor XML, with "vendor_format": "scp-ecg". Section 7 stores
@@ -92,6 +93,7 @@ def walk(data: bytes, limits: DecodeLimits) -> Header:
             raise IngestError(Reason.CORRUPT, f"{_FORMAT}: section 0 points to section {section_id} but its header "
                                               f"says {found_id}")
         header.sections[section_id] = (index - 1, max(_HEADER, min(length, found_length)))
+    _check_crcs(data, header)  # first: a flipped bit in section 3 is corrupt, not a waveform too large
     sections = header.sections
     if 6 not in sections:
         if 12 in sections:
@@ -101,7 +103,6 @@ def walk(data: bytes, limits: DecodeLimits) -> Header:
     if 3 not in sections:
         raise IngestError(Reason.CORRUPT, f"{_FORMAT}: section 3 (lead definition) is missing")
     _check_leads(data, header, limits)
-    _check_crcs(data, header)
     return header
 
 
