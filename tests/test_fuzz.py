@@ -28,14 +28,17 @@ from tests.helpers.inputs import local_dicom, reference_page, scan_pdf, vector_p
 
 LIMITS = DecodeLimits(pdf_dpi=50, timeout_s=20)
 SLOWEST_ALLOWED_S = 10.0
-# seed file -> number of mutants; 1,050 inputs in all (the XML seeds took their mutants from the image seeds)
-PLAN = {"png": 100, "jpg": 110, "bmp": 80, "tif": 110, "scan.pdf": 120, "vector.pdf": 80, "waveform.dcm": 140,
-        "sc-jpeg.dcm": 80, "encapsulated-pdf.dcm": 50, "muse.xml": 60, "philips.xml": 60, "aecg.xml": 60}
+# seed file -> number of mutants; 1,050 inputs in all (the XML and SCP-ECG seeds took their mutants from the image
+# seeds)
+PLAN = {"png": 80, "jpg": 90, "bmp": 80, "tif": 90, "scan.pdf": 120, "vector.pdf": 80, "waveform.dcm": 140,
+        "sc-jpeg.dcm": 80, "encapsulated-pdf.dcm": 50, "muse.xml": 60, "philips.xml": 60, "aecg.xml": 60,
+        "record.scp": 60}
 
 
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     from model_training.synth.dicom_out import write_encapsulated_pdf
+    from model_training.synth.scp_out import write_scp
     from model_training.synth.signals import generate_record
     from model_training.synth.vendor_out import write_aecg, write_muse, write_philips
 
@@ -55,6 +58,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     files["muse.xml"] = write_muse(record.signals, record.fs, statements=["Sinus rhythm"])  # 8 leads, ISO-8859-1
     files["philips.xml"] = write_philips(record.signals, record.fs)  # UTF-16 with a BOM, XLI-compressed
     files["aecg.xml"] = write_aecg(record.signals, record.fs)
+    files["record.scp"] = write_scp(record.signals, record.fs, statements=["Sinus rhythm"])  # uncompressed
     return files
 
 
