@@ -12,8 +12,7 @@ import struct
 import numpy as np
 import pytest
 
-from ingest.decode import DecodeLimits, decode_bytes
-from ingest.decode import vendor_xml as vendor_module
+from ingest.decode import DecodeLimits, decode_bytes, waveform_record
 from ingest.reasons import IngestError, Reason
 from ingest.render import STANDARD_LEADS
 from ingest.sniff import FileType, is_scp_ecg, sniff_bytes
@@ -168,7 +167,7 @@ def test_a_huge_declared_waveform_is_too_large_before_ecgdatakit(scp: bytes,
     def never(*_: object) -> None:
         raise AssertionError("ecgdatakit was reached")
 
-    monkeypatch.setattr(vendor_module, "_parse", never)
+    monkeypatch.setattr(waveform_record, "parse_record", never)
     huge = _edit(scp, 3, 2 + 4, struct.pack("<I", 2**32 - 1))  # lead 1 ends at sample 4 294 967 295
     error = _reason(huge)
     assert error.reason is Reason.TOO_LARGE and "12 channels x 4294967295 samples" in error.message, error

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ingest.decode import DecodeLimits, decode, decode_bytes
+from ingest.decode import DecodeLimits, decode, decode_bytes, waveform_record
 from ingest.decode import vendor_xml as vendor_module
 from ingest.decode.vendor_xml import twelve_leads
 from ingest.reasons import IngestError, Reason
@@ -215,6 +215,7 @@ def test_size_limits_hold_before_the_waveform_is_decoded(files: dict[FileType, b
         raise AssertionError("ecgdatakit was reached")
 
     monkeypatch.setattr(vendor_module, "_parse", never)
+    monkeypatch.setattr(waveform_record, "parse_record", never)  # SCP-ECG's way to ecgdatakit
     error = _reason(data, DecodeLimits(max_waveform_samples=7 * 5000))
     assert error.reason is Reason.TOO_LARGE and "channels" in error.message
 

@@ -15,7 +15,7 @@ decodes the bytes as found; we refuse it as `corrupt`, since a flipped bit in se
 as a plausible but false waveform (and one in section 3 would read as a waveform too large). The CRCs cost one
 pass over bytes already held to `max_file_bytes`.
 
-The page is the rhythm recording (section 6), never the reference beat (section 5); `vendor_xml.record_page`
+The page is the rhythm recording (section 6), never the reference beat (section 5); `waveform_record.record_page`
 draws it and fills the same metadata keys as vendor XML, with "vendor_format": "scp-ecg". Section 7 stores
 wave boundaries, not intervals: PR, QRS and QT are taken from the first measurement block's P onset, QRS
 onset and offset and T offset where all are defined and in order.
@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.decode import vendor_xml
+from ingest.decode import waveform_record
 from ingest.decode.limits import DecodeLimits
 from ingest.page import Page
 from ingest.reasons import IngestError, Reason
@@ -168,7 +168,7 @@ def decode_scp_ecg(data: bytes, limits: DecodeLimits | None = None, working_copy
     limits = limits or DecodeLimits()
     limits.check_file_size(len(data))
     header = walk(data, limits)
-    record = vendor_xml._parse(data[: header.record_size], FileType.SCP_ECG)
+    record = waveform_record.parse_record(data[: header.record_size], FileType.SCP_ECG)
     if record.raw_metadata.get("checksum_valid") is False:  # the walk checked them; ecgdatakit agrees or not
         raise IngestError(Reason.CORRUPT, f"{_FORMAT}: CRC mismatch")
-    return [vendor_xml.record_page(record, FileType.SCP_ECG, limits, working_copy, _intervals(record))]
+    return [waveform_record.record_page(record, FileType.SCP_ECG, limits, working_copy, _intervals(record))]

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from ingest.render import STANDARD_LEADS
-from model_training.synth.vendor_out import ACQUIRED, _check, _counts, _measurements
+from model_training.synth.vendor_out import ACQUIRED, check_signals, given_or_measured, to_counts
 
 SCP_NV_PER_COUNT = 5000  # the amplitude value multiplier (AVM): 5 uV per count
 PROTOCOL_VERSION = 20  # SCP-ECG 2.0
@@ -144,15 +144,15 @@ def write_scp(signals_mv: np.ndarray, fs: float, *, measurements: Mapping[str, f
     `fs` must be a whole number of microseconds per sample apart (500 Hz: 2000 us) and a lead at most 32767
     samples long (a section 6 lead is at most 65535 bytes).
     """
-    signals = _check(signals_mv, fs)
+    signals = check_signals(signals_mv, fs)
     interval = 1_000_000 / fs
     if not math.isclose(interval, round(interval), abs_tol=1e-9) or not 1 <= round(interval) <= 65535:
         raise ValueError(f"fs={fs:g} Hz is not a whole number of microseconds per sample")
     if signals.shape[1] > 32767:
         raise ValueError(f"{signals.shape[1]} samples per lead; section 6 holds at most 32767")
-    values = _measurements(measurements, signals, fs)
+    values = given_or_measured(measurements, signals, fs)
     sections = {1: _section(1, _section1(patient_id)), 3: _section(3, _section3(signals.shape[1])),
-                6: _section(6, _section6(_counts(signals, SCP_NV_PER_COUNT / 1000), round(interval)))}
+                6: _section(6, _section6(to_counts(signals, SCP_NV_PER_COUNT / 1000), round(interval)))}
     if values:
         beats = round(values.get("heart_rate_bpm", 0) * signals.shape[1] / fs / 60)
         sections[7] = _section(7, _section7(values, min(beats, 255)))

@@ -44,7 +44,7 @@ PHILIPS_COMPRESSIONS = ("XLI", "Uncompressed")
 # ── shared ───────────────────────────────────────────────────────────
 
 
-def _check(signals_mv: np.ndarray, fs: float) -> np.ndarray:
+def check_signals(signals_mv: np.ndarray, fs: float) -> np.ndarray:
     signals = np.asarray(signals_mv, dtype=np.float64)
     if signals.ndim != 2 or signals.shape[0] != len(STANDARD_LEADS) or signals.shape[1] < 2:
         raise ValueError(f"signals_mv must be (12, samples) in {STANDARD_LEADS} order, got {signals.shape}")
@@ -55,7 +55,7 @@ def _check(signals_mv: np.ndarray, fs: float) -> np.ndarray:
     return signals
 
 
-def _counts(signals_mv: np.ndarray, uv_per_count: float) -> np.ndarray:
+def to_counts(signals_mv: np.ndarray, uv_per_count: float) -> np.ndarray:
     """Millivolts to int16 counts of `uv_per_count` microvolts (rounded, clipped to the int16 range)."""
     return np.clip(np.round(signals_mv * 1000.0 / uv_per_count), -32768, 32767).astype(np.int16)
 
@@ -76,7 +76,7 @@ def plausible_measurements(signals_mv: np.ndarray, fs: float) -> dict[str, int]:
     return {k: round(v) for k, v in values.items() if math.isfinite(v)}
 
 
-def _measurements(given: Mapping[str, float] | None, signals: np.ndarray, fs: float) -> dict[str, int]:
+def given_or_measured(given: Mapping[str, float] | None, signals: np.ndarray, fs: float) -> dict[str, int]:
     if given is None:
         return plausible_measurements(signals, fs)
     unknown = set(given) - set(MEASUREMENT_KEYS)
@@ -115,7 +115,7 @@ def _muse_waveform(kind: str, signals: np.ndarray, fs: float, leads: Iterable[st
              _el("NumberofLeads", len(chosen), 4), _el("SampleType", "CONTINUOUS_SAMPLES", 4),
              _el("SampleBase", _rate_text(fs), 4), _el("SampleExponent", 0, 4), _el("HighPassFilter", 5, 4),
              _el("LowPassFilter", 150, 4), _el("ACFilter", 50, 4)]
-    counts = _counts(signals, MUSE_UV_PER_BIT)
+    counts = to_counts(signals, MUSE_UV_PER_BIT)
     for lead in chosen:
         payload = counts[STANDARD_LEADS.index(lead)].astype("<i2").tobytes()
         encoded = "\n".join(textwrap.wrap(base64.b64encode(payload).decode("ascii"), 76))
@@ -138,8 +138,8 @@ def write_muse(signals_mv: np.ndarray, fs: float, *, eight_leads: bool = True, m
     `eight_leads` stores only I, II, V1-V6 as MUSE does (readers derive the other four); `median_beat` adds
     the ~1 s median beat as `WaveformType` Median.
     """
-    signals = _check(signals_mv, fs)
-    values = _measurements(measurements, signals, fs)
+    signals = check_signals(signals_mv, fs)
+    values = given_or_measured(measurements, signals, fs)
     leads = EIGHT_LEADS if eight_leads else STANDARD_LEADS
     date, time = ACQUIRED.strftime("%m-%d-%Y"), ACQUIRED.strftime("%H:%M:%S")
     lines = ['<?xml version="1.0" encoding="ISO-8859-1"?>', '<!DOCTYPE RestingECG SYSTEM "restecg.dtd">',
@@ -202,13 +202,13 @@ def write_philips(signals_mv: np.ndarray, fs: float, *, encoding: str = "utf-16"
     `compression` "XLI" stores the leads XLI-compressed with the limb leads III, aVR, aVL, aVF as residuals;
     "Uncompressed" stores base64 little-endian int16, lead after lead.
     """
-    signals = _check(signals_mv, fs)
+    signals = check_signals(signals_mv, fs)
     if encoding.lower() not in PHILIPS_ENCODINGS:
         raise ValueError(f"encoding must be one of {PHILIPS_ENCODINGS}, got {encoding!r}")
     if compression not in PHILIPS_COMPRESSIONS:
         raise ValueError(f"compression must be one of {PHILIPS_COMPRESSIONS}, got {compression!r}")
-    values = _measurements(measurements, signals, fs)
-    counts = _counts(signals, PHILIPS_UV_PER_COUNT)
+    values = given_or_measured(measurements, signals, fs)
+    counts = to_counts(signals, PHILIPS_UV_PER_COUNT)
     n = counts.shape[1]
     duration_ms = n * 1000.0 / fs
     duration = str(int(duration_ms)) if duration_ms.is_integer() else f"{duration_ms:.6f}".rstrip("0")
@@ -255,7 +255,7 @@ def write_philips(signals_mv: np.ndarray, fs: float, *, encoding: str = "utf-16"
         lines += ["      <statement>", _el("statementcode", "", 8), _el("leftstatement", text, 8),
                   _el("rightstatement", "", 8), "      </statement>"]
     lines += ["    </interpretation>", "  </interpretations>", "  <waveforms>"]
-    beat = _counts(_median_beat(signals, fs), PHILIPS_UV_PER_COUNT)
+    beat = to_counts(_median_beat(signals, fs), PHILIPS_UV_PER_COUNT)
     beat_ms = beat.shape[1] * 1000.0 / fs
     lines.append(f'    <repbeats samplespersec="{rate}" resolution="{_rate_text(PHILIPS_UV_PER_COUNT)}" '
                  'repbeatmethod="MEDIAN" dataencoding="Base64">')
@@ -301,7 +301,7 @@ def _aecg_sequence_set(signals: np.ndarray, fs: float, absolute: bool, pad: str)
                 f'<value xsi:type="GLIST_PQ"><head value="0" unit="s"/>'
                 f'<increment value="{step}" unit="s"/></value></sequence></component>')
     lines = [f"{pad}<component>", f"{pad}<sequenceSet>", time]
-    counts = _counts(signals, AECG_UV_PER_DIGIT)
+    counts = to_counts(signals, AECG_UV_PER_DIGIT)
     for index, lead in enumerate(STANDARD_LEADS):
         digits = " ".join(map(str, counts[index].tolist()))
         lines += [f"{pad}  <component>", f"{pad}    <sequence>",
@@ -319,8 +319,8 @@ def write_aecg(signals_mv: np.ndarray, fs: float, *, median_beat: bool = True,
     """An HL7 aECG `<AnnotatedECG>` (urn:hl7-org:v3): a RHYTHM series of twelve SLIST_PQ leads at 2.5 uV per
     digit on a TIME_ABSOLUTE GLIST_TS (increment 1/fs s), the median beat as a REPRESENTATIVE_BEAT derived
     series, measurements and statements as machine annotations."""
-    signals = _check(signals_mv, fs)
-    values = _measurements(measurements, signals, fs)
+    signals = check_signals(signals_mv, fs)
+    values = given_or_measured(measurements, signals, fs)
     start = f"{ACQUIRED:%Y%m%d%H%M%S}.000"
     finish = ACQUIRED + timedelta(seconds=signals.shape[1] / fs)
     end = f"{finish:%Y%m%d%H%M%S}.{finish.microsecond // 1000:03d}"
