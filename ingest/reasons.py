@@ -23,7 +23,7 @@ class Reason(StrEnum):
 DESCRIPTIONS: dict[Reason, str] = {
     Reason.EMPTY: "the file has no bytes",
     Reason.TRUNCATED: "the file ends before its format says it should",
-    Reason.UNSUPPORTED_TYPE: "the bytes are not a PDF, DICOM, image or vendor ECG XML format we read",
+    Reason.UNSUPPORTED_TYPE: "the bytes are not a PDF, DICOM, image, vendor ECG XML or SCP-ECG format we read",
     Reason.ENCRYPTED: "the document is encrypted or password-protected",
     Reason.NOT_ECG: "the file is readable but holds no ECG",
     Reason.TOO_LARGE: "the file or one of its pages exceeds a configured size limit",
