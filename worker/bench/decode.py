@@ -194,6 +194,32 @@ def accuracy(bundle_dir: Path, data_dir: Path, n_bootstrap: int = 1000) -> dict[
             "max_abs_probability_diff": round(float(np.abs(full - working).max()), 4)}
 
 
+def format_agreement(bundle_dir: Path, files: dict[str, list[Path]]) -> dict[str, Any]:
+    """The bundle's probabilities for the same recordings written as every waveform kind (the generator writes
+    each record's kinds from one signal): how far they spread across the kinds of one recording, against how far
+    they spread across recordings. Intake must give one answer per ECG, whatever format carried it."""
+    from model_training.bundle import load_model
+    from model_training.evaluate import predict_files
+
+    kinds = [kind for kind in WAVEFORM_KINDS if files.get(kind)]
+    if len(kinds) < 2:
+        return {}
+    records = [[path.name[:6] for path in files[kind]] for kind in kinds]
+    assert all(names == records[0] for names in records), "every waveform kind needs the same records"
+    model, manifest = load_model(bundle_dir)
+    paths = [path for kind in kinds for path in files[kind]]
+    probabilities = predict_files(model, manifest, paths).reshape(len(kinds), len(records[0]), -1)
+    within = np.ptp(probabilities, axis=0)  # (records, labels)
+    reference = probabilities[0]
+    return {"recordings": len(records[0]), "kinds": kinds, "labels": list(manifest.labels),
+            "max_spread_within_recording": round(float(within.max()), 4),
+            "mean_spread_within_recording": round(float(within.mean()), 4),
+            "recordings_spread_over_0_05": int((within.max(axis=1) > 0.05).sum()),
+            "max_abs_diff_from_" + kinds[0]: {kind: round(float(np.abs(probabilities[i] - reference).max()), 4)
+                                             for i, kind in enumerate(kinds)},
+            "mean_spread_across_recordings": round(float(np.ptp(reference, axis=0).mean()), 4)}
+
+
 def bench_decode(bundle_dir: Path, n: int = 30, dpi: int = 200, kinds: tuple[str, ...] = tuple(DECODE_KINDS),
                  accuracy_set: Path | None = None) -> dict:
     """Core-ms per page per input kind, full-resolution and working-copy decoding, each with its cleaning."""
@@ -221,6 +247,7 @@ def bench_decode(bundle_dir: Path, n: int = 30, dpi: int = 200, kinds: tuple[str
             page_files = page_file_sizes(prepared.model_input, prepared.thumbnail)
             pdf = pdf_options(files["pdf"], limits) if "pdf" in kinds else []
             xml = [xml_prepass_cost(kind, files[kind], limits) for kind in kinds if kind in XML_KINDS]
+            agreement = format_agreement(bundle_dir, files)
     finally:
         cv2.setNumThreads(threads)
     for row in rows:
@@ -228,7 +255,8 @@ def bench_decode(bundle_dir: Path, n: int = 30, dpi: int = 200, kinds: tuple[str
     result = {"benchmark": "decode", "dpi": dpi, "input_size": list(input_size), "processes": 1, "timing": TIMING,
               "model_images_per_s": round(model, 1), "model_batch_size": 8, "cpu_count": os.cpu_count(),
               "kinds": rows, "slowest_ratio": min(r["ratio_to_model"] for r in rows),
-              "total": _totals(rows), "page_files": page_files, "pdf_options": pdf, "xml_prepass": xml}
+              "total": _totals(rows), "page_files": page_files, "pdf_options": pdf, "xml_prepass": xml,
+              "format_agreement": agreement}
     if accuracy_set is not None:
         result["accuracy"] = accuracy(bundle_dir, accuracy_set)
     return result

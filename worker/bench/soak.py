@@ -49,7 +49,7 @@ from worker.db.session import session_scope
 from worker.services import CLI, Services, embedded_layout, services_layout, start_services
 from worker.settings import embedded_database_url
 
-GOOD_KINDS = ("pdf", "dicom-waveform", "dicom-sc", "dicom-pdf", "png", "jpg", "tiff", "muse", "philips", "aecg")
+GOOD_KINDS = ("pdf", "dicom-waveform", "dicom-sc", "dicom-pdf", "png", "jpg", "tiff", "muse", "philips", "aecg", "scp")
 BAD_KINDS = ("corrupt", "truncated", "empty", "wrong_type", "not_ecg")
 DPI = 150  # of the generated pages; 200 makes a 5,000-file set of ~15 GB, mostly uncompressed DICOM captures
 MEMORY_GROWTH_LIMIT = 0.10

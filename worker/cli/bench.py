@@ -52,6 +52,13 @@ def bench_decode(
     for row in result["xml_prepass"]:
         out.print(f"{row['kind']} XML safety pre-pass: {row['prepass_ms']} of {row['decode_ms']} core-ms per file "
                   f"({row['kib_per_file']} KiB)", highlight=False)
+    agreement = result["format_agreement"]
+    if agreement:
+        out.print(f"one recording in {', '.join(agreement['kinds'])}: probabilities spread by at most "
+                  f"{agreement['max_spread_within_recording']} (mean {agreement['mean_spread_within_recording']}) "
+                  "over "
+                  f"{agreement['recordings']} recordings; across recordings "
+                  f"{agreement['mean_spread_across_recordings']}", highlight=False)
     if "accuracy" in result:
         acc = result["accuracy"]
         out.print(f"accuracy on {acc['files']} files: macro AUROC full {acc['macro_auroc_full']}, working copy "
