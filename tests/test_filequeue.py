@@ -35,7 +35,7 @@ def test_a_full_prefetch_returns_after_one_poll_so_acknowledgements_go_out(tmp_p
         consumer = connection.Consumer(producer.queue, channel=channel, callbacks=[lambda body, m: taken.append(m)])
         consumer.consume()
         connection.drain_events(timeout=5)
-        assert [m.payload["n"] for m in taken] == [0]
+        assert len(taken) == 1  # messages of one millisecond come in any order, as kombu's own file transport's
 
         started = time.monotonic()  # the one slot is taken: nothing can come, and the call must say so at once
         with pytest.raises(socket.timeout):
@@ -44,7 +44,7 @@ def test_a_full_prefetch_returns_after_one_poll_so_acknowledgements_go_out(tmp_p
 
         taken[0].ack()  # the slot frees: the next message is delivered by the next call
         connection.drain_events(timeout=5)
-        assert [m.payload["n"] for m in taken] == [0, 1]
+        assert len(taken) == 2 and len({m.payload["n"] for m in taken}) == 2
         consumer.cancel()
         producer.close()
 
