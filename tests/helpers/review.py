@@ -138,12 +138,15 @@ def fill_review_database(db_url: str, folder: Path, bundle_dir: Path) -> tuple[d
             cv2.imwrite(str(cleaned), prepared.model_input)
             cv2.imwrite(str(thumbnail), prepared.thumbnail)
             shas[name] = f"{i + 1:x}" * 64
-            document = Document(sha256=shas[name], path=f"/in/cardiology/Doe_John_{i}.pdf",
-                                current_path=f"/archive/Doe_John_{i}.pdf", source="cardiology" if i % 2 else "er",
-                                file_type="pdf", status="done", received_at=now - timedelta(hours=i),
+            muse = name == "urgent"  # a GE MUSE export carrying the device's reading; the others are PDFs
+            extension = "xml" if muse else "pdf"
+            document = Document(sha256=shas[name], path=f"/in/cardiology/Doe_John_{i}.{extension}",
+                                current_path=f"/archive/Doe_John_{i}.{extension}",
+                                source="cardiology" if i % 2 else "er", file_type="ge-muse" if muse else "pdf",
+                                status="done", received_at=now - timedelta(hours=i),
                                 processed_at=now, source_metadata={"patient_id": f"{IDENTIFIER}{i:02d}",
                                                                    "accession_number": f"ACC-{i:04d}",
-                                                                   **(DEVICE_READING if name == "urgent" else {})})
+                                                                   **(DEVICE_READING if muse else {})})
             page = Page(document=document, page_no=1, image_path=str(cleaned), thumbnail_path=str(thumbnail),
                         preprocess_version=PREPROCESS_VERSION, source=document.source)
             labels = [label for label in LABELS if probabilities[label] >= THRESHOLDS[label]]
