@@ -43,7 +43,7 @@ REDIS_SCALER_KEYS = {"address", "addressFromEnv", "host", "hostFromEnv", "port",
                      "usernameFromEnv", "passwordFromEnv", "listName", "listLength", "activationListLength",
                      "databaseIndex", "enableTLS", "unsafeSsl"}
 SECRET = "ecg-intake"
-SECRET_KEYS = {"ECG_INTAKE_DATABASE_URL", "ECG_INTAKE_BROKER_URL"}
+SECRET_KEYS = {"ECG_INTAKE_DATABASE_URL", "ECG_INTAKE_BROKER_URL", "ECG_INTAKE_REVIEW_SECRET"}
 SCALED = {"ingest": "ecg-intake-worker-ingest", "infer": "ecg-intake-worker-infer"}  # queue -> Deployment
 TRAIN = "ecg-intake-worker-train"
 INFER = SCALED["infer"]
