@@ -5,7 +5,8 @@
   and `<<` merge keys) and once as PyYAML resolves it, the way compose reads it; then the stack's invariants.
 - deploy/Dockerfile and deploy/Dockerfile.gpu linted by hadolint at warning level (the only rule ignored is
   DL3008, inline, with its reason), then their invariants: a non-root USER, a HEALTHCHECK, pinned base
-  images, torch and torchvision pinned as in pyproject.toml.
+  images, torch and torchvision pinned as in pyproject.toml; the images' HEALTHCHECK command itself is run
+  with this venv's python on a working and on a broken data home.
 
 `docker build` and `docker compose config` themselves are not run: this machine has no Docker engine and
 no compose plugin. Nothing here is skipped: a missing tool fails the test.
@@ -220,7 +221,7 @@ def test_dockerfile_invariants(dockerfile: Path) -> None:
 
     users = [arg for keyword, arg in final if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
-    assert any(keyword == "HEALTHCHECK" and "doctor" in arg for keyword, arg in final)
+    assert _healthcheck(dockerfile)[:2] == ["python", "-c"]
     assert ("ENTRYPOINT", '["ecg-intake"]') in final
     env = " ".join(arg for keyword, arg in final if keyword == "ENV")
     for setting in ("ECG_INTAKE_HOME=/data", "ECG_INTAKE_BUNDLE=/opt/ecg-intake/models/default", "HOME=/tmp",
@@ -233,6 +234,30 @@ def test_dockerfile_invariants(dockerfile: Path) -> None:
     assert "--editable '.[onnx]'" in text or ('--editable ".[${EXTRAS}]"' in text and args["EXTRAS"] == "onnx")
     labels = " ".join(arg for keyword, arg in final if keyword == "LABEL")
     assert "org.opencontainers.image.title=" in labels and "org.opencontainers.image.version=" in labels
+
+
+def _healthcheck(dockerfile: Path) -> list[str]:
+    """The HEALTHCHECK's exec-form command."""
+    (arg,) = [arg for keyword, arg in _final_stage(dockerfile) if keyword == "HEALTHCHECK"]
+    assert "--interval=" in arg and "--timeout=" in arg
+    return json.loads(arg.split(" CMD ", 1)[1])
+
+
+def test_healthcheck_runs_the_doctors_live_checks(tmp_path: Path) -> None:
+    """Both images' health command, run here with this venv's python: healthy on a working home, not on a
+    broken one (an inbox that cannot be created), saying which check failed."""
+    (command,) = {tuple(_healthcheck(dockerfile)) for dockerfile in DOCKERFILES}
+    argv = [sys.executable, *command[1:]]
+    env = {"PATH": str(BIN), "HOME": str(tmp_path), "ECG_INTAKE_HOME": str(tmp_path / "data")}
+    (tmp_path / "inbox").mkdir()
+    healthy = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+                             env={**env, "ECG_INTAKE_INBOXES": json.dumps([str(tmp_path / "inbox")])})
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    (tmp_path / "not-a-folder").write_text("")
+    broken = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+                            env={**env, "ECG_INTAKE_INBOXES": json.dumps([str(tmp_path / "not-a-folder" / "in")])})
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "inbox" in broken.stdout
 
 
 def test_cpu_image_uses_the_cpu_wheels_and_gpu_image_cuda() -> None:
