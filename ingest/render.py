@@ -34,6 +34,7 @@ GRID_COLOURS = {  # (minor, major) in BGR
 }
 
 _WHITE = (255, 255, 255)
+PAGE_SECONDS = 10.0  # what a paper ECG shows; a longer recording is drawn from its start
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def render_paper(
     trace_x0_mm = x_start_mm + pulse_mm + 2.0
     row_height_mm = (grid_box[3] - grid_box[1]) / n_rows
     px = _mm_to_px(1.0, dpi)
-    column_seconds = 10.0 / len(rows[0])
+    column_seconds = PAGE_SECONDS / len(rows[0])
     samples_per_column = round(column_seconds * fs)
 
     line_mm = 6.0 * style.header_scale / 0.9
@@ -162,7 +163,7 @@ def render_paper(
         draw_row(row_index, [(name, col * samples_per_column, (col + 1) * samples_per_column)
                              for col, name in enumerate(row)])
     for index, name in enumerate(rhythm):
-        draw_row(len(rows) + index, [(name, 0, round(10.0 * fs))])
+        draw_row(len(rows) + index, [(name, 0, round(PAGE_SECONDS * fs))])
 
     footer = f"{style.speed_mm_s:g} mm/s   {style.gain_mm_mv:g} mm/mV"
     _label(page, footer, left_mm * px, (height_mm - min(1.5, bottom_mm / 3)) * px, style, scale=0.8)

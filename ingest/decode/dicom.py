@@ -31,7 +31,7 @@ from ingest.decode.pixels import stretch_to_uint8
 from ingest.decode.working import shrink, work_factor
 from ingest.page import Page
 from ingest.reasons import IngestError, Reason
-from ingest.render import STANDARD_LEADS, PaperStyle, render_paper
+from ingest.render import PAGE_SECONDS, STANDARD_LEADS, PaperStyle, render_paper
 
 # pydicom's "invalid value" warnings quote the value itself, which may be a patient's name or ID; a
 # malformed element that matters still fails decoding with a reason of our own.
@@ -105,9 +105,6 @@ def working_style() -> PaperStyle:
     return PaperStyle(dpi=round(style.dpi / work_factor(width_px)))
 
 
-PAPER_SECONDS = 10.0  # a paper ECG shows 10 s; a longer (ambulatory) rhythm is drawn from its start
-
-
 def _rhythm_group(ds: pydicom.Dataset) -> tuple[int, pydicom.Dataset]:
     """The group to draw: the original full-length recording over derived median beats, then the longest.
 
@@ -127,7 +124,7 @@ def _waveform_page(ds: pydicom.Dataset, limits: DecodeLimits, working_copy: bool
     if fs <= 0:
         raise IngestError(Reason.CORRUPT, f"waveform sampling frequency {fs} is not positive")
     samples = ds.waveform_array(index).T  # channels x samples, sensitivity and baseline applied
-    samples = samples[:, :round(PAPER_SECONDS * fs)]
+    samples = samples[:, :round(PAGE_SECONDS * fs)]
     channels = group.ChannelDefinitionSequence
     leads = [_lead_name(c) for c in channels]
     scale = np.array([_UNIT_TO_MV.get(str(c.ChannelSensitivityUnitsSequence[0].CodeValue), 1e-3)

@@ -30,7 +30,7 @@ from ingest.decode.dicom import working_style
 from ingest.decode.limits import DecodeLimits
 from ingest.page import Page
 from ingest.reasons import IngestError, Reason
-from ingest.render import STANDARD_LEADS, render_paper
+from ingest.render import PAGE_SECONDS, STANDARD_LEADS, render_paper
 from ingest.sniff import FileType
 
 STORED_LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")  # what every 12-lead file must hold
@@ -40,7 +40,6 @@ LIMB_FROM_I_II = {  # Einthoven and Goldberger
     "aVL": lambda i, ii: i - ii / 2,
     "aVF": lambda i, ii: ii - i / 2,
 }
-PAGE_SECONDS = 10.0
 _MAX_ABS_MV = 100.0  # far off the page; keeps the drawing's pixel arithmetic finite on corrupt values
 _MEASUREMENTS = {"heart_rate": "heart_rate_bpm", "rr_interval": "rr_ms", "pr_interval": "pr_ms",
                  "qrs_duration": "qrs_ms", "qt_interval": "qt_ms", "p_axis": "p_axis_deg",
