@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from ingest.decode import DecodeLimits, decode, decode_bytes, waveform_record
-from ingest.decode import vendor_xml as vendor_module
-from ingest.decode.vendor_xml import twelve_leads
+from ingest.decode.waveform_record import twelve_leads
 from ingest.reasons import IngestError, Reason
 from ingest.render import STANDARD_LEADS, render_paper
 from ingest.sniff import FileType, sniff, sniff_bytes
@@ -214,8 +213,7 @@ def test_size_limits_hold_before_the_waveform_is_decoded(files: dict[FileType, b
     def never(*_: object) -> None:
         raise AssertionError("ecgdatakit was reached")
 
-    monkeypatch.setattr(vendor_module, "_parse", never)
-    monkeypatch.setattr(waveform_record, "parse_record", never)  # SCP-ECG's way to ecgdatakit
+    monkeypatch.setattr(waveform_record, "parse_record", never)  # every decoder's one way to ecgdatakit
     error = _reason(data, DecodeLimits(max_waveform_samples=7 * 5000))
     assert error.reason is Reason.TOO_LARGE and "channels" in error.message
 

@@ -23,15 +23,12 @@ limb leads computed from I and II, listed in `derived_leads`; fewer leads than t
 
 from __future__ import annotations
 
+from ingest.decode import waveform_record
 from ingest.decode.limits import DecodeLimits
-from ingest.decode.waveform_record import LIMB_FROM_I_II, PAGE_SECONDS, STORED_LEADS, record_page, twelve_leads
-from ingest.decode.waveform_record import parse_record as _parse
 from ingest.decode.xml_safety import normalise, prepass
 from ingest.page import Page
 from ingest.reasons import IngestError, Reason
 from ingest.sniff import FileType
-
-__all__ = ["LIMB_FROM_I_II", "PAGE_SECONDS", "STORED_LEADS", "decode_vendor_xml", "twelve_leads"]
 
 
 def decode_vendor_xml(data: bytes, file_type: FileType, limits: DecodeLimits | None = None,
@@ -43,5 +40,5 @@ def decode_vendor_xml(data: bytes, file_type: FileType, limits: DecodeLimits | N
     counts = prepass(normalised, limits)
     if not counts.waveforms:
         raise IngestError(Reason.NOT_ECG, f"{file_type.value}: the document holds no waveform")
-    record = _parse(normalised, file_type)
-    return [record_page(record, file_type, limits, working_copy)]
+    record = waveform_record.parse_record(normalised, file_type)
+    return [waveform_record.record_page(record, file_type, limits, working_copy)]
