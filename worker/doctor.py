@@ -16,6 +16,7 @@ from typing import Literal
 from worker.settings import Settings
 
 Status = Literal["ok", "warn", "fail"]
+CHECK_GROUPS = ("database", "broker", "folders", "poppler", "bundle", "engines", "receive")
 SERVICE_NEEDS = {
     "run": ("database", "broker", "folders", "poppler", "bundle"),
     "watch": ("database", "broker", "folders"),
@@ -216,7 +217,7 @@ def check_engines(settings: Settings) -> Check:
 
 def run_checks(settings: Settings, only: tuple[str, ...] | None = None) -> list[Check]:
     """Every check, or `only` the named groups (database, broker, folders, poppler, bundle, engines, receive)."""
-    groups = only or ("database", "broker", "folders", "poppler", "bundle", "engines", "receive")
+    groups = only or CHECK_GROUPS
     checks: list[Check] = []
     for group in groups:
         if group == "database":

@@ -375,15 +375,22 @@ def export(
 def doctor(
     inbox: InboxOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the findings as JSON")] = False,
+    only: Annotated[str | None, typer.Option(help="comma-separated check groups, e.g. database,broker,folders "
+                                                  "(a cheap health check); default: all")] = None,
 ) -> None:
-    """Check this installation: database, broker, folders, poppler, model bundle, inference engines."""
-    from worker.doctor import faults, run_checks
+    """Check this installation: database, broker, folders, poppler, model bundle, inference engines, receiver."""
+    from worker.doctor import CHECK_GROUPS, faults, run_checks
     from worker.settings import InboxSetting
 
     settings = get_settings()
     if inbox:
         settings = settings.model_copy(update={"inboxes": [InboxSetting.model_validate(p) for p in inbox]})
-    checks = run_checks(settings)
+    groups = tuple(g.strip() for g in only.split(",") if g.strip()) if only else None
+    unknown = [g for g in groups or () if g not in CHECK_GROUPS]
+    if unknown:
+        raise typer.BadParameter(f"unknown check group(s) {', '.join(unknown)}; one of {', '.join(CHECK_GROUPS)}",
+                                 param_hint="--only")
+    checks = run_checks(settings, groups)
     if json_out:
         out.print_json(json.dumps({"ok": not faults(checks), "checks": [c.as_dict() for c in checks]}))
     else:
