@@ -57,13 +57,27 @@ def session_secret(settings: Settings) -> str:
         return settings.review_secret
     path = settings.home_dir / "review-secret"
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(secrets.token_urlsafe(48) + "\n")
+    if not path.exists():
+        # Written whole under a private name, then linked into place: link fails if another process won the
+        # race, and no process ever reads a created-but-not-yet-written (empty) key.
+        draft = path.with_name(f".review-secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links (SMB): a rename, which could replace a winner's key
+                if not path.exists():
+                    os.replace(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink(missing_ok=True)
     return path.read_text().strip()
 
 
