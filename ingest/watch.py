@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.correlation import working_on
 from ingest.files import NAME_MAX, fit_name, original_name, printable
 
 log = logging.getLogger(__name__)
@@ -252,15 +253,17 @@ class Watcher:
     def _offer(self, found: Claim) -> bool:
         """Hand `found` to `on_claim`; False when that failed (the claim stays and is tried again)."""
         now = time.monotonic()
-        try:
-            self.on_claim(found)
-        except Exception as exc:  # the queue is unreachable: nothing is lost, the file stays claimed
-            self._queue_down_until = now + QUEUE_RETRY
-            self._unqueued.add(found.claimed)
-            self._offers[found.claimed] = (now + QUEUE_RETRY, self._offers.get(found.claimed, (0.0, 0.0))[1])
-            log.warning("claim %s stays claimed: cannot queue it (%s: %s); trying again in %.0fs",
-                        claim_id(found.claimed), type(exc).__name__, str(exc)[:200], QUEUE_RETRY)
-            return False
+        with working_on(claim_id(found.claimed)):
+            try:
+                self.on_claim(found)
+            except Exception as exc:  # the queue is unreachable: nothing is lost, the file stays claimed
+                self._queue_down_until = now + QUEUE_RETRY
+                self._unqueued.add(found.claimed)
+                self._offers[found.claimed] = (now + QUEUE_RETRY, self._offers.get(found.claimed, (0.0, 0.0))[1])
+                log.warning("claim %s stays claimed: cannot queue it (%s: %s); trying again in %.0fs",
+                            claim_id(found.claimed), type(exc).__name__, str(exc)[:200], QUEUE_RETRY)
+                return False
+            log.debug("claim %s from inbox %s queued", claim_id(found.claimed), found.source)
         self._unqueued.discard(found.claimed)
         if self.reoffer_after is not None:
             previous = self._offers.get(found.claimed, (0.0, 0.0))[1]

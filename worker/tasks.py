@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 from celery import Task, shared_task
+from celery.signals import task_postrun, task_prerun
 from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy.exc import OperationalError
 
+from ingest.correlation import KEY_DIGITS, working_on
 from ingest.decode.isolated import Decoder
 from ingest.reasons import InstallationError
 from ingest.watch import Claim, claim_id
@@ -42,6 +45,10 @@ def decoder_for_worker() -> Decoder:
 
 
 class _IntakeTask(Task):
+    def correlation_id(self, args: tuple) -> str:
+        """The claim's id until the bytes are hashed (`intake` then follows the document)."""
+        return claim_id(Claim.from_message(args[0]).claimed)
+
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Retries spent or an unexpected error: quarantine as internal_error rather than leave the file claimed."""
         claim = Claim.from_message(args[0])
@@ -54,6 +61,9 @@ class _IntakeTask(Task):
 
 
 class _ClassifyTask(Task):
+    def correlation_id(self, args: tuple) -> str:
+        return args[0][:KEY_DIGITS]
+
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         (sha256,) = args
         if isinstance(exc, INSTALLATION_FAULTS):
@@ -68,6 +78,31 @@ class _ClassifyTask(Task):
                 return
             claim = Claim(Path(document.current_path), Path(document.path), document.source)
         give_up(settings, claim, exc)
+
+
+_working_on: dict[str, ExitStack] = {}  # task id -> its open `working_on` block
+
+
+@task_prerun.connect
+def _open_correlation(task_id: str = "", task: Task | None = None, args: tuple = (), **_: object) -> None:
+    """Every line a document's task logs carries its correlation id, Celery's own about the task (retry,
+    failure, the `on_failure` handlers) included: the block opens before the task and closes after them."""
+    correlation_id = getattr(task, "correlation_id", None)
+    if correlation_id is None:
+        return
+    try:
+        key = correlation_id(args)
+    except (IndexError, KeyError, TypeError):  # a malformed message: the task itself says what is wrong
+        return
+    block = _working_on[task_id] = ExitStack()
+    block.enter_context(working_on(key))
+
+
+@task_postrun.connect
+def _close_correlation(task_id: str = "", **_: object) -> None:
+    block = _working_on.pop(task_id, None)
+    if block is not None:
+        block.close()
 
 
 @shared_task(name=INTAKE_TASK, base=_IntakeTask, **RETRY)

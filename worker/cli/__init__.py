@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
-from rich.logging import RichHandler
+from pydantic import ValidationError
 
 from model_training.cli import app as training_app
 from model_training.cli import bench_app as training_bench_app
 from model_training.cli import model_app as training_model_app
 from worker.cli import bench, model, receive, review, service
 from worker.cli.common import console
+from worker.logs import LogFormat, setup_logging
+from worker.settings import get_settings
 
 app = typer.Typer(help="Classify scanned ECGs dropped into watched folders.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -30,10 +30,13 @@ app.add_typer(receive.app)  # receive: the DICOM C-STORE receiver
 app.add_typer(review.users_app, name="users")
 
 
+def _log_format() -> LogFormat:
+    try:
+        return get_settings().log_format
+    except ValidationError:  # the command that reads the settings reports what is wrong, in text
+        return "text"
+
+
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=console, show_path=False)])
-    logging.getLogger("celery").setLevel(logging.WARNING)
-    for noisy in ("kombu", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(_log_format(), console)
     app(obj=model.installation())  # the training commands' view of this installation (model_training.cli)

@@ -1,0 +1,95 @@
+"""The JSON log form (`worker.logs`) and the correlation id (`ingest.correlation`), through real logging calls."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from rich.console import Console
+
+from ingest.correlation import current_document, follow_document, working_on
+from worker.logs import JsonFormatter, _ConsoleLines, uvicorn_log_config
+
+SHA = "ab12cd34ef56" + "0" * 52
+
+
+@pytest.fixture
+def lines() -> Iterator[io.StringIO]:
+    """What loggers under `test_logs` write, as the JSON handler of `log_format=json` writes it."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test_logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    correlation = logging.getLogger("ingest.correlation")
+    correlation.addHandler(handler)
+    correlation.setLevel(logging.INFO)
+    yield stream
+    logger.removeHandler(handler)
+    correlation.removeHandler(handler)
+
+
+def _records(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_a_record_is_one_json_line_with_its_fields(lines: io.StringIO) -> None:
+    before = datetime.now(UTC)
+    logging.getLogger("test_logs.part").warning("document %s: %d page(s)\nsecond line", "x", 3)
+    (record,) = _records(lines)
+    assert record["level"] == "WARNING" and record["logger"] == "test_logs.part"
+    assert record["message"] == "document x: 3 page(s)\nsecond line"  # formatted, and still one line of output
+    assert record["pid"] > 0 and "document" not in record and "exception" not in record
+    assert record["time"].endswith("Z")
+    stamp = datetime.fromisoformat(record["time"])
+    assert stamp.utcoffset().total_seconds() == 0 and abs((stamp - before).total_seconds()) < 5
+
+
+def test_exception_text_is_kept(lines: io.StringIO) -> None:
+    try:
+        raise ValueError("bad bytes")
+    except ValueError:
+        logging.getLogger("test_logs").exception("decoder failed")
+    (record,) = _records(lines)
+    assert record["message"] == "decoder failed"
+    assert "Traceback" in record["exception"] and "ValueError: bad bytes" in record["exception"]
+
+
+def test_the_correlation_id_follows_a_claim_to_its_document(lines: io.StringIO) -> None:
+    log = logging.getLogger("test_logs")
+    log.info("before")
+    with working_on("18a2b3c4d5e6-4242"):
+        log.info("claimed")
+        assert follow_document(SHA) == SHA[:12]
+        log.info("decoded")
+    log.info("after")
+    assert current_document() is None
+    records = _records(lines)
+    assert [r["message"] for r in records] == ["before", "claimed", "claim 18a2b3c4d5e6-4242 is document ab12cd34ef56",
+                                               "decoded", "after"]
+    assert [r.get("document") for r in records] == [None, "18a2b3c4d5e6-4242", "ab12cd34ef56", "ab12cd34ef56", None]
+
+
+def test_no_id_outlives_work_outside_a_block() -> None:
+    follow_document(SHA)  # intake called directly (tests, benchmarks): no task opened a block
+    assert current_document() is None
+
+
+def test_console_output_becomes_records_without_colour(lines: io.StringIO) -> None:
+    console = Console(force_terminal=True, color_system="truecolor", soft_wrap=True)
+    console.file = _ConsoleLines(logging.getLogger("test_logs.console"))
+    console.print("[red]claimed 3 file(s)[/red] " + "x" * 150)
+    console.print("processed 3 file(s)")
+    records = _records(lines)
+    assert [r["message"] for r in records] == ["claimed 3 file(s) " + "x" * 150, "processed 3 file(s)"]
+    assert all(r["logger"] == "test_logs.console" for r in records)
+
+
+def test_uvicorn_keeps_its_handlers_only_in_text() -> None:
+    assert uvicorn_log_config("json") is None
+    assert "uvicorn.access" in uvicorn_log_config("text")["loggers"]
