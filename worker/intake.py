@@ -14,6 +14,7 @@ import cv2
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from ingest.correlation import follow_document
 from ingest.decode.isolated import Decoder
 from ingest.files import claim_lock, destination, move, sha256_file, write_atomic, write_reason
 from ingest.page import PreparedPage
@@ -152,6 +153,7 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
 
 def _intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult | None:
     sha256 = sha256_file(claim.claimed)
+    follow_document(sha256)
     with session_scope(settings.sqlalchemy_url) as session:
         document = document_by_sha(session, sha256)
         if document is not None and lifecycle.is_retry(document, claim):

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="0: let torch decide")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         None, description="default: INFO for services, WARNING for `run --once`")
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line on "
+                                                "stderr, for a log collector (docs/configuration.md, Logs)")
     visibility_timeout: int = Field(4 * 3600, description="Redis redelivery timeout; longer than any task")
     champion_check_seconds: float = Field(10, ge=0, description="how often a worker asks the registry whether "
                                                                "a new champion was promoted")
