@@ -188,6 +188,27 @@ PATIENT = {"name": "Quintessa^Zebedee", "id": "PID-8837261", "accession": "ACC-5
 NEEDLES = ["Quintessa", "Zebedee", "8837261", "55501923", "4410098"]
 
 
+def _check_json_lines(stderr: str) -> None:
+    """Every line a JSON object; a decoded document's intake and classification lines carry one correlation id,
+    which its claim's line links to."""
+    records = [json.loads(line) for line in stderr.splitlines()]  # fails on any line that is not JSON
+    assert all({"time", "level", "logger", "message", "pid"} <= set(r) for r in records)
+    about = {}
+    for record in records:
+        found = re.match(r"document ([0-9a-f]{12})\b", record["message"])
+        if found:
+            about.setdefault(found.group(1), []).append(record)
+    decoded = [key for key, lines in about.items() if any(" decoded:" in r["message"] for r in lines)]
+    assert decoded, [r["message"] for r in records][-40:]
+    for key in decoded:
+        lines = about[key]
+        assert {r.get("document") for r in lines} == {key}, lines
+        assert any(" classified:" in r["message"] for r in lines), lines  # in the classifier process
+        assert len({r["pid"] for r in lines}) == 2  # intake in `run`, classification in its child
+        linked = [r for r in records if r["message"].endswith(f"is document {key}")]
+        assert linked and linked[0]["document"] == key
+
+
 def _dicom_with_identifiers(path: Path, seed: int) -> Path:
     """pydicom's real 12-lead waveform, with the test patient's name and ids (and a distinct instance UID)."""
     ds = pydicom.dcmread(reference_dicom())
@@ -199,9 +220,11 @@ def _dicom_with_identifiers(path: Path, seed: int) -> Path:
     return path
 
 
-def test_no_patient_identifier_reaches_the_logs(cli: Cli, home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_patient_identifier_reaches_the_logs(cli: Cli, home: Path, tmp_path: Path, log_format: str) -> None:
     """DICOM files (decoded, duplicated and truncated) and a PDF that carry the patient's name and ids in their
-    headers, metadata and file names, through a DEBUG run: the identifiers reach the database, never a log."""
+    headers, metadata and file names, through a DEBUG run: the identifiers reach the database, never a log.
+    In JSON, every line on stderr is a JSON object and one document's lines share its correlation id."""
     from pypdf import PdfReader, PdfWriter
 
     inbox = tmp_path / "inbox"
@@ -219,11 +242,14 @@ def test_no_patient_identifier_reaches_the_logs(cli: Cli, home: Path, tmp_path: 
     (inbox / f"{stem}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + PATIENT["name"].encode() * 10)
     _settled(inbox)
 
-    cli.env.update({"ECG_INTAKE_LOG_LEVEL": "DEBUG", "COLUMNS": "400"})  # wide lines: no identifier split
+    cli.env.update({"ECG_INTAKE_LOG_LEVEL": "DEBUG", "COLUMNS": "400",  # wide lines: no identifier split
+                    "ECG_INTAKE_LOG_FORMAT": log_format})
     result = cli("run", "--once", "--inbox", str(inbox), check=False)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert "DEBUG" in log and "decoded" in log  # the run did log, at debug level
+    if log_format == "json":
+        _check_json_lines(result.stderr)
     leaks = {needle: [line for line in log.splitlines() if needle in line][:3] for needle in NEEDLES}
     assert not any(leaks.values()), leaks
     flat = re.sub(r"[\s\u2500-\u257f]", "", log)  # rich still folds long lines and draws boxes: join them

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -93,3 +95,23 @@ def test_console_output_becomes_records_without_colour(lines: io.StringIO) -> No
 def test_uvicorn_keeps_its_handlers_only_in_text() -> None:
     assert uvicorn_log_config("json") is None
     assert "uvicorn.access" in uvicorn_log_config("text")["loggers"]
+
+
+def test_review_logs_json_and_never_a_query_string(bundle_dir: Path, tmp_path: Path) -> None:
+    """`ecg-intake review` under json: uvicorn's own lines (a malformed request is a warning) and the console's
+    come out as JSON lines, and a worklist URL with a patient id in its query string is logged nowhere."""
+    from tests.helpers.review import IDENTIFIER, Http, serve_review
+
+    with serve_review(tmp_path, bundle_dir, {"ECG_INTAKE_LOG_FORMAT": "json"}) as site:
+        port = int(site.url.rsplit(":", 1)[1])
+        reviewer = Http(site.url)
+        assert reviewer.login("rita").status == 303
+        for path in ("/worklist", "/api/results"):
+            assert reviewer.get(path, params={"patient": f"{IDENTIFIER}123"}).status == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            raw.recv(1024)
+    records = [json.loads(line) for line in (tmp_path / "review.log").read_text().splitlines()]
+    assert any(r["logger"] == "ecg_intake.console" and "review UI on" in r["message"] for r in records), records
+    assert any(r["logger"].startswith("uvicorn") and r["level"] == "WARNING" for r in records), records
+    assert not [r for r in records if IDENTIFIER in json.dumps(r)]

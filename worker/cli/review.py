@@ -28,15 +28,20 @@ def review(
     """Serve the review web UI and its JSON API (/api/, described at /docs and /openapi.json)."""
     import uvicorn
 
+    from worker import metrics
+    from worker.logs import uvicorn_log_config
     from worker.review.app import create_app
 
     settings = ready_settings()
+    metrics.configure(settings)
     if not settings.review_https_only and host not in ("127.0.0.1", "localhost", "::1"):
         console.print("[yellow]serving beyond this machine without ECG_INTAKE_REVIEW_HTTPS_ONLY=true: put it "
                       "behind an https proxy and set that, so the session cookie is never sent in clear")
     console.print(f"review UI on http://{host}:{port}/ (users: `ecg-intake users add NAME --role reviewer`)")
     proxies = settings.review_trusted_proxies.strip()  # default: X-Forwarded-For from anyone is ignored
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", server_header=False,
+    # No access log: the worklist's and the API's query strings can carry a patient id (?patient=).
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False,
+                log_config=uvicorn_log_config(settings.log_format), server_header=False,
                 proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
 
 
