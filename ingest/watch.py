@@ -216,7 +216,8 @@ class Watcher:
     running, a claim still in `.claimed/` `reoffer_after` seconds after its offer is offered again, then
     after twice as long, and so on (the processing side is idempotent and locks the claim). A claim
     `on_claim` cannot deliver (the queue unreachable) stays claimed and is tried again every few seconds;
-    meanwhile no new file is claimed, so new files wait in the inbox.
+    meanwhile no new file is claimed, so new files wait in the inbox. `on_new` hears of each file once, when it is
+    claimed, however often its claim is offered.
     """
 
     def __init__(
@@ -227,9 +228,11 @@ class Watcher:
         poll_interval: float = 1.0,
         use_events: bool = True,
         reoffer_after: float | None = REOFFER_AFTER,
+        on_new: Callable[[Claim], None] | None = None,
     ) -> None:
         self.inboxes = inboxes
         self.on_claim = on_claim
+        self.on_new = on_new
         self.poll_interval = poll_interval
         self.use_events = use_events
         self.reoffer_after = reoffer_after
@@ -326,6 +329,8 @@ class Watcher:
                 taken = claim(path, inbox)
                 if taken is None:
                     continue
+                if self.on_new is not None:
+                    self.on_new(taken)
                 if self._offer(taken):
                     claims.append(taken)
         for gone in set(self.tracker._seen) - present:

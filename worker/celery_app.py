@@ -102,3 +102,20 @@ def submit_retrain(actor: str) -> None:
 def submit_claim(claim: Claim) -> None:
     """The watcher's callback: one message per claimed file on the ingest queue, sent by task name."""
     get_producer().send_task(INTAKE_TASK, args=[claim.to_message()])
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each queue, as the broker counts them (Redis: the lists' lengths, summed over
+    priorities; the file queue: its message files). A queue the broker has never seen holds none."""
+    depths = {}
+    with get_producer().connection_for_read() as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, timeout=3)
+        for queue in QUEUES:
+            channel = connection.channel()
+            try:
+                depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+            except connection.channel_errors:
+                depths[queue] = 0
+            finally:
+                channel.close()
+    return depths

@@ -15,7 +15,7 @@ from ingest.decode.isolated import Decoder
 from ingest.files import destination
 from ingest.reasons import IngestError
 from model_training.manifest import findings
-from worker import lifecycle
+from worker import lifecycle, metrics
 from worker.db.models import Document, DocumentStatus, Page, Prediction
 from worker.db.queries import document_by_sha, predicted_page_ids
 from worker.db.session import session_scope
@@ -50,7 +50,8 @@ def classify(settings: Settings, engine: Engine, model_version_id: int, sha256: 
         if todo:
             images = np.stack([cv2.imread(page.image_path, cv2.IMREAD_GRAYSCALE) for page in todo])
             started = time.perf_counter()
-            probabilities = engine.predict(images)
+            with metrics.stage("inference"):
+                probabilities = engine.predict(images)
             record_predictions(session, todo, probabilities, engine, model_version_id,
                                (time.perf_counter() - started) * 1000 / len(todo))
         lifecycle.classified(session, document, str(destination(settings.archive_dir, sha256, claimed)),
@@ -60,6 +61,8 @@ def classify(settings: Settings, engine: Engine, model_version_id: int, sha256: 
         except IntegrityError:  # another worker stored the same predictions first; it also moves the file
             session.rollback()
             return 0
+    if todo:
+        metrics.pages_classified(engine.name, engine.manifest.model_version, len(todo))
     settle(document, claimed)
     log.info("document %s classified: %d page(s) with %s", sha256[:12], len(todo), engine.manifest.model_version)
     return len(todo)

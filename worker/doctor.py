@@ -23,6 +23,7 @@ SERVICE_NEEDS = {
     "ingest": ("database", "broker", "folders", "poppler", "bundle"),
     "infer": ("database", "broker", "folders", "bundle"),
     "receive": ("receive",),
+    "review": ("database",),
 }
 
 

@@ -22,7 +22,7 @@ from ingest.preprocess import PREPROCESS_VERSION, Preparation
 from ingest.reasons import IngestError, InstallationError, Reason
 from ingest.sniff import FileType
 from ingest.watch import Claim, claim_id
-from worker import lifecycle
+from worker import lifecycle, metrics
 from worker.db.models import Document, DocumentStatus, Page
 from worker.db.queries import document_by_sha
 from worker.db.session import session_scope
@@ -66,6 +66,7 @@ def quarantine(settings: Settings, session: Session, document: Document, claimed
     """Record the reason, then move the original into the quarantine with its `.reason.json`."""
     lifecycle.quarantine(session, document, error, str(destination(settings.quarantine_dir, document.sha256, claimed)))
     session.commit()
+    metrics.quarantined(error.reason)
     settle(document, claimed, held=True)
     log.warning("document %s quarantined: %s", document.sha256[:12], error.reason.value)
 
@@ -101,14 +102,16 @@ def decode_pages(settings: Settings, sha256: str, claimed: Path, decoder: Decode
     """Decode the original, prepare its pages as `preparation` makes them and store their files; no database
     work, so no transaction is held while a file decodes. A file that cannot be decoded raises `IngestError`."""
     try:
-        file_type, pages = decoder.decode_prepared(claimed, preparation)
+        with metrics.stage("decode"):
+            file_type, pages = decoder.decode_prepared(claimed, preparation)
     except (IngestError, InstallationError):
         raise
     except Exception as exc:  # a decoder bug on odd input must not stop the worker
         log.exception("decoder failed on document %s", sha256[:12])
         raise IngestError(Reason.INTERNAL_ERROR, f"decoder error {type(exc).__name__}: {exc}") from exc
     try:
-        rows = store_pages(settings, sha256, pages)
+        with metrics.stage("page_files"):
+            rows = store_pages(settings, sha256, pages)
     except OSError as exc:
         raise InstallationError(f"document {sha256[:12]} stays claimed: cannot write its pages under "
                                 f"{settings.pages_dir}: {exc.strerror or type(exc).__name__}") from exc
@@ -152,7 +155,8 @@ def intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult |
 
 
 def _intake(settings: Settings, claim: Claim, decoder: Decoder) -> IntakeResult | None:
-    sha256 = sha256_file(claim.claimed)
+    with metrics.stage("hash"):
+        sha256 = sha256_file(claim.claimed)
     follow_document(sha256)
     with session_scope(settings.sqlalchemy_url) as session:
         document = document_by_sha(session, sha256)

@@ -9,6 +9,8 @@ import subprocess
 import threading
 from collections.abc import Callable
 
+from worker import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -58,6 +60,7 @@ class Supervised:
                 if code is None or self._stopping.is_set():
                     continue
                 self.restarts += 1
+                metrics.process_gone(self.process.pid)
                 log.error("%s process exited with code %s; starting it again (restart %d)", self.name, code,
                           self.restarts)
                 self.process = subprocess.Popen(self.command, env=self.env, stdout=self.stdout)

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model_training.manifest import load_manifest
+from worker import metrics
 from worker.db.models import ModelStatus
 from worker.db.queries import ReviewedPage, champion, record_event, reviewed_pages, reviews_since
 from worker.db.session import session_scope
-from worker.locks import lease
+from worker.locks import LockHeld, lease
 from worker.registry import champion_bundle, promote, register
 from worker.settings import Settings
 from worker.training_set import write_labelled_folder
@@ -102,7 +103,21 @@ class _Refresher:
 def run_retrain(settings: Settings, actor: str = "schedule",
                 on_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """One nightly run; returns its report (`status`: skipped, promoted or rejected). Raises `LockHeld`
-    when another run holds the lock."""
+    when another run holds the lock. Every outcome, refused and failed too, is counted here."""
+    try:
+        report = _run_retrain(settings, actor, on_log)
+    except LockHeld:
+        metrics.retrain_outcome("refused")
+        raise
+    except Exception:
+        metrics.retrain_outcome("failed")
+        raise
+    metrics.retrain_outcome(report["status"])
+    return report
+
+
+def _run_retrain(settings: Settings, actor: str, on_log: Callable[[dict[str, Any]], None] | None
+                 ) -> dict[str, Any]:
     url = settings.sqlalchemy_url
     with lease(url, LOCK, settings.retrain_lock_seconds) as refresh:
         champion_bundle(url, settings.bundle_dir)  # an empty registry gets the configured bundle as champion

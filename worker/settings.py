@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     receive_max_associations: int = Field(10, ge=1, description="associations `receive` serves at once")
     receive_timeout: float = Field(60, gt=0, description="seconds `receive` waits on an association (ACSE), a "
                                                        "DIMSE message and an idle network before giving up")
+    metrics_port: int = Field(0, ge=0, le=65535, description="TCP port on which `run`, `watch`, `worker` and "
+                              "`receive` serve /metrics, /healthz and /readyz; 0: not served")
+    metrics_host: str = Field("127.0.0.1", description="address that endpoint listens on; 0.0.0.0 for every "
+                              "interface (a container, or Prometheus on another machine)")
     review_secret: str | None = Field(None, description="review UI session key; default one generated once "
                                                        "and kept in <home>/review-secret (mode 0600)")
     review_https_only: bool = Field(False, description="review UI session cookie only over https (Secure)")

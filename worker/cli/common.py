@@ -8,11 +8,12 @@ import getpass
 import logging
 
 import typer
+from rich.markup import escape
 
 from model_training.cli import console, out, save_json
 from worker.settings import Settings, get_settings
 
-__all__ = ["cli_actor", "console", "log", "out", "ready_settings", "save_json", "schema_ready"]
+__all__ = ["cli_actor", "console", "log", "observe", "out", "ready_settings", "save_json", "schema_ready"]
 
 log = logging.getLogger("ecg_intake")
 
@@ -42,3 +43,22 @@ def cli_actor() -> str:
         return f"cli:{getpass.getuser()}"[:128]
     except (KeyError, OSError):
         return "cli"
+
+
+def observe(settings: Settings, service: str, serve: bool = True, tasks: bool = False) -> None:
+    """Metrics for this process tree (worker/metrics.py); with `tasks`, the installation faults Celery tasks meet
+    counted; when `metrics_port` is set and `serve`, /metrics, /healthz and /readyz (the doctor's checks of
+    `service`, worker/health.py) on that port. A taken port stops the command before it does any work."""
+    from worker import health, metrics
+
+    metrics.configure(settings)
+    if tasks:
+        metrics.count_task_faults()
+    if not serve or not settings.metrics_port:
+        return
+    try:
+        health.serve(settings, service, queue_depth=service != "receive")
+    except OSError as exc:
+        console.print(f"[red]cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                      f"{escape(str(exc))}; set ECG_INTAKE_METRICS_PORT to a free port, or 0")
+        raise typer.Exit(2) from exc

@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from worker.cli.common import console
+from worker.cli.common import console, observe
 from worker.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True)  # receive: merged into the top level
@@ -63,6 +63,7 @@ def receive(
         raise typer.Exit(2) from exc
     logging.getLogger().setLevel(settings.log_level or "INFO")
     _refuse_on_faults(settings)
+    observe(settings, "receive")
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from worker.cli.common import console, out, schema_ready
+from worker.cli.common import console, observe, out, schema_ready
 from worker.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True)  # run, watch, worker, results, export, doctor: merged into the top level
@@ -42,13 +42,14 @@ def _inboxes(paths: list[str] | None, settings: Settings) -> list:
 def _watcher(paths: list[str] | None, poll: bool, settings: Settings):
     """The watcher for `run` and `watch`: each claim becomes one message on the ingest queue."""
     from ingest.watch import Watcher
+    from worker import metrics
     from worker.celery_app import submit_claim
 
     # A claim still without an outcome after `reoffer_seconds` is offered again: its message may have been lost
     # with a broker restart. Tasks are idempotent, so a second offer of a live claim costs only time.
     return Watcher(_inboxes(paths, settings), submit_claim, settings.stable_seconds, settings.poll_interval,
                    use_events=settings.use_fs_events and not poll,
-                   reoffer_after=settings.reoffer_seconds)
+                   reoffer_after=settings.reoffer_seconds, on_new=metrics.file_received)
 
 
 def _refuse_on_faults(settings: Settings, service: str) -> None:
@@ -105,6 +106,7 @@ def run(
     settings = get_settings()
     log_level = _set_log_level(settings, "WARNING" if once else "INFO")
     _prepare(settings, "run")
+    observe(settings, "run", serve=not once, tasks=True)
     _quiet_root_warning(say=True)
     watcher = _watcher(inbox, poll, settings)
     if not once:
@@ -142,6 +144,7 @@ def watch(
     """The watcher half: claims complete files and queues them for workers."""
     settings = get_settings()
     _prepare(settings, "watch")
+    observe(settings, "watch", serve=not once)
     watcher = _watcher(inbox, poll, settings)
     if once:
         console.print(f"queued {len(watcher.run_once())} file(s)")
@@ -185,7 +188,9 @@ def worker_command(
 
         Settling(report_to).connect()
     names = [q.strip() for q in queues.split(",") if q.strip()]
-    _prepare(settings, "ingest" if "ingest" in names else "infer")
+    service = "ingest" if "ingest" in names else "infer"
+    _prepare(settings, service)
+    observe(settings, service, serve=not under_run, tasks=True)  # `run` serves for its children
     if "infer" in names:
         from worker import serving
 

@@ -1,9 +1,10 @@
 """The review web application: sessions, CSRF on every state change, security headers, login throttling,
 and the routers.
 
-Without a session only /login (and its static files) answer: /api/ and /openapi.json say 401, every
-other page redirects to the login form. Every response carries the security headers (`SECURITY_HEADERS`;
-HSTS too when `review_https_only` is on); every response but a static file is `Cache-Control: no-store`.
+Without a session only /login (and its static files) and the probes (`probes.PUBLIC_PATHS`: /metrics,
+/healthz, /readyz) answer: /api/ and /openapi.json say 401, every other page redirects to the login form.
+Every response carries the security headers (`SECURITY_HEADERS`; HSTS too when `review_https_only` is on);
+every response but a static file is `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from worker.review import api, views
+from worker import metrics
+from worker.health import Readiness
+from worker.review import api, probes, views
 from worker.review.auth import LoginRequired, csrf_protect, session_secret
 from worker.review.gradcam import GradCam
 from worker.review.ratelimit import Limits
@@ -83,6 +86,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.gradcam = GradCam(settings.home_dir / "gradcam", settings.torch_threads)
     app.state.login_limits = Limits.from_settings(settings)
+    app.state.metrics = metrics.registry()
+    app.state.readiness = Readiness(settings, "review")
     headers = {**SECURITY_HEADERS, **({"Strict-Transport-Security": HSTS} if settings.review_https_only else {})}
 
     @app.middleware("http")
@@ -108,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(probes.router)
     app.include_router(api.router)
     app.include_router(views.router)
     return app

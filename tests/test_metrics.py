@@ -1,0 +1,185 @@
+"""/metrics, /healthz and /readyz of real processes: a worker and a watcher over a Redis of this test's own, the
+embedded `run` whose classifier is a child process, and the review app without a session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.request import urlopen
+
+import cv2
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from tests.helpers.cli import Cli
+from tests.helpers.inputs import reference_page, scan_pdf
+from tests.helpers.review import IDENTIFIER, Http, ReviewSite
+from tests.helpers.servers import RedisServer, free_port
+from worker.celery_app import RETRAIN_TASK, create_celery
+from worker.db.models import ModelVersion, Prediction
+from worker.processes import stop_gracefully
+from worker.settings import Settings, embedded_database_url
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]
+
+SOURCE = "ward7"
+PATIENT = "Doe_John"  # in the dropped files' names: never in a label
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urlopen(url, timeout=30) as answer:
+            return answer.status, answer.read().decode()
+    except HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _samples(url: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of a /metrics answer by (name, labels), parsed by prometheus_client."""
+    status, text = _get(url + "/metrics")
+    assert status == 200, text
+    assert PATIENT not in text and IDENTIFIER not in text
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def _total(samples: dict, name: str) -> float:
+    return sum(value for (found, _), value in samples.items() if found == name)
+
+
+def _wait(condition, what: str, processes: dict[str, subprocess.Popen], logs: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, process in processes.items():
+            assert process.poll() is None, f"{name} exited:\n{(logs / f'{name}.log').read_text()}"
+        try:
+            if condition():
+                return
+        except (URLError, ConnectionError):
+            pass  # not listening yet
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not within {timeout:.0f}s:\n" +
+                         "\n".join((logs / f"{name}.log").read_text()[-3000:] for name in processes))
+
+
+def _stored_engine_and_model(home: Path) -> dict[str, str]:
+    """The engine and model version the predictions in the database were made with."""
+    engine = create_engine(embedded_database_url(home))
+    try:
+        with Session(engine) as session:
+            (made_by,) = session.execute(select(Prediction.engine, ModelVersion.name).join(ModelVersion).distinct())
+    finally:
+        engine.dispose()
+    return {"engine": made_by.engine, "model_version": made_by.name}
+
+
+def _drop_files(inbox: Path) -> None:
+    """A one-page scan, a two-page PDF and random bytes (quarantined as unsupported_type): three files, three
+    pages, named as hospitals name them."""
+    staging = inbox.parent / "staging"
+    staging.mkdir()
+    cv2.imwrite(str(staging / f"{PATIENT}_1.png"), reference_page(1400))
+    scan_pdf(staging / f"{PATIENT}_2.pdf", pages=2)
+    (staging / f"{PATIENT}_3.pdf").write_bytes(bytes(range(256)) * 16)
+    for path in staging.iterdir():
+        path.rename(inbox / path.name)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis this test may stop: the suite's own is shared."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+def _start(cli: Cli, port: int, log: Path, *args: str) -> subprocess.Popen:
+    return Cli({**cli.env, "ECG_INTAKE_METRICS_PORT": str(port)}, cli.cwd).popen(*args, log=log)
+
+
+def test_worker_and_watcher_count_their_own_events(cli: Cli, home: Path, tmp_path: Path,
+                                                    own_redis: RedisServer) -> None:
+    cli.env["ECG_INTAKE_BROKER_URL"] = own_redis.url
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    ports = {"worker": free_port(), "watch": free_port()}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        processes["worker"] = _start(cli, ports["worker"], tmp_path / "worker.log", "worker")
+        _wait(lambda: _get(urls["worker"] + "/healthz") == (200, "ok\n"), "worker up", processes, tmp_path)
+        processes["watch"] = _start(cli, ports["watch"], tmp_path / "watch.log", "watch", "--inbox",
+                                    f"{SOURCE}={inbox}")
+        _wait(lambda: _get(urls["watch"] + "/healthz")[0] == 200, "watcher up", processes, tmp_path)
+        _drop_files(inbox)
+
+        def done() -> bool:
+            found = _samples(urls["worker"])
+            return (_total(found, "ecg_intake_pages_classified_total") == 3
+                    and _value(found, "ecg_intake_quarantined_total", reason="unsupported_type") == 1)
+
+        _wait(done, "three pages classified and one file quarantined", processes, tmp_path)
+        worker, watcher = _samples(urls["worker"]), _samples(urls["watch"])
+
+        assert _value(watcher, "ecg_intake_files_received_total", source=SOURCE) == 3
+        assert _total(watcher, "ecg_intake_pages_classified_total") == 0  # each process tree serves its own
+        assert _total(worker, "ecg_intake_files_received_total") == 0
+        classified = {labels: value for (name, labels), value in worker.items()
+                      if name == "ecg_intake_pages_classified_total"}
+        assert classified == {frozenset(_stored_engine_and_model(home).items()): 3}
+        assert _total(worker, "ecg_intake_quarantined_total") == 1
+        counts = {stage: _value(worker, "ecg_intake_stage_seconds_count", stage=stage)
+                  for stage in ("hash", "decode", "page_files", "inference")}
+        assert counts == {"hash": 3, "decode": 3, "page_files": 2, "inference": 2}
+        assert _value(worker, "ecg_intake_stage_seconds_bucket", stage="decode", le="+Inf") == 3
+        assert _value(worker, "ecg_intake_installation_faults_total", kind="database") == 0
+
+        for samples in (worker, watcher):
+            assert {dict(labels)["queue"] for name, labels in samples if name == "ecg_intake_queue_depth"} == \
+                {"ingest", "infer", "train"}
+        before = _value(worker, "ecg_intake_queue_depth", queue="train")
+        create_celery(Settings(broker_url=own_redis.url), with_tasks=False).send_task(
+            RETRAIN_TASK, args=["test"], queue="train")  # no process here consumes the train queue
+        assert _value(_samples(urls["watch"]), "ecg_intake_queue_depth", queue="train") == before + 1
+
+        for url in urls.values():
+            assert _get(url + "/healthz") == (200, "ok\n")
+            status, body = _get(url + "/readyz")
+            assert status == 200 and json.loads(body)["ready"] is True, body
+            assert _get(url + "/nothing")[0] == 404
+
+        own_redis.halt()  # the broker both need is gone: not ready, once the cached answer has aged
+        for url in urls.values():
+            _wait(lambda url=url: _get(url + "/readyz")[0] == 503, "readyz 503", processes, tmp_path, timeout=30)
+            body = json.loads(_get(url + "/readyz")[1])
+            assert body["ready"] is False and [check["name"] for check in body["failing"]] == ["broker"], body
+            assert _get(url + "/healthz") == (200, "ok\n")  # alive all the same: restarting it would not help
+    finally:
+        for process in processes.values():
+            stop_gracefully(process, timeout=20)
+
+
+def test_review_probes_answer_without_a_session(review_site: ReviewSite) -> None:
+    anonymous = Http(review_site.url)
+    alive = anonymous.get("/healthz")
+    assert alive.status == 200 and alive.text == "ok\n"
+    ready = anonymous.get("/readyz")
+    assert ready.status == 200 and ready.json() == {"ready": True, "checks": {"database": "ok"}}
+    scraped = anonymous.get("/metrics")
+    assert scraped.status == 200 and scraped.headers["Content-Type"].startswith("text/plain")
+    names = {family.name for family in text_string_to_metric_families(scraped.text)}
+    assert {"ecg_intake_quarantined", "ecg_intake_stage_seconds", "process_resident_memory_bytes"} <= names
+    assert IDENTIFIER not in scraped.text and "Doe_John" not in scraped.text
+    for answer in (alive, ready, scraped):
+        assert "set-cookie" not in {key.lower() for key in answer.headers}
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
