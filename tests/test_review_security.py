@@ -84,7 +84,8 @@ def _probes(review_site: ReviewSite) -> list[tuple[str, str, bool]]:
     page = review_site.pages["urgent"]
     paths = ["/login", "/", "/worklist", f"/pages/{page}", "/worklist/at/0", "/docs", "/openapi.json", "/api/me",
              "/api/results", "/api/worklist", f"/api/pages/{page}", f"/api/pages/{page}/images/cleaned",
-             f"/api/pages/{page}/images/original", "/api/pages/999999", "/api/pages/x", "/no/such/page"]
+             f"/api/pages/{page}/images/original", "/api/pages/999999", "/api/pages/x", "/no/such/page", "/metrics",
+             "/healthz", "/readyz"]
     return [("GET", path, False) for path in paths] + [
         ("POST", "/logout", False), ("POST", f"/api/pages/{page}/review", False), ("GET", "/static/review.css", True),
         ("GET", "/static/review.js", True), ("GET", "/static/missing.js", True)]

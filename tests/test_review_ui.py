@@ -55,24 +55,30 @@ def test_the_session_key_is_made_once_and_kept_private(review_site: ReviewSite) 
 
 
 def _routes(review_site: ReviewSite) -> list[tuple[str, str]]:
-    """Every (method, path) of the two routers the app is made of (besides /static), with real ids in the path."""
-    from worker.review import api, views
+    """Every (method, path) of the routers the app is made of (besides /static), with real ids in the path."""
+    from worker.review import api, probes, views
 
     values = {"page_id": str(review_site.pages["urgent"]), "kind": "cleaned", "position": "0"}
     routes = []
-    for route in [*api.router.routes, *views.router.routes]:
+    for route in [*api.router.routes, *views.router.routes, *probes.router.routes]:
         path = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], route.path)
         routes += [(method, path) for method in sorted(route.methods - {"HEAD"})]
     return routes
 
 
-def test_without_a_session_only_the_login_page_answers(review_site: ReviewSite) -> None:
+def test_without_a_session_only_the_login_page_and_the_probes_answer(review_site: ReviewSite) -> None:
+    from worker.review.probes import PUBLIC_PATHS
+
     routes = _routes(review_site)
     assert ("GET", "/api/results") in routes and ("POST", f"/api/pages/{review_site.pages['urgent']}/review") in routes
+    assert PUBLIC_PATHS == ("/metrics", "/healthz", "/readyz")  # no patient data: counts, "ok", the database check
     anonymous = Http(review_site.url)
     token = anonymous.form_token()  # an anonymous session with a CSRF token: only the login form needs one
     for method, path in routes:
         if path == "/login":
+            continue
+        if path in PUBLIC_PATHS:
+            assert (method, anonymous.call(method, path).status) == ("GET", 200), path
             continue
         answer = anonymous.call(method, path, headers={"X-CSRF-Token": token} if method == "POST" else None)
         if path.startswith("/api/") or path == "/openapi.json":
