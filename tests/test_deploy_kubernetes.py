@@ -158,22 +158,34 @@ def test_pods_are_non_root_limited_and_probed(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_probes_use_what_the_app_serves(overlay):
-    deployments = of_kind(render(overlay), "Deployment")
-    for name, doc in deployments.items():
-        container = doc["spec"]["template"]["spec"]["containers"][0]
-        readiness = container["readinessProbe"]
-        if name in ("ecg-intake-review", "ecg-intake-receiver"):
-            continue
-        assert readiness["exec"]["command"] == ["ecg-intake", "doctor", "--json"], name
-        assert readiness["timeoutSeconds"] >= 10 and readiness["periodSeconds"] >= 30, name
-    review = deployments["ecg-intake-review"]["spec"]["template"]["spec"]["containers"][0]
-    assert review["readinessProbe"]["httpGet"]["path"] == "/login"
-    from worker.review.views import router
+def test_probes_and_scraping_use_what_the_processes_serve(overlay):
+    """Every pod is probed over HTTP where its process serves the probes: /readyz (the doctor's checks) for
+    readiness, /healthz (no I/O) for liveness; the ecg-intake processes on ECG_INTAKE_METRICS_PORT, the review app
+    on its own port; and its annotations tell Prometheus that port and /metrics."""
+    from worker.review.probes import PUBLIC_PATHS
 
-    assert any(getattr(route, "path", None) == "/login" and "GET" in route.methods for route in router.routes)
-    receiver = deployments["ecg-intake-receiver"]["spec"]["template"]["spec"]["containers"][0]
-    assert receiver["readinessProbe"]["tcpSocket"]["port"] == "dicom"
+    assert set(PUBLIC_PATHS) == {"/metrics", "/healthz", "/readyz"}
+    docs = render(overlay)
+    config = of_kind(docs, "ConfigMap")["ecg-intake-config"]["data"]
+    metrics_port = Settings(metrics_port=config["ECG_INTAKE_METRICS_PORT"]).metrics_port  # read as the app reads it
+    assert metrics_port > 0 and config["ECG_INTAKE_METRICS_HOST"] == "0.0.0.0"
+    assert config["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")  # the pod's own emptyDir, not the shared volume
+    for name, doc in of_kind(docs, "Deployment").items():
+        pod = doc["spec"]["template"]
+        container = pod["spec"]["containers"][0]
+        args = container["args"]
+        if args[0] == "review":
+            served_on, port = "http", int(args[args.index("--port") + 1])
+        else:
+            served_on, port = "metrics", metrics_port
+        assert {"name": served_on, "containerPort": port} in container["ports"], name
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": served_on}, name
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": served_on}, name
+        assert container.get("startupProbe", {"httpGet": {"path": "/healthz"}})["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["timeoutSeconds"] >= 5, name  # a broker check may wait 3 s
+        assert pod["metadata"]["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                                                  "prometheus.io/path": "/metrics"}, name
+    receiver = of_kind(docs, "Deployment")["ecg-intake-receiver"]["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "dicom", "containerPort": Settings().receive_port} in receiver["ports"]
 
 
