@@ -166,6 +166,16 @@ def test_published_ports(our_services: dict[str, dict[str, Any]]) -> None:
     assert published == {"review": ["8080:8080"], "receive": ["11112:11112"]}
 
 
+def test_metrics_are_served_inside_the_network(our_services: dict[str, dict[str, Any]]) -> None:
+    """Every process serves /metrics, /healthz and /readyz on ECG_INTAKE_METRICS_PORT (unpublished: for a Prometheus
+    on the compose network) and adds its process tree up in a folder on its own tmpfs (docs/metrics.md)."""
+    for name, svc in our_services.items():
+        env = svc["environment"]
+        settings = Settings(metrics_port=env["ECG_INTAKE_METRICS_PORT"], metrics_host=env["ECG_INTAKE_METRICS_HOST"])
+        assert settings.metrics_port > 0 and settings.metrics_host == "0.0.0.0", name
+        assert any(env["PROMETHEUS_MULTIPROC_DIR"].startswith(f"{tmpfs}/") for tmpfs in svc["tmpfs"]), name
+
+
 def test_volumes_cover_what_the_service_writes(compose: dict[str, Any],
                                                our_services: dict[str, dict[str, Any]]) -> None:
     """Named volumes for the home, the inbox, archive, quarantine and models, where Settings puts them."""
