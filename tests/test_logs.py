@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from rich.console import Console
+from rich.panel import Panel
 
 from ingest.correlation import current_document, follow_document, working_on
+from tests.helpers.cli import Cli
 from worker.logs import JsonFormatter, _ConsoleLines, uvicorn_log_config
 
 SHA = "ab12cd34ef56" + "0" * 52
@@ -82,14 +86,17 @@ def test_no_id_outlives_work_outside_a_block() -> None:
     assert current_document() is None
 
 
-def test_console_output_becomes_records_without_colour(lines: io.StringIO) -> None:
-    console = Console(force_terminal=True, color_system="truecolor", soft_wrap=True)
+def test_each_console_print_becomes_one_record_without_colour(lines: io.StringIO) -> None:
+    console = Console(force_terminal=True, color_system="truecolor", width=60)
     console.file = _ConsoleLines(logging.getLogger("test_logs.console"))
-    console.print("[red]claimed 3 file(s)[/red] " + "x" * 150)
-    console.print("processed 3 file(s)")
+    console.print("[red]claimed 3 file(s)[/red]")
+    console.print(Panel("Model bundle x is UNTRAINED " + "y" * 80, title="WARNING: untrained model"))
     records = _records(lines)
-    assert [r["message"] for r in records] == ["claimed 3 file(s) " + "x" * 150, "processed 3 file(s)"]
-    assert all(r["logger"] == "test_logs.console" for r in records)
+    assert [r["logger"] for r in records] == ["test_logs.console"] * 2
+    assert records[0]["message"] == "claimed 3 file(s)"
+    panel = records[1]["message"].splitlines()
+    assert len(panel) == 5 and "WARNING: untrained model" in panel[0] and "\x1b" not in records[1]["message"]
+    assert "y" * 80 in "".join(line.strip("│ ") for line in panel)  # folded inside the box, nothing cut off
 
 
 def test_uvicorn_keeps_its_handlers_only_in_text() -> None:
@@ -115,3 +122,38 @@ def test_review_logs_json_and_never_a_query_string(bundle_dir: Path, tmp_path: P
     assert any(r["logger"] == "ecg_intake.console" and "review UI on" in r["message"] for r in records), records
     assert any(r["logger"].startswith("uvicorn") and r["level"] == "WARNING" for r in records), records
     assert not [r for r in records if IDENTIFIER in json.dumps(r)]
+
+
+def test_receive_logs_json_keyed_by_the_document_it_stores(cli: Cli, tmp_path: Path) -> None:
+    """`ecg-intake receive` under json: every line JSON, and the stored object's line carries the key intake will
+    give the file (its sha256 prefix), so a received object is followed from the network to its classification."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+    from pynetdicom import AE
+
+    from tests.helpers.servers import free_port, port_open
+
+    inbox, port, log = tmp_path / "inbox", free_port(), tmp_path / "receive.log"
+    cli.env.update({"ECG_INTAKE_LOG_FORMAT": "json", "ECG_INTAKE_INBOXES": json.dumps([str(inbox)])})
+    server = cli.popen("receive", "--port", str(port), log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open(port) and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ecg = dcmread(get_testdata_file("waveform_ecg.dcm", download=False))
+        ecg.SOPInstanceUID = ecg.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        sender = AE(ae_title="CART1")
+        sender.add_requested_context(ecg.SOPClassUID, ecg.file_meta.TransferSyntaxUID)
+        assoc = sender.associate("127.0.0.1", port, ae_title="ECGINTAKE")
+        assert assoc.is_established, log.read_text()
+        assert int(assoc.send_c_store(ecg).Status) == 0
+        assoc.release()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    (stored,) = inbox.glob("*.dcm")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    (line,) = [r for r in records if r["message"].startswith("receive: stored")]
+    assert line["document"] == hashlib.sha256(stored.read_bytes()).hexdigest()[:12]
+    assert any(r["logger"] == "ecg_intake.console" and "receiver stopped" in r["message"] for r in records)

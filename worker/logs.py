@@ -56,7 +56,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class _ConsoleLines(io.TextIOBase):
-    """A file for the Rich console that turns each printed line into a log record (the JSON form's console)."""
+    """A file for the Rich console that turns what one `print` writes (Rich writes it whole, then flushes) into
+    one log record: a table or a panel stays one message, its lines joined by newlines."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
@@ -69,22 +70,19 @@ class _ConsoleLines(io.TextIOBase):
         return False
 
     def write(self, text: str) -> int:
-        lines = (self._pending + text).split("\n")
-        self._pending = lines.pop()
-        for line in lines:
-            self._say(line)
+        self._pending += text
+        if text.endswith("\n"):
+            self.flush()
         return len(text)
 
     def flush(self) -> None:
-        self._say(self._pending)
-        self._pending = ""
-
-    def _say(self, line: str) -> None:
         from rich.text import Text
 
-        plain = Text.from_ansi(line).plain.rstrip()  # a console made for a terminal still writes its colours
-        if plain.strip():
-            self._logger.info(plain)
+        printed, self._pending = self._pending, ""
+        lines = [Text.from_ansi(line).plain.rstrip() for line in printed.splitlines()]  # colours of a terminal
+        message = "\n".join(lines).strip("\n")
+        if message.strip():
+            self._logger.info(message)
 
 
 def setup_logging(log_format: LogFormat, console: Console) -> None:
@@ -114,7 +112,6 @@ def _json_logging(console: Console) -> None:
     celery_setup_logging.connect(_leave_to_us, weak=False)  # a receiver: Celery then configures no logging
     logging.getLogger(CONSOLE_LOGGER).setLevel(logging.INFO)  # what `text` prints, whatever the level
     console.file = _ConsoleLines(logging.getLogger(CONSOLE_LOGGER))
-    console.soft_wrap = True  # one printed line, one record: no folding at 80 columns
 
 
 def _leave_to_us(**_: object) -> None:

@@ -30,8 +30,9 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from ingest.correlation import KEY_DIGITS, working_on
 from ingest.decode.limits import DecodeLimits
-from ingest.files import move
+from ingest.files import move, sha256_file
 from ingest.reasons import IngestError, Reason
 from worker.settings import Settings
 
@@ -192,7 +193,8 @@ class Receiver:
         with self.lock:
             self.in_flight += 1
         try:
-            return self._store(event)
+            with working_on(sha256_file(Path(event.dataset_path))[:KEY_DIGITS]):  # the key intake will find
+                return self._store(event)
         finally:
             with self.lock:
                 self.in_flight -= 1
