@@ -169,6 +169,33 @@ def test_worker_and_watcher_count_their_own_events(cli: Cli, home: Path, tmp_pat
             stop_gracefully(process, timeout=20)
 
 
+def test_run_serves_the_counts_of_its_child_processes(cli: Cli, home: Path, tmp_path: Path) -> None:
+    """`run` classifies in a child process: its one /metrics adds the child's samples to its own (multiprocess
+    mode), and the folder they were kept in is gone once it stops."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    processes = {"run": _start(cli, port, tmp_path / "run.log", "run", "--inbox", f"{SOURCE}={inbox}")}
+    try:
+        _wait(lambda: _get(url + "/healthz")[0] == 200, "run up", processes, tmp_path)
+        cv2.imwrite(str(inbox / f"{PATIENT}_4.png"), reference_page(1400))
+        _wait(lambda: _total(_samples(url), "ecg_intake_pages_classified_total") == 1, "one page classified",
+              processes, tmp_path)
+        found = _samples(url)
+        assert _value(found, "ecg_intake_files_received_total", source=SOURCE) == 1  # the watcher, in `run`
+        assert _value(found, "ecg_intake_stage_seconds_count", stage="hash") == 1  # its ingest worker, in `run`
+        assert _value(found, "ecg_intake_stage_seconds_count", stage="inference") == 1  # the child
+        assert {dict(labels)["queue"] for name, labels in found if name == "ecg_intake_queue_depth"} == \
+            {"ingest", "infer", "train"}  # the embedded file queue
+        status, body = _get(url + "/readyz")
+        assert status == 200 and json.loads(body)["ready"] is True, body
+    finally:
+        stop_gracefully(processes["run"], timeout=30)
+    assert processes["run"].returncode == 0, (tmp_path / "run.log").read_text()
+    assert not any((home / "metrics").iterdir())
+
+
 def test_review_probes_answer_without_a_session(review_site: ReviewSite) -> None:
     anonymous = Http(review_site.url)
     alive = anonymous.get("/healthz")
