@@ -80,7 +80,7 @@ class _ClassifyTask(Task):
         give_up(settings, claim, exc)
 
 
-_working_on: dict[str, ExitStack] = {}  # task id -> its open `working_on` block
+_working_on: dict[tuple[str, int], ExitStack] = {}  # (task id, thread) -> the task's open `working_on` block
 
 
 @task_prerun.connect
@@ -94,13 +94,13 @@ def _open_correlation(task_id: str = "", task: Task | None = None, args: tuple =
         key = correlation_id(args)
     except (IndexError, KeyError, TypeError):  # a malformed message: the task itself says what is wrong
         return
-    block = _working_on[task_id] = ExitStack()
+    block = _working_on[task_id, threading.get_ident()] = ExitStack()  # a redelivery may run beside it
     block.enter_context(working_on(key))
 
 
 @task_postrun.connect
 def _close_correlation(task_id: str = "", **_: object) -> None:
-    block = _working_on.pop(task_id, None)
+    block = _working_on.pop((task_id, threading.get_ident()), None)
     if block is not None:
         block.close()
 
