@@ -31,6 +31,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,8 +117,18 @@ class _Metrics:
     stage_seconds: Histogram
 
 
-@cache
+_making = threading.Lock()
+
+
 def _metrics() -> _Metrics:
+    """One set per process, even when the classifier's pool threads first ask for it at the same moment (a
+    second set would be refused by the registry: DuplicateTimeseries)."""
+    with _making:
+        return _made()
+
+
+@cache
+def _made() -> _Metrics:
     """Made on first use, never at import: the mode (one process or many) is fixed when a metric is made."""
     from prometheus_client import Counter, Histogram
 
