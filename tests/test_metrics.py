@@ -109,26 +109,38 @@ def _start(cli: Cli, port: int, log: Path, *args: str) -> subprocess.Popen:
 
 def test_worker_and_watcher_count_their_own_events(cli: Cli, home: Path, tmp_path: Path,
                                                     own_redis: RedisServer) -> None:
+    """The watcher queues three files before any worker runs (the queue's depth says so), then a worker takes them
+    and a retraining request, and each process's /metrics counts what happened in it."""
     cli.env["ECG_INTAKE_BROKER_URL"] = own_redis.url
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    ports = {"worker": free_port(), "watch": free_port()}
+    ports = {"watch": free_port(), "worker": free_port()}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     processes: dict[str, subprocess.Popen] = {}
     try:
-        processes["worker"] = _start(cli, ports["worker"], tmp_path / "worker.log", "worker")
-        _wait(lambda: _get(urls["worker"] + "/healthz") == (200, "ok\n"), "worker up", processes, tmp_path)
         processes["watch"] = _start(cli, ports["watch"], tmp_path / "watch.log", "watch", "--inbox",
                                     f"{SOURCE}={inbox}")
-        _wait(lambda: _get(urls["watch"] + "/healthz")[0] == 200, "watcher up", processes, tmp_path)
+        _wait(lambda: _get(urls["watch"] + "/healthz") == (200, "ok\n"), "watcher up", processes, tmp_path)
         _drop_files(inbox)
+
+        def queued() -> bool:
+            found = _samples(urls["watch"])
+            return (_value(found, "ecg_intake_files_received_total", source=SOURCE) == 3
+                    and _value(found, "ecg_intake_queue_depth", queue="ingest") == 3)
+
+        _wait(queued, "three files received and waiting on the ingest queue", processes, tmp_path)
+        processes["worker"] = _start(cli, ports["worker"], tmp_path / "worker.log", "worker", "--queues",
+                                     "ingest,infer,train")
+        create_celery(Settings(broker_url=own_redis.url), with_tasks=False).send_task(
+            RETRAIN_TASK, args=["test"], queue="train")  # skipped at once: nothing was reviewed
 
         def done() -> bool:
             found = _samples(urls["worker"])
             return (_total(found, "ecg_intake_pages_classified_total") == 3
-                    and _value(found, "ecg_intake_quarantined_total", reason="unsupported_type") == 1)
+                    and _value(found, "ecg_intake_quarantined_total", reason="unsupported_type") == 1
+                    and _value(found, "ecg_intake_retrain_outcomes_total", outcome="skipped") == 1)
 
-        _wait(done, "three pages classified and one file quarantined", processes, tmp_path)
+        _wait(done, "three pages classified, one file quarantined, one retraining skipped", processes, tmp_path)
         worker, watcher = _samples(urls["worker"]), _samples(urls["watch"])
 
         assert _value(watcher, "ecg_intake_files_received_total", source=SOURCE) == 3
@@ -138,19 +150,16 @@ def test_worker_and_watcher_count_their_own_events(cli: Cli, home: Path, tmp_pat
                       if name == "ecg_intake_pages_classified_total"}
         assert classified == {frozenset(_stored_engine_and_model(home).items()): 3}
         assert _total(worker, "ecg_intake_quarantined_total") == 1
+        assert _total(worker, "ecg_intake_retrain_outcomes_total") == 1
         counts = {stage: _value(worker, "ecg_intake_stage_seconds_count", stage=stage)
                   for stage in ("hash", "decode", "page_files", "inference")}
         assert counts == {"hash": 3, "decode": 3, "page_files": 2, "inference": 2}
         assert _value(worker, "ecg_intake_stage_seconds_bucket", stage="decode", le="+Inf") == 3
-        assert _value(worker, "ecg_intake_installation_faults_total", kind="database") == 0
-
+        assert _total(worker, "ecg_intake_installation_faults_total") == 0
         for samples in (worker, watcher):
-            assert {dict(labels)["queue"] for name, labels in samples if name == "ecg_intake_queue_depth"} == \
-                {"ingest", "infer", "train"}
-        before = _value(worker, "ecg_intake_queue_depth", queue="train")
-        create_celery(Settings(broker_url=own_redis.url), with_tasks=False).send_task(
-            RETRAIN_TASK, args=["test"], queue="train")  # no process here consumes the train queue
-        assert _value(_samples(urls["watch"]), "ecg_intake_queue_depth", queue="train") == before + 1
+            depths = {dict(labels)["queue"]: value for (name, labels), value in samples.items()
+                      if name == "ecg_intake_queue_depth"}
+            assert depths == {"ingest": 0, "infer": 0, "train": 0}
 
         for url in urls.values():
             assert _get(url + "/healthz") == (200, "ok\n")
