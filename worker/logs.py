@@ -112,6 +112,7 @@ def _json_logging(console: Console) -> None:
     celery_setup_logging.connect(_leave_to_us, weak=False)  # a receiver: Celery then configures no logging
     logging.getLogger(CONSOLE_LOGGER).setLevel(logging.INFO)  # what `text` prints, whatever the level
     console.file = _ConsoleLines(logging.getLogger(CONSOLE_LOGGER))
+    console.is_interactive = False  # progress bars: the finished bar once, not a record per refresh
 
 
 def _leave_to_us(**_: object) -> None:
