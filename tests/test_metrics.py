@@ -161,6 +161,21 @@ def test_worker_and_watcher_count_their_own_events(cli: Cli, home: Path, tmp_pat
                       if name == "ecg_intake_queue_depth"}
             assert depths == {"ingest": 0, "infer": 0, "train": 0}
 
+        pages = home / "pages"  # a full or broken data disk: the pages cannot be written, the file stays claimed
+        pages.rename(home / "pages-away")
+        pages.write_bytes(b"")
+        cv2.imwrite(str(inbox / f"{PATIENT}_5.png"), reference_page(1200))  # other bytes: not a duplicate
+        _wait(lambda: _value(_samples(urls["worker"]), "ecg_intake_installation_faults_total", kind="disk") >= 1,
+              "a disk fault counted", processes, tmp_path, timeout=30)
+        pages.unlink()
+        (home / "pages-away").rename(pages)
+        _wait(lambda: _total(_samples(urls["worker"]), "ecg_intake_pages_classified_total") == 4,
+              "the file classified once the disk is back", processes, tmp_path)
+        worker = _samples(urls["worker"])
+        assert {kind: _value(worker, "ecg_intake_installation_faults_total", kind=kind)
+                for kind in ("database", "broker", "installation")} == {"database": 0, "broker": 0, "installation": 0}
+        assert _total(worker, "ecg_intake_quarantined_total") == 1  # the machine's fault never quarantines
+
         for url in urls.values():
             assert _get(url + "/healthz") == (200, "ok\n")
             status, body = _get(url + "/readyz")
@@ -203,6 +218,23 @@ def test_run_serves_the_counts_of_its_child_processes(cli: Cli, home: Path, tmp_
         stop_gracefully(processes["run"], timeout=30)
     assert processes["run"].returncode == 0, (tmp_path / "run.log").read_text()
     assert not any((home / "metrics").iterdir())
+
+
+def test_receive_serves_its_probes(cli: Cli, tmp_path: Path) -> None:
+    """The receiver's /readyz is its doctor checks: its inbox, and its own port answering C-ECHO."""
+    port, dicom_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    processes = {"receive": _start(cli, port, tmp_path / "receive.log", "receive", "--port", str(dicom_port),
+                                   "--inbox", str(tmp_path / "inbox"))}
+    try:
+        _wait(lambda: _get(url + "/healthz") == (200, "ok\n"), "receive up", processes, tmp_path)
+        status, body = _get(url + "/readyz")
+        assert status == 200 and json.loads(body)["checks"]["receive port"] == "ok", body
+        found = _samples(url)
+        assert _value(found, "ecg_intake_quarantined_total", reason="corrupt") == 0
+        assert not [name for name, _ in found if name == "ecg_intake_queue_depth"]  # it needs no broker
+    finally:
+        stop_gracefully(processes["receive"], timeout=30)
 
 
 def test_review_probes_answer_without_a_session(review_site: ReviewSite) -> None:
