@@ -207,6 +207,8 @@ def _check_json_lines(stderr: str) -> None:
         assert len({r["pid"] for r in lines}) == 2  # intake in `run`, classification in its child
         linked = [r for r in records if r["message"].endswith(f"is document {key}")]
         assert linked and linked[0]["document"] == key
+        claim = linked[0]["message"].split()[1]  # the id the watcher's claim carried
+        assert any(r["logger"] == "ingest.watch" and r["document"] == claim for r in records if "document" in r)
 
 
 def _dicom_with_identifiers(path: Path, seed: int) -> Path:
