@@ -69,12 +69,18 @@ def configure(settings: Settings) -> Path:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         os.environ[ENV] = str(folder)
-        atexit.register(shutil.rmtree, folder, True)
+        atexit.register(_remove_own, folder, os.getpid())
     values = sys.modules.get("prometheus_client.values")
     if values is not None and values.ValueClass is values.MutexValue:
         raise RuntimeError("prometheus_client was imported before the metrics folder was chosen: its counts "
                            "would stay in one process")
     return folder
+
+
+def _remove_own(folder: Path, root_pid: int) -> None:
+    """At the root's exit only: a forked child inherits the handler, and must not take its tree's folder away."""
+    if os.getpid() == root_pid:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _remove_dead_trees(root: Path) -> None:
