@@ -14,6 +14,7 @@ if [ "$purpose" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need+=(postgresql)
   command -v runuser >/dev/null || need+=(util-linux)
   command -v chromium >/dev/null || need+=(chromium)  # the review UI's browser tests (Playwright)
+  command -v systemd-analyze >/dev/null || need+=(systemd)  # verifies deploy/systemd/ (no init is started)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -135,6 +135,9 @@ def test_our_containers_run_unprivileged_on_a_read_only_root(our_services: dict[
 def test_app_services_wait_for_the_migration(compose: dict[str, Any], our_services: dict[str, dict[str, Any]]) -> None:
     for name, svc in our_services.items():
         depends = svc["depends_on"]
+        if name == "flower":  # reads the broker only
+            assert depends == {"redis": {"condition": "service_healthy"}}
+            continue
         assert depends["postgres"]["condition"] == "service_healthy", name
         if name != "migrate":
             assert depends["migrate"]["condition"] == "service_completed_successfully", name
@@ -147,7 +150,7 @@ def test_app_services_wait_for_the_migration(compose: dict[str, Any], our_servic
 
 def test_gpu_worker_is_behind_its_profile_with_an_nvidia_device(compose: dict[str, Any]) -> None:
     with_profiles = {name: svc["profiles"] for name, svc in compose["services"].items() if "profiles" in svc}
-    assert with_profiles == {"infer-gpu": ["gpu"]}
+    assert with_profiles == {"infer-gpu": ["gpu"], "flower": ["monitor"]}
     gpu = compose["services"]["infer-gpu"]
     assert gpu["build"]["dockerfile"] == "deploy/Dockerfile.gpu"
     assert gpu["environment"]["ECG_INTAKE_ENGINE"] == "cuda"
@@ -163,7 +166,16 @@ def test_exactly_one_beat(our_services: dict[str, dict[str, Any]]) -> None:
 
 def test_published_ports(our_services: dict[str, dict[str, Any]]) -> None:
     published = {name: svc.get("ports", []) for name, svc in our_services.items() if svc.get("ports")}
-    assert published == {"review": ["8080:8080"], "receive": ["11112:11112"]}
+    assert published == {"review": ["8080:8080"], "receive": ["11112:11112"], "flower": ["127.0.0.1:5555:5555"]}
+
+
+def test_flower_reads_the_workers_broker(our_services: dict[str, dict[str, Any]]) -> None:
+    """The broker URL the containers hold (ecg-intake.env may change it), expanded by the container's shell."""
+    flower = our_services["flower"]
+    assert flower["entrypoint"][:2] == ["sh", "-c"] and flower["command"] == []
+    assert 'exec celery --broker "$$ECG_INTAKE_BROKER_URL" flower ' in flower["entrypoint"][2]
+    assert flower["environment"]["ECG_INTAKE_BROKER_URL"] == our_services["ingest"]["environment"][
+        "ECG_INTAKE_BROKER_URL"]
 
 
 def test_metrics_are_served_inside_the_network(our_services: dict[str, dict[str, Any]]) -> None:

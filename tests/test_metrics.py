@@ -237,8 +237,22 @@ def test_receive_serves_its_probes(cli: Cli, tmp_path: Path) -> None:
         stop_gracefully(processes["receive"], timeout=30)
 
 
-def test_review_probes_answer_without_a_session(review_site: ReviewSite) -> None:
+def test_review_probes_answer_without_a_session_and_its_metrics_count_reviews(review_site: ReviewSite) -> None:
     anonymous = Http(review_site.url)
+    before = _samples(review_site.url)
+    reviewer = Http(review_site.url)
+    assert reviewer.login("rita").status == 303
+    page_id = review_site.pages["calm"]
+    saved = reviewer.post(f"/api/pages/{page_id}/review", body={"labels": ["AF"]},
+                          headers={"X-CSRF-Token": reviewer.csrf()})
+    assert saved.status == 201
+    after = _samples(review_site.url)
+    assert _value(after, "ecg_intake_reviews_saved_total") == _value(before, "ecg_intake_reviews_saved_total") + 1
+    route = {"method": "POST", "route": "/api/pages/{page_id}/review", "status": "2xx"}
+    assert _value(after, "ecg_intake_review_request_seconds_count", **route) == 1
+    assert _value(after, "ecg_intake_review_request_seconds_count", method="GET", route="/login", status="2xx") >= 1
+    routes = {dict(labels).get("route") for (name, labels) in after if name.startswith("ecg_intake_review_request")}
+    assert f"/api/pages/{page_id}/review" not in routes  # the template, never a page's own path
     alive = anonymous.get("/healthz")
     assert alive.status == 200 and alive.text == "ok\n"
     ready = anonymous.get("/readyz")

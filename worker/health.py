@@ -32,10 +32,12 @@ READY_CACHE_S = 5.0
 class Readiness:
     """The service's doctor checks, cached for `READY_CACHE_S`: (HTTP status, JSON body)."""
 
-    def __init__(self, settings: Settings, service: str) -> None:
+    def __init__(self, settings: Settings, service: str, details: bool = True) -> None:
+        """`details=False` where anyone may ask (the review app's port): a failing check is named, never
+        described, since its detail can name folders and hosts."""
         from worker.doctor import SERVICE_NEEDS
 
-        self.settings, self.groups = settings, SERVICE_NEEDS[service]
+        self.settings, self.groups, self.details = settings, SERVICE_NEEDS[service], details
         self._lock = threading.Lock()
         self._answer: tuple[int, dict[str, Any]] = (503, {})
         self._at = float("-inf")
@@ -57,7 +59,8 @@ class Readiness:
             return 503, {"ready": False, "error": type(exc).__name__}
         failing = faults(checks)
         if failing:
-            return 503, {"ready": False, "failing": [check.as_dict() for check in failing]}
+            return 503, {"ready": False, "failing": [check.as_dict() if self.details else {"name": check.name}
+                                                     for check in failing]}
         return 200, {"ready": True, "checks": {check.name: check.status for check in checks}}
 
 

@@ -52,6 +52,7 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "ecg_intake"
 STAGES = ("hash", "decode", "page_files", "inference")
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 FAULT_KINDS = ("database", "broker", "disk", "installation")
 RETRAIN_OUTCOMES = ("promoted", "rejected", "skipped", "refused", "failed")
 
@@ -121,6 +122,8 @@ class _Metrics:
     installation_faults: Counter
     retrain_outcomes: Counter
     stage_seconds: Histogram
+    reviews_saved: Counter
+    review_request_seconds: Histogram
 
 
 _making = threading.Lock()
@@ -147,6 +150,10 @@ def _made() -> _Metrics:
         Counter(f"{PREFIX}_retrain_outcomes", "nightly retraining runs, by outcome", ["outcome"]),
         Histogram(f"{PREFIX}_stage_seconds", "seconds one document spends in a pipeline stage", ["stage"],
                   buckets=STAGE_BUCKETS),
+        Counter(f"{PREFIX}_reviews_saved", "reviews saved in the review UI or its API"),
+        # route: the path template (/api/pages/{page_id}), never the path itself; status: 2xx, 3xx, 4xx, 5xx
+        Histogram(f"{PREFIX}_review_request_seconds", "seconds the review app took to answer, by route",
+                  ["method", "route", "status"], buckets=REQUEST_BUCKETS),
     )
     from ingest.reasons import Reason
 
@@ -171,6 +178,14 @@ def pages_classified(engine: str, model_version: str, pages: int) -> None:
 
 def quarantined(reason: Reason) -> None:
     _metrics().quarantined.labels(reason.value).inc()
+
+
+def review_saved() -> None:
+    _metrics().reviews_saved.inc()
+
+
+def review_request(method: str, route: str, status: int, seconds: float) -> None:
+    _metrics().review_request_seconds.labels(method, route, f"{status // 100}xx").observe(seconds)
 
 
 def retrain_outcome(outcome: str) -> None:

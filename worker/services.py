@@ -85,10 +85,23 @@ def embedded_inference(batch_size: int, nightly: bool) -> WorkerSpec:
     return WorkerSpec(("infer", "train") if nightly else ("infer",), "threads", batch_size)
 
 
+def _forget_the_workers_children(**_: object) -> None:
+    """In the embedded beat process: it is forked from the worker with the worker's decoder processes in
+    multiprocessing's list of children, and at its exit multiprocessing would join them, which only their parent
+    may (an AssertionError traceback at every stop). A forked process owns none of them."""
+    import multiprocessing.process
+
+    multiprocessing.process._children.clear()  # what multiprocessing does itself in the children it starts
+
+
 def celery_worker(spec: WorkerSpec, loglevel: str) -> Worker:
     """The Celery worker of `spec` in this process (`ecg-intake worker`, and `run`'s ingest worker)."""
+    from celery.signals import beat_embedded_init
+
     from worker.celery_app import get_app
 
+    if spec.beat:
+        beat_embedded_init.connect(_forget_the_workers_children, weak=False)
     return get_app().Worker(hostname=f"ecg-intake-{os.getpid()}@{socket.gethostname()}", pool_cls=spec.pool,
                             concurrency=spec.concurrency, queues=list(spec.queues), loglevel=loglevel, quiet=True,
                             beat=spec.beat)

@@ -87,14 +87,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.gradcam = GradCam(settings.home_dir / "gradcam", settings.torch_threads)
     app.state.login_limits = Limits.from_settings(settings)
     app.state.metrics = metrics.registry()
-    app.state.readiness = Readiness(settings, "review")
+    app.state.readiness = Readiness(settings, "review", details=False)
     headers = {**SECURITY_HEADERS, **({"Strict-Transport-Security": HSTS} if settings.review_https_only else {})}
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        took = time.perf_counter() - started
+        route = request.scope.get("route")  # the template (/api/pages/{page_id}): a label never holds an id
+        metrics.review_request(request.method, getattr(route, "path", "unmatched"), response.status_code, took)
+        response.headers["Server-Timing"] = f"app;dur={took * 1000:.1f}"
         response.headers.update(headers)
         if not request.url.path.startswith("/static/"):
             response.headers["Cache-Control"] = "private, no-store"  # pages carry patient data

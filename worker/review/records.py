@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 from fastapi import HTTPException, Request
 from sqlalchemy.orm import Session
 
+from worker import metrics
 from worker.db import queries
 from worker.db.models import Review
 from worker.review.auth import SessionUser
@@ -65,6 +66,7 @@ def save_review(session: Session, user: SessionUser, row: dict[str, Any], labels
                                 comment=(comment or "").strip() or None)
     audit(session, user, "review", row, review_id=review.id, labels=ordered, model_labels=row.get("model_labels"),
           model_version=row.get("model_version"), commented=review.comment is not None)
+    metrics.review_saved()
     return review
 
 
