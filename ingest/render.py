@@ -103,6 +103,59 @@ def _label(image: np.ndarray, text: str, x_px: float, y_px: float, style: PaperS
                 style.trace_bgr, max(1, round(style.dpi / 120)), cv2.LINE_AA)
 
 
+@dataclass(frozen=True)
+class LeadBox:
+    """Where one lead's segment lies on the page, in mm from the page's top-left corner: samples `start` to
+    `stop` (exclusive) drawn from `x0_mm` at the style's speed, about a baseline in the middle of a row of
+    `row_height_mm`. A digitiser reads the trace back from here; a benchmark knows the truth from it."""
+
+    lead: str
+    row: int
+    start: int
+    stop: int
+    x0_mm: float
+    baseline_mm: float
+    row_height_mm: float
+
+
+@dataclass(frozen=True)
+class PageGeometry:
+    """What `render_paper` draws where: every lead segment, and the calibration pulse that opens each row."""
+
+    layout: str
+    boxes: tuple[LeadBox, ...]
+    trace_x0_mm: float  # where time 0 of every row is drawn
+    pulse_x_mm: float
+    pulse_width_mm: float
+    speed_mm_s: float
+    gain_mm_mv: float
+    grid_box_mm: tuple[float, float, float, float]
+
+
+def paper_geometry(style: PaperStyle, fs: float, leads: Sequence[str]) -> PageGeometry:
+    """The geometry of a page in `style` for a recording of `leads` sampled at `fs` (no pixels drawn)."""
+    layout = LAYOUTS[style.layout]
+    rows = [list(row) for row in layout]
+    rhythm = [] if style.layout == "12x1" else [name for name in style.rhythm_leads if name in leads]
+    width_mm, height_mm = style.paper_mm
+    left_mm, top_mm, right_mm, bottom_mm = style.margins_mm
+    grid_box = (left_mm, top_mm, width_mm - right_mm, height_mm - bottom_mm)
+    strip_mm = PAGE_SECONDS * style.speed_mm_s
+    pulse_mm = 0.2 * style.speed_mm_s
+    x_start_mm = (grid_box[0] + grid_box[2] - strip_mm - pulse_mm - 2.0) / 2
+    trace_x0_mm = x_start_mm + pulse_mm + 2.0
+    row_height_mm = (grid_box[3] - grid_box[1]) / (len(rows) + len(rhythm))
+    samples_per_column = round(PAGE_SECONDS / len(rows[0]) * fs)
+    segments = [(row_index, name, col * samples_per_column, (col + 1) * samples_per_column)
+                for row_index, row in enumerate(rows) for col, name in enumerate(row)]
+    segments += [(len(rows) + index, name, 0, round(PAGE_SECONDS * fs)) for index, name in enumerate(rhythm)]
+    boxes = tuple(LeadBox(name, row, start, stop, trace_x0_mm + start / fs * style.speed_mm_s,
+                          grid_box[1] + (row + 0.5) * row_height_mm, row_height_mm)
+                  for row, name, start, stop in segments)
+    return PageGeometry(style.layout, boxes, trace_x0_mm, x_start_mm, pulse_mm, style.speed_mm_s, style.gain_mm_mv,
+                        grid_box)
+
+
 def render_paper(
     signals_mv: np.ndarray, fs: float, leads: Sequence[str], style: PaperStyle | None = None
 ) -> np.ndarray:
@@ -120,50 +173,32 @@ def render_paper(
     dpi = style.dpi
     width_mm, height_mm = style.paper_mm
     page = np.full((round(_mm_to_px(height_mm, dpi)), round(_mm_to_px(width_mm, dpi)), 3), _WHITE, np.uint8)
-
-    rows = [list(row) for row in layout]
-    rhythm = [] if style.layout == "12x1" else [name for name in style.rhythm_leads if name in by_name]
-    n_rows = len(rows) + len(rhythm)
-    left_mm, top_mm, right_mm, bottom_mm = style.margins_mm
-    grid_box = (left_mm, top_mm, width_mm - right_mm, height_mm - bottom_mm)
-    _draw_grid(page, style, grid_box)
-
-    strip_mm = 10.0 * style.speed_mm_s
-    pulse_mm = 0.2 * style.speed_mm_s
-    x_start_mm = (grid_box[0] + grid_box[2] - strip_mm - pulse_mm - 2.0) / 2
-    trace_x0_mm = x_start_mm + pulse_mm + 2.0
-    row_height_mm = (grid_box[3] - grid_box[1]) / n_rows
+    geometry = paper_geometry(style, fs, list(by_name))
+    _draw_grid(page, style, geometry.grid_box_mm)
     px = _mm_to_px(1.0, dpi)
-    column_seconds = PAGE_SECONDS / len(rows[0])
-    samples_per_column = round(column_seconds * fs)
+    left_mm, _, _, bottom_mm = style.margins_mm
 
     line_mm = 6.0 * style.header_scale / 0.9
     for text_row, text in enumerate(style.header):
         _label(page, text, style.header_left_mm * px, (2.0 + line_mm * (text_row + 1)) * px, style,
                scale=style.header_scale)
 
-    def draw_row(row_index: int, segments: list[tuple[str, int, int]]) -> None:
-        baseline_mm = grid_box[1] + (row_index + 0.5) * row_height_mm
-        pulse_x = np.array([0, 0.5, 0.5, pulse_mm - 0.5, pulse_mm - 0.5, pulse_mm]) + x_start_mm
-        pulse_y = np.array([0, 0, 1, 1, 0, 0]) * -style.gain_mm_mv + baseline_mm
-        _polyline(page, pulse_x * px, pulse_y * px, style)
-        for name, start, stop in segments:
-            trace = by_name[name][start:stop]
-            t_mm = trace_x0_mm + (start + np.arange(trace.size)) / fs * style.speed_mm_s
-            _polyline(page, t_mm * px, (baseline_mm - trace * style.gain_mm_mv) * px, style)
-            label_x = trace_x0_mm + start / fs * style.speed_mm_s + 1.0
-            _label(page, name, label_x * px, (baseline_mm - min(0.35 * row_height_mm, 6.0)) * px, style)
-            if start > 0:
-                x_sep = (trace_x0_mm + start / fs * style.speed_mm_s) * px
-                y_sep = baseline_mm * px
-                cv2.line(page, (round(x_sep), round(y_sep - 3 * px)), (round(x_sep), round(y_sep + 3 * px)),
-                         style.trace_bgr, max(1, round(dpi / 150)))
-
-    for row_index, row in enumerate(rows):
-        draw_row(row_index, [(name, col * samples_per_column, (col + 1) * samples_per_column)
-                             for col, name in enumerate(row)])
-    for index, name in enumerate(rhythm):
-        draw_row(len(rows) + index, [(name, 0, round(PAGE_SECONDS * fs))])
+    pulse_mm = geometry.pulse_width_mm
+    for box in geometry.boxes:
+        baseline_mm = box.baseline_mm
+        if box.start == 0:  # the row's first segment: its calibration pulse before it
+            pulse_x = np.array([0, 0.5, 0.5, pulse_mm - 0.5, pulse_mm - 0.5, pulse_mm]) + geometry.pulse_x_mm
+            pulse_y = np.array([0, 0, 1, 1, 0, 0]) * -style.gain_mm_mv + baseline_mm
+            _polyline(page, pulse_x * px, pulse_y * px, style)
+        trace = by_name[box.lead][box.start:box.stop]
+        t_mm = geometry.trace_x0_mm + (box.start + np.arange(trace.size)) / fs * style.speed_mm_s
+        _polyline(page, t_mm * px, (baseline_mm - trace * style.gain_mm_mv) * px, style)
+        _label(page, box.lead, (box.x0_mm + 1.0) * px, (baseline_mm - min(0.35 * box.row_height_mm, 6.0)) * px,
+               style)
+        if box.start > 0:
+            x_sep, y_sep = box.x0_mm * px, baseline_mm * px
+            cv2.line(page, (round(x_sep), round(y_sep - 3 * px)), (round(x_sep), round(y_sep + 3 * px)),
+                     style.trace_bgr, max(1, round(dpi / 150)))
 
     footer = f"{style.speed_mm_s:g} mm/s   {style.gain_mm_mv:g} mm/mV"
     _label(page, footer, left_mm * px, (height_mm - min(1.5, bottom_mm / 3)) * px, style, scale=0.8)

@@ -19,7 +19,7 @@ from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True)  # samples, synth, synth-gallery, train, evaluate
 model_app = typer.Typer(no_args_is_help=True)  # model init-untrained, export, recalibrate
-# bench: synth, validity, reference, recipe, families, morphology, preprocess, ablation
+# bench: synth, validity, reference, recipe, families, morphology, preprocess, ablation, digitise
 bench_app = typer.Typer(no_args_is_help=True)
 
 # The whole command's two consoles (worker.cli logs through `console` too, so logs and progress bars share it).
@@ -392,6 +392,31 @@ def bench_preprocess(
             **{f"paper_{name}_{k}": v for name in ("crease", "crumple", "wrinkle", "all")
                for k, v in result["paper_damage"][name].items()}}
     _report(flat, None)
+    save_json(result, json_out)
+
+
+@bench_app.command("digitise")
+def bench_digitise(
+    n: Annotated[int, typer.Option("--n", help="records, each drawn in a random style of our renderer")] = 40,
+    dpi: int = 200,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
+) -> None:
+    """SNR (dB) of each lead read back by the classical digitiser against the true signal, per layout, on clean
+    and photometrically damaged pages whose geometry is known."""
+    from model_training.bench.digitise import CONDITIONS
+    from model_training.bench.digitise import digitise_bench as run_bench
+
+    result = run_bench(n, dpi)
+    table = Table(title=f"bench digitise: {result['method']}, {n} pages of {result['family']} at {dpi} dpi")
+    for column in ("condition", "layout", "leads", "median dB", "10th pct dB", ">= 12 dB"):
+        table.add_column(column, justify="left" if column in ("condition", "layout") else "right")
+    for condition in CONDITIONS:
+        for layout, row in [("all", result["overall"][condition]), *result["per_layout"][condition].items()]:
+            table.add_row(condition, layout, str(row["leads"]), f"{row['median_db']:.1f}", f"{row['p10_db']:.1f}",
+                          f"{row['share_at_least_12_db']:.2f}")
+    out.print(table)
+    out.print(f"{result['seconds_per_page']:.2f} s per page; {result['lead_time_read_share']:.1%} of drawn lead "
+              "time read")
     save_json(result, json_out)
 
 

@@ -1,0 +1,113 @@
+"""The classical digitiser, the baseline a learned one is measured against: ink is what is darker than the grid,
+and in each pixel column of a lead's box the lead's value is the centre of the run of ink that continues the
+trace (threshold plus column centroid).
+
+It reads a page whose geometry is known: where each lead's segment starts, its row's baseline and the page's
+pixels per millimetre (`ingest.render.PageGeometry`, exact for pages we draw). Where rows overlap, or a label or
+a separator tick shares a column with the trace, the run nearest the trace's previous point wins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ingest.preprocess import brightest_channel
+from ingest.render import PAGE_SECONDS, STANDARD_LEADS, LeadBox, PageGeometry
+
+FS = 500  # what every digitised signal is sampled at
+INK_LEVEL = 0.45  # from the darkest ink (0) to the paper (1): darker than this in every channel is ink
+BRIGHT_LEVEL = 0.8
+
+
+@dataclass(frozen=True)
+class Digitised:
+    """A page read back: `signals` (leads x samples, mV, `FS` Hz, `PAGE_SECONDS` long) is NaN where the page did
+    not show the lead; `read` is, per lead, the share of the time it was drawn that could be read."""
+
+    signals: np.ndarray
+    leads: tuple[str, ...]
+    read: dict[str, float]
+    fs: int = FS
+
+
+def ink_mask(image: np.ndarray) -> np.ndarray:
+    """True where the pen drew. A pixel counts when its darkest channel is darker than `INK_LEVEL` of the way
+    from the ink to the paper (a thin, anti-aliased blue or red trace is dark there) and its brightest channel
+    too, by a looser margin (a red, green or blue grid line is nearly paper-white there)."""
+    darkest = image.min(axis=2) if image.ndim == 3 else image
+    brightest = brightest_channel(image)
+    ink, paper = np.percentile(darkest, (0.5, 95))
+    return (darkest < ink + INK_LEVEL * (paper - ink)) & (brightest < ink + BRIGHT_LEVEL * (paper - ink))
+
+
+def _column_centres(mask: np.ndarray, x_from: int, x_to: int, top: int, bottom: int, start_y: float) -> np.ndarray:
+    """Per column from `x_from` to `x_to` (inclusive), the centre row of the ink run nearest the previous one."""
+    centres = np.full(x_to - x_from + 1, np.nan)
+    previous = start_y
+    band = mask[top:bottom]
+    for offset, x in enumerate(range(x_from, x_to + 1)):
+        rows = np.flatnonzero(band[:, x])
+        if rows.size == 0:
+            continue
+        breaks = np.flatnonzero(np.diff(rows) > 1)
+        firsts = np.r_[rows[0], rows[breaks + 1]] + top
+        lasts = np.r_[rows[breaks], rows[-1]] + top
+        distance = np.maximum(0, np.maximum(firsts - previous, previous - lasts))
+        nearest = int(np.argmin(distance))
+        previous = centres[offset] = (firsts[nearest] + lasts[nearest]) / 2
+    return centres
+
+
+def read_box(mask: np.ndarray, box: LeadBox, geometry: PageGeometry, px_per_mm: float, fs: float,
+             times: np.ndarray) -> np.ndarray:
+    """The lead of `box` in mV at `times` (seconds); NaN outside the box's time window and where no ink was."""
+    height, width = mask.shape
+    t0, t1 = box.start / fs, (box.stop - 1) / fs
+    x_from = max(0, math.ceil((box.x0_mm) * px_per_mm))
+    x_to = min(width - 1, math.floor((box.x0_mm + (t1 - t0) * geometry.speed_mm_s) * px_per_mm))
+    baseline = box.baseline_mm * px_per_mm
+    top = max(0, round(baseline - box.row_height_mm * px_per_mm / 2))
+    bottom = min(height, round(baseline + box.row_height_mm * px_per_mm / 2))
+    values = np.full(times.size, np.nan)
+    if x_to <= x_from or bottom <= top:
+        return values
+    centres = _column_centres(mask, x_from, x_to, top, bottom, baseline)
+    column_times = t0 + (np.arange(x_from, x_to + 1) / px_per_mm - box.x0_mm) / geometry.speed_mm_s
+    seen = np.isfinite(centres)
+    if seen.sum() < 2:
+        return values
+    inside = (times >= t0) & (times <= t1)
+    values[inside] = np.interp(times[inside], column_times[seen], centres[seen])
+    # a time whose nearest read column is more than two columns away was not seen
+    nearest = np.abs(times[inside, None] - column_times[seen][None, :]).min(axis=1)
+    values[np.flatnonzero(inside)[nearest > 2 / (px_per_mm * geometry.speed_mm_s)]] = np.nan
+    return (baseline - values) / (px_per_mm * geometry.gain_mm_mv)
+
+
+def digitise_known(image: np.ndarray, geometry: PageGeometry, px_per_mm: float, fs: float,
+                   leads: Sequence[str] = STANDARD_LEADS) -> Digitised:
+    """Every lead of a page whose geometry is known; a lead drawn twice (a segment and a rhythm strip) is the
+    mean of its readings where both saw it."""
+    mask = ink_mask(image)
+    times = np.arange(round(PAGE_SECONDS * FS)) / FS
+    readings: dict[str, list[np.ndarray]] = {lead: [] for lead in leads}
+    drawn = {lead: np.zeros(times.size, bool) for lead in leads}
+    for box in geometry.boxes:
+        if box.lead not in readings:
+            continue
+        readings[box.lead].append(read_box(mask, box, geometry, px_per_mm, fs, times))
+        drawn[box.lead] |= (times >= box.start / fs) & (times <= (box.stop - 1) / fs)
+    signals = np.full((len(leads), times.size), np.nan)
+    read = {}
+    for index, lead in enumerate(leads):
+        if readings[lead]:
+            stack = np.vstack(readings[lead])
+            seen = np.isfinite(stack)
+            signals[index] = np.where(seen.any(axis=0), np.nansum(stack, axis=0) / np.maximum(seen.sum(axis=0), 1),
+                                      np.nan)
+        read[lead] = float(np.isfinite(signals[index][drawn[lead]]).mean()) if drawn[lead].any() else 0.0
+    return Digitised(signals, tuple(leads), read)
