@@ -16,6 +16,9 @@ class Page:
     page_no: int
     source: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The recording a waveform file's page was drawn from (leads x samples, mV, STANDARD_LEADS order, at
+    # `metadata["sampling_frequency"]`): what `ecg-intake digitise` writes instead of reading the drawing back.
+    signals: np.ndarray | None = None
 
 
 @dataclass

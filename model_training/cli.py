@@ -402,21 +402,22 @@ def bench_digitise(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
 ) -> None:
     """SNR (dB) of each lead read back by the classical digitiser against the true signal, per layout, on clean
-    and photometrically damaged pages whose geometry is known."""
-    from model_training.bench.digitise import CONDITIONS
+    and photometrically damaged pages: with the geometry known, and found on the page as `digitise` does."""
+    from model_training.bench.digitise import CONDITIONS, METHODS
     from model_training.bench.digitise import digitise_bench as run_bench
 
     result = run_bench(n, dpi)
     table = Table(title=f"bench digitise: {result['method']}, {n} pages of {result['family']} at {dpi} dpi")
-    for column in ("condition", "layout", "leads", "median dB", "10th pct dB", ">= 12 dB"):
-        table.add_column(column, justify="left" if column in ("condition", "layout") else "right")
-    for condition in CONDITIONS:
-        for layout, row in [("all", result["overall"][condition]), *result["per_layout"][condition].items()]:
-            table.add_row(condition, layout, str(row["leads"]), f"{row['median_db']:.1f}", f"{row['p10_db']:.1f}",
-                          f"{row['share_at_least_12_db']:.2f}")
+    for column in ("geometry", "condition", "layout", "leads", "median dB", "10th pct dB", ">= 12 dB"):
+        table.add_column(column, justify="left" if column in ("geometry", "condition", "layout") else "right")
+    for method in METHODS:
+        for condition in CONDITIONS:
+            rows = [("all", result[method]["overall"][condition]), *result[method]["per_layout"][condition].items()]
+            for layout, row in rows:
+                table.add_row(method, condition, layout, str(row["leads"]), f"{row['median_db']:.1f}",
+                              f"{row['p10_db']:.1f}", f"{row['share_at_least_12_db']:.2f}")
     out.print(table)
-    out.print(f"{result['seconds_per_page']:.2f} s per page; {result['lead_time_read_share']:.1%} of drawn lead "
-              "time read")
+    out.print(f"layout found right: {result['layout_found']}; seconds per page: {result['seconds_per_page']}")
     save_json(result, json_out)
 
 

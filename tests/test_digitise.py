@@ -11,6 +11,7 @@ import pytest
 
 from ingest.render import LAYOUTS, STANDARD_LEADS, PaperStyle, paper_geometry, render_paper
 from model_training.digitise.classical import FS, digitise_known, ink_mask
+from model_training.digitise.page import digitise_image
 from model_training.digitise.score import snr_db, snr_per_lead
 from model_training.synth.signals import generate_record
 from tests.helpers.cli import Cli
@@ -98,11 +99,58 @@ def test_an_erased_lead_is_unread_never_flat(record) -> None:
 
 def test_bench_digitise_reports_snr_per_layout_and_lead(cli: Cli, tmp_path) -> None:
     out = tmp_path / "digitise.json"
-    cli("bench", "digitise", "--n", "3", "--json", str(out))
+    cli("bench", "digitise", "--n", "2", "--json", str(out))
     result = json.loads(out.read_text())
-    assert result["benchmark"] == "digitise" and result["records"] == 3
-    assert set(result["overall"]) == {"clean", "photometric"}
-    clean = result["overall"]["clean"]
-    assert clean["leads"] == 36 and clean["median_db"] > 5
-    assert set(result["per_lead"]["clean"]) == set(STANDARD_LEADS)
-    assert sum(row["leads"] for row in result["per_layout"]["clean"].values()) == 36
+    assert result["benchmark"] == "digitise" and result["records"] == 2
+    assert set(result["layout_found"]) == {"clean", "photometric"}
+    for method in ("known", "found"):
+        clean = result[method]["overall"]["clean"]
+        assert clean["leads"] == 24 and set(result[method]["per_lead"]["clean"]) == set(STANDARD_LEADS)
+        assert sum(row["leads"] for row in result[method]["per_layout"]["clean"].values()) == 24
+    assert result["known"]["overall"]["clean"]["median_db"] > 5
+
+
+@pytest.mark.parametrize(("layout", "rhythm"), [("3x4", ("II",)), ("3x4", ()), ("6x2", ()), ("12x1", ()),
+                                                ("2x6", ("II",)), ("3x4", ("II", "V1", "V5"))])
+def test_the_layout_is_found_on_the_page(record, layout: str, rhythm: tuple[str, ...]) -> None:
+    style = PaperStyle(dpi=DPI, layout=layout, rhythm_leads=rhythm)
+    reading = digitise_image(render_paper(record.signals, record.fs, record.leads, style))
+    assert reading.layout.name == layout
+    assert len(reading.layout.rows) == len(LAYOUTS[layout]) + (0 if layout == "12x1" else len(rhythm))
+    assert reading.layout.unnamed_rows == 0
+    rhythm_boxes = [box.lead for box in reading.layout.boxes if box.stop_s - box.start_s > 9]
+    assert rhythm_boxes == (list(STANDARD_LEADS) if layout == "12x1" else list(rhythm))
+    scores = snr_per_lead(record.signals, reading.digitised.signals, FS, reading.digitised.leads)
+    assert np.median(list(scores.values())) > 8, scores
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> dict[str, object]:
+    """`ecg-intake samples`: a real 12-lead recording (pydicom's) as DICOM, and drawn as a scan, photo and PDF."""
+    from model_training.synth.samples import write_samples
+
+    folder = tmp_path_factory.mktemp("samples")
+    return {path.name: path for path in write_samples(folder, with_bad=True)}
+
+
+def test_digitise_writes_a_waveform_files_own_recording_and_reads_a_scan_of_it(cli: Cli, samples, tmp_path) -> None:
+    import wfdb
+
+    out = tmp_path / "out"
+    cli("digitise", str(samples["ecg-waveform.dcm"]), "--out", str(out))
+    recording = wfdb.rdrecord(str(out / "ecg-waveform-p1"))
+    assert recording.fs == FS and recording.sig_name == list(STANDARD_LEADS)
+    assert any("recording" in comment for comment in recording.comments)
+    truth = recording.p_signal.T
+    assert np.isfinite(truth).all() and np.ptp(truth, axis=1).min() > 0.1  # every lead, never flat
+    table = cli("digitise", str(samples["ecg-scan.png"]), "--out", str(out)).stdout
+    assert "3x4" in table and "12 of 12" in table
+    scan = wfdb.rdrecord(str(out / "ecg-scan-p1")).p_signal.T
+    scores = snr_per_lead(truth, scan, FS, STANDARD_LEADS)  # a real recording, drawn and read back
+    assert np.median(list(scores.values())) > 8, scores
+    cli("digitise", str(samples["ecg-scan.png"]), "--out", str(out), "--format", "csv")
+    rows = (out / "ecg-scan-p1.csv").read_text().splitlines()
+    assert rows[0].split(",") == ["time_s", *STANDARD_LEADS] and len(rows) == 1 + 10 * FS
+    assert ",," in rows[1]  # a 3x4 page shows V1 only from 5 s: empty, not zero
+    refused = cli("digitise", str(samples["bad-random-bytes.pdf"]), "--out", str(out), check=False)
+    assert refused.returncode == 1 and "unsupported_type" in refused.stdout + refused.stderr

@@ -132,9 +132,11 @@ def _waveform_page(ds: pydicom.Dataset, limits: DecodeLimits, working_copy: bool
     keep = [i for i, name in enumerate(leads) if name in STANDARD_LEADS]
     if len(keep) < 12:
         raise IngestError(Reason.NOT_ECG, f"waveform has {len(keep)} of the 12 standard leads")
-    image = render_paper(samples[keep] * scale[keep], fs, [leads[i] for i in keep],
-                         working_style() if working_copy else None)
-    return Page(image=image, page_no=1, source="dicom-waveform", metadata={"sampling_frequency": fs})
+    names = [leads[i] for i in keep]
+    image = render_paper(samples[keep] * scale[keep], fs, names, working_style() if working_copy else None)
+    signals = np.vstack([samples[keep[names.index(lead)]] * scale[keep[names.index(lead)]] for lead in STANDARD_LEADS])
+    return Page(image=image, page_no=1, source="dicom-waveform", metadata={"sampling_frequency": fs},
+                signals=signals)
 
 
 def _document_or_image(ds: pydicom.Dataset, sop_class: str, limits: DecodeLimits, working_copy: bool) -> list[Page]:

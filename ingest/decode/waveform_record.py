@@ -243,4 +243,4 @@ def record_page(record: Any, file_type: FileType, limits: DecodeLimits, working_
                                 "vendor_measurements": {**(measurements or {}), **_measurements(record)},
                                 "vendor_statements": _statements(record), "derived_leads": derived,
                                 **_identifiers(record)}
-    return Page(image=image, page_no=1, source=file_type.value, metadata=metadata)
+    return Page(image=image, page_no=1, source=file_type.value, metadata=metadata, signals=signals)

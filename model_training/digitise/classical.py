@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ingest.preprocess import brightest_channel
-from ingest.render import PAGE_SECONDS, STANDARD_LEADS, LeadBox, PageGeometry
+from ingest.render import PAGE_SECONDS, STANDARD_LEADS, PageGeometry
 
 FS = 500  # what every digitised signal is sampled at
 INK_LEVEL = 0.45  # from the darkest ink (0) to the paper (1): darker than this in every channel is ink
@@ -62,45 +62,64 @@ def _column_centres(mask: np.ndarray, x_from: int, x_to: int, top: int, bottom: 
     return centres
 
 
-def read_box(mask: np.ndarray, box: LeadBox, geometry: PageGeometry, px_per_mm: float, fs: float,
-             times: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class PixelBox:
+    """One lead segment in an image's pixels: seconds `start_s` to `stop_s` of the recording drawn from column
+    `x0` at `px_per_s`, about row `baseline` at `px_per_mv`, between rows `top` and `bottom`."""
+
+    lead: str
+    start_s: float
+    stop_s: float
+    x0: float
+    px_per_s: float
+    baseline: float
+    px_per_mv: float
+    top: int
+    bottom: int
+
+
+def pixel_boxes(geometry: PageGeometry, px_per_mm: float, fs: float) -> list[PixelBox]:
+    """The boxes of a page drawn by `ingest.render` at `px_per_mm`."""
+    return [PixelBox(box.lead, box.start / fs, (box.stop - 1) / fs, box.x0_mm * px_per_mm,
+                     geometry.speed_mm_s * px_per_mm, box.baseline_mm * px_per_mm, geometry.gain_mm_mv * px_per_mm,
+                     round((box.baseline_mm - box.row_height_mm / 2) * px_per_mm),
+                     round((box.baseline_mm + box.row_height_mm / 2) * px_per_mm))
+            for box in geometry.boxes]
+
+
+def read_box(mask: np.ndarray, box: PixelBox, times: np.ndarray) -> np.ndarray:
     """The lead of `box` in mV at `times` (seconds); NaN outside the box's time window and where no ink was."""
     height, width = mask.shape
-    t0, t1 = box.start / fs, (box.stop - 1) / fs
-    x_from = max(0, math.ceil((box.x0_mm) * px_per_mm))
-    x_to = min(width - 1, math.floor((box.x0_mm + (t1 - t0) * geometry.speed_mm_s) * px_per_mm))
-    baseline = box.baseline_mm * px_per_mm
-    top = max(0, round(baseline - box.row_height_mm * px_per_mm / 2))
-    bottom = min(height, round(baseline + box.row_height_mm * px_per_mm / 2))
+    x_from = max(0, math.ceil(box.x0))
+    x_to = min(width - 1, math.floor(box.x0 + (box.stop_s - box.start_s) * box.px_per_s))
+    top, bottom = max(0, box.top), min(height, box.bottom)
     values = np.full(times.size, np.nan)
     if x_to <= x_from or bottom <= top:
         return values
-    centres = _column_centres(mask, x_from, x_to, top, bottom, baseline)
-    column_times = t0 + (np.arange(x_from, x_to + 1) / px_per_mm - box.x0_mm) / geometry.speed_mm_s
+    centres = _column_centres(mask, x_from, x_to, top, bottom, box.baseline)
+    column_times = box.start_s + (np.arange(x_from, x_to + 1) - box.x0) / box.px_per_s
     seen = np.isfinite(centres)
     if seen.sum() < 2:
         return values
-    inside = (times >= t0) & (times <= t1)
+    inside = (times >= box.start_s) & (times <= box.stop_s)
     values[inside] = np.interp(times[inside], column_times[seen], centres[seen])
     # a time whose nearest read column is more than two columns away was not seen
     nearest = np.abs(times[inside, None] - column_times[seen][None, :]).min(axis=1)
-    values[np.flatnonzero(inside)[nearest > 2 / (px_per_mm * geometry.speed_mm_s)]] = np.nan
-    return (baseline - values) / (px_per_mm * geometry.gain_mm_mv)
+    values[np.flatnonzero(inside)[nearest > 2 / box.px_per_s]] = np.nan
+    return (box.baseline - values) / box.px_per_mv
 
 
-def digitise_known(image: np.ndarray, geometry: PageGeometry, px_per_mm: float, fs: float,
-                   leads: Sequence[str] = STANDARD_LEADS) -> Digitised:
-    """Every lead of a page whose geometry is known; a lead drawn twice (a segment and a rhythm strip) is the
+def read_boxes(mask: np.ndarray, boxes: Sequence[PixelBox], leads: Sequence[str] = STANDARD_LEADS) -> Digitised:
+    """Every lead of `boxes` read from the ink `mask`; a lead drawn twice (a segment and a rhythm strip) is the
     mean of its readings where both saw it."""
-    mask = ink_mask(image)
     times = np.arange(round(PAGE_SECONDS * FS)) / FS
     readings: dict[str, list[np.ndarray]] = {lead: [] for lead in leads}
     drawn = {lead: np.zeros(times.size, bool) for lead in leads}
-    for box in geometry.boxes:
+    for box in boxes:
         if box.lead not in readings:
             continue
-        readings[box.lead].append(read_box(mask, box, geometry, px_per_mm, fs, times))
-        drawn[box.lead] |= (times >= box.start / fs) & (times <= (box.stop - 1) / fs)
+        readings[box.lead].append(read_box(mask, box, times))
+        drawn[box.lead] |= (times >= box.start_s) & (times <= box.stop_s)
     signals = np.full((len(leads), times.size), np.nan)
     read = {}
     for index, lead in enumerate(leads):
@@ -111,3 +130,9 @@ def digitise_known(image: np.ndarray, geometry: PageGeometry, px_per_mm: float, 
                                       np.nan)
         read[lead] = float(np.isfinite(signals[index][drawn[lead]]).mean()) if drawn[lead].any() else 0.0
     return Digitised(signals, tuple(leads), read)
+
+
+def digitise_known(image: np.ndarray, geometry: PageGeometry, px_per_mm: float, fs: float,
+                   leads: Sequence[str] = STANDARD_LEADS) -> Digitised:
+    """Every lead of a page drawn by `ingest.render` whose geometry is known."""
+    return read_boxes(ink_mask(image), pixel_boxes(geometry, px_per_mm, fs), leads)

@@ -1,6 +1,6 @@
 """The model registry (`model`: show, list, promote, rollback), the nightly retraining (`retrain`), cleaning one
-file as intake would (`preprocess`), and the installation the training commands of `model_training.cli` run in:
-its configured bundle and its database of reviewed pages."""
+file as intake would (`preprocess`), reading its pages back as signals (`digitise`), and the installation the
+training commands of `model_training.cli` run in: its configured bundle and its database of reviewed pages."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from worker.cli.common import cli_actor, console, out, ready_settings
 from worker.settings import get_settings
 
 model_app = typer.Typer(help="Model bundles.", no_args_is_help=True)
-app = typer.Typer(no_args_is_help=True)  # retrain, preprocess: merged into the top level
+app = typer.Typer(no_args_is_help=True)  # retrain, preprocess, digitise: merged into the top level
 
 
 def installation() -> Installation:
@@ -241,3 +241,64 @@ def preprocess_command(
                       f"deskewed by {result.skew_deg:+.2f} degrees; trace area found: {result.trace_area_found}; "
                       + (f"{result.px_per_mm * result.work_factor:.2f} px/mm from the "
                          f"{result.scale_source.replace('_', ' ')}" if result.px_per_mm else "scale unknown"))
+
+
+DIGITISE_FORMATS = ("wfdb", "csv")
+
+
+@app.command("digitise")
+def digitise_command(
+    file: Annotated[Path, typer.Argument(help="any input the worker reads: PDF, DICOM, vendor XML, image")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for the signals (default: beside FILE)")] = None,
+    format: Annotated[str, typer.Option("--format", help="wfdb or csv")] = "wfdb",
+) -> None:
+    """Each page's 12 leads as signals (mV, 500 Hz): a waveform file's own recording, or a drawn page read back.
+
+    A lead the page did not show, or that could not be read, is left empty (NaN), never drawn flat; the table
+    says which leads were read and how much of each."""
+    from scipy.signal import resample_poly
+
+    from ingest.decode import decode
+    from ingest.reasons import IngestError
+    from ingest.render import STANDARD_LEADS
+    from model_training.digitise.classical import FS, Digitised
+    from model_training.digitise.page import digitise_image
+    from model_training.digitise.write import write_csv, write_wfdb
+
+    if format not in DIGITISE_FORMATS:
+        raise typer.BadParameter(f"unknown format {format!r}; one of {', '.join(DIGITISE_FORMATS)}")
+    try:
+        _, pages = decode(file, get_settings().decode_limits())
+    except IngestError as exc:
+        console.print(f"[red]{file.name}: {exc}")
+        raise typer.Exit(1) from exc
+    folder = out_dir or file.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    table = Table(title=f"ecg-intake digitise {file.name}")
+    for column in ("page", "from", "layout", "leads read", "unread or partly read", "written"):
+        table.add_column(column, overflow="fold")
+    unreadable = 0
+    for page in pages:
+        name = f"{file.stem}-p{page.page_no}"
+        if page.signals is not None:
+            fs = round(float(page.metadata["sampling_frequency"]))
+            signals = page.signals if fs == FS else resample_poly(page.signals, FS, fs, axis=1)
+            digitised = Digitised(signals[:, : 10 * FS], STANDARD_LEADS, dict.fromkeys(STANDARD_LEADS, 1.0), FS)
+            source, layout = "recording", "-"
+        else:
+            reading = digitise_image(page.image)
+            if reading.layout.name is None:
+                unreadable += 1
+                table.add_row(str(page.page_no), "page", "none found", "0", "all", "nothing")
+                continue
+            digitised, source, layout = reading.digitised, "page", reading.layout.name
+        partly = [f"{lead} {share:.0%}" for lead, share in digitised.read.items() if share < 0.95]
+        comments = [f"ecg-intake digitise: {source}", f"layout: {layout}"]
+        written = (write_wfdb(folder, name, digitised, comments) if format == "wfdb"
+                   else write_csv(folder / f"{name}.csv", digitised))
+        read = sum(share >= 0.5 for share in digitised.read.values())
+        table.add_row(str(page.page_no), source, layout, f"{read} of 12", ", ".join(partly) or "-", str(written))
+    out.print(table)
+    if unreadable:
+        console.print(f"[red]{unreadable} page(s) with no standard layout found (3x4, 6x2, 12x1, 2x6): not written")
+        raise typer.Exit(1)

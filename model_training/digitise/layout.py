@@ -1,0 +1,217 @@
+"""Where the leads are on a cleaned page whose layout nobody stated: its rows, their calibration pulses, the
+columns each row is cut into, and the name of every segment.
+
+It reads the trace area `ingest.preprocess.clean` hands over (deskewed, grid suppressed, at a measured px/mm):
+- rows: the calibration pulses that open them (a 5 mm x 10 mm step), else the bands the ink profile shows;
+- gain: a pulse's height is 1 mV; without one, 10 mm/mV at the measured px/mm;
+- time: every standard layout spans 10 s, so a row's trace, from its first ink after the pulse to its last,
+  is taken as 10 s (a px/mm error does not stretch the signal);
+- columns: a row cut into segments shows one lead per segment, so its beats look alike within a segment and
+  unlike across a cut; quarters (3x4), sixths (2x6), halves (6x2) and no cut (12x1, rhythm strips) are tried
+  (drawing cues such as separator ticks differ between printers and vanish at working resolution);
+- names: the layout's standard order; a rhythm strip is named by the segment above it it matches best.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+import cv2
+import numpy as np
+from scipy.signal import find_peaks
+
+from ingest.render import LAYOUTS, PAGE_SECONDS
+from model_training.digitise.classical import FS, Digitised, PixelBox, read_box, read_boxes
+
+GAIN_MM_MV = 10.0
+SPLITS = {"3x4": 4, "6x2": 2, "12x1": 1, "2x6": 6}
+RHYTHM_MATCH = 0.8  # correlation a rhythm strip needs with a named segment to take its name
+QRS_HALF_S = 0.06
+PRIOR = {"3x4": 0.05, "6x2": 0.03, "12x1": 0.02, "2x6": 0.0}  # how common each is in clinics: breaks near-ties
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of traces: its baseline (pixel row), the trace's first and last columns, pixels per mV."""
+
+    baseline: float
+    left: int
+    right: int
+    px_per_mv: float
+    pulse: bool
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What was found: the layout's name (None when no standard layout fits), the rows and the segments."""
+
+    name: str | None
+    rows: tuple[Row, ...]
+    boxes: tuple[PixelBox, ...]
+    unnamed_rows: int = 0
+
+
+def ink(gray: np.ndarray) -> np.ndarray:
+    return gray < 128
+
+
+def _pulses(mask: np.ndarray, px_per_mm: float) -> list[tuple[int, int, int, int]]:
+    """(x, y, w, h) of calibration pulses: an open box about 5 mm wide and 10 mm tall in the page's left part."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8, cv2.CV_32S)
+    found = []
+    for x, y, w, h, area in stats[1:count]:
+        if (6.5 * px_per_mm <= h <= 14 * px_per_mm and 2.5 * px_per_mm <= w <= 9 * px_per_mm
+                and x < 0.25 * mask.shape[1] and area < 0.6 * w * h):
+            found.append((int(x), int(y), int(w), int(h)))
+    return found
+
+
+def _rows_from_profile(mask: np.ndarray, px_per_mm: float) -> list[float]:
+    """Baselines where no pulse marks the rows: peaks of the ink per pixel row, at least 8 mm apart."""
+    profile = mask[:, mask.shape[1] // 10: mask.shape[1] * 9 // 10].sum(axis=1).astype(float)
+    profile = np.convolve(profile, np.ones(max(1, round(px_per_mm))) / max(1, round(px_per_mm)), mode="same")
+    peaks, _ = find_peaks(profile, distance=max(1, round(8 * px_per_mm)), height=0.25 * profile.max())
+    return [float(p) for p in peaks]
+
+
+def find_rows(gray: np.ndarray, px_per_mm: float) -> list[Row]:
+    """Every row of traces, top to bottom."""
+    mask = ink(gray)
+    pulses = sorted(_pulses(mask, px_per_mm), key=lambda p: p[1])
+    stroke = max(1, round(0.3 * px_per_mm))
+    rows = []
+    if len(pulses) >= 2:
+        for x, y, w, h in pulses:
+            baseline = y + h - stroke / 2
+            band = mask[max(0, round(baseline - 4 * px_per_mm)): round(baseline + 4 * px_per_mm)]
+            after = np.flatnonzero(band[:, x + w + max(1, round(0.5 * px_per_mm)):].any(axis=0))
+            if after.size == 0:
+                continue
+            left = x + w + max(1, round(0.5 * px_per_mm)) + int(after[0])
+            right = int(np.flatnonzero(band.any(axis=0))[-1])
+            rows.append(Row(baseline, left, right, float(h - stroke), True))
+        return rows
+    for baseline in _rows_from_profile(mask, px_per_mm):
+        band = mask[max(0, round(baseline - 3 * px_per_mm)): round(baseline + 3 * px_per_mm)]
+        columns = np.flatnonzero(band.any(axis=0))
+        if columns.size:
+            rows.append(Row(baseline, int(columns[0]), int(columns[-1]), GAIN_MM_MV * px_per_mm, False))
+    return rows
+
+
+def _row_boxes(row: Row, columns: int, names: tuple[str, ...], top: int, bottom: int) -> list[PixelBox]:
+    px_per_s = (row.right - row.left) / PAGE_SECONDS
+    step = PAGE_SECONDS / columns
+    return [PixelBox(name, c * step, (c + 1) * step - 1 / FS, row.left + c * step * px_per_s, px_per_s,
+                     row.baseline, row.px_per_mv, top, bottom) for c, name in enumerate(names)]
+
+
+def _band(rows: list[Row], index: int) -> tuple[int, int]:
+    """A row's band: halfway to its neighbours (a row's own height above the first and below the last)."""
+    baselines = [row.baseline for row in rows]
+    gap = np.median(np.diff(baselines)) if len(rows) > 1 else 40.0
+    above = baselines[index - 1] if index > 0 else baselines[index] - gap
+    below = baselines[index + 1] if index + 1 < len(rows) else baselines[index] + gap
+    return round((above + baselines[index]) / 2), round((baselines[index] + below) / 2)
+
+
+def _row_reading(mask: np.ndarray, row: Row, band: tuple[int, int]) -> np.ndarray:
+    """A whole row read as one 10 s trace (mV, `FS`), whatever segments it holds."""
+    box = PixelBox("row", 0.0, PAGE_SECONDS - 1 / FS, row.left, (row.right - row.left) / PAGE_SECONDS,
+                   row.baseline, row.px_per_mv, *band)
+    return read_box(mask, box, np.arange(round(PAGE_SECONDS * FS)) / FS)
+
+
+def _beats(reading: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """(time, QRS window) of each beat a row shows: peaks of the trace's slope energy, 300 ms apart at least."""
+    filled = np.where(np.isfinite(reading), reading, np.nanmedian(reading) if np.isfinite(reading).any() else 0.0)
+    energy = np.convolve(np.abs(np.diff(filled, prepend=filled[0])), np.ones(20) / 20, mode="same")
+    if energy.max() <= 0:
+        return []
+    peaks, _ = find_peaks(energy, distance=round(0.3 * FS), height=0.35 * energy.max())
+    half = round(QRS_HALF_S * FS)
+    return [(p / FS, filled[p - half: p + half] - np.median(filled[p - half: p + half]))
+            for p in peaks if half <= p < filled.size - half]
+
+
+def _alike(a: np.ndarray, b: np.ndarray) -> float:
+    """Two QRS windows' likeness: their correlation, scaled down by how much their sizes differ."""
+    size_a, size_b = np.ptp(a), np.ptp(b)
+    if size_a == 0 or size_b == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1]) * min(size_a, size_b) / max(size_a, size_b)
+
+
+def _split_score(beats: list[tuple[float, np.ndarray]], columns: int) -> float:
+    """How well cutting a row into `columns` equal segments explains its beats: of two beats in a row, those
+    in one segment (one lead) look alike, those either side of a cut (two leads) do not. 0 when no pair tells."""
+    if columns == 1:
+        return 0.0
+    step = PAGE_SECONDS / columns
+    inside = [(int(t // step), qrs) for t, qrs in beats
+              if QRS_HALF_S < t - (t // step) * step < step - QRS_HALF_S]  # a beat on a cut shows two leads
+    pairs = list(pairwise(inside))
+    within = [_alike(a, b) for (sa, a), (sb, b) in pairs if sa == sb]
+    across = [_alike(a, b) for (sa, a), (sb, b) in pairs if sa != sb]
+    if not within or not across:
+        return 0.0
+    return float(np.mean(within) - np.mean(across))
+
+
+def find_layout(gray: np.ndarray, px_per_mm: float) -> Layout:
+    """The layout whose rows and cuts fit the page best; `name` None when no row count fits a standard one."""
+    mask = ink(gray)
+    rows = find_rows(gray, px_per_mm)
+    bands = [_band(rows, i) for i in range(len(rows))]
+    beats = [_beats(_row_reading(mask, row, band)) for row, band in zip(rows, bands, strict=True)]
+    scores = [{columns: _split_score(row_beats, columns) for columns in set(SPLITS.values())} for row_beats in beats]
+    best: tuple[float, str] | None = None
+    for name, layout_rows in LAYOUTS.items():
+        n = len(layout_rows)
+        if not (n <= len(rows) <= n + (0 if name == "12x1" else 3)):
+            continue
+        columns = SPLITS[name]
+        # its rows cut as it says, the strips under it uncut, and a prior for how common the layout is
+        score = sum(scores[i][columns] for i in range(n)) / n
+        score -= sum(max(row.values()) for row in scores[n:]) / max(1, len(rows) - n)
+        score += PRIOR[name]
+        if best is None or score > best[0]:
+            best = (score, name)
+    if best is None:
+        return Layout(None, tuple(rows), ())
+    name = best[1]
+    layout_rows = LAYOUTS[name]
+    boxes: list[PixelBox] = []
+    for i, names in enumerate(layout_rows):
+        boxes += _row_boxes(rows[i], SPLITS[name], names, *bands[i])
+    unnamed = 0
+    for i in range(len(layout_rows), len(rows)):
+        lead = _rhythm_name(mask, rows[i], bands[i], boxes)
+        if lead is None:
+            unnamed += 1
+            continue
+        boxes += _row_boxes(rows[i], 1, (lead,), *bands[i])
+    return Layout(name, tuple(rows), tuple(boxes), unnamed)
+
+
+def _rhythm_name(mask: np.ndarray, row: Row, band: tuple[int, int], named: list[PixelBox]) -> str | None:
+    """The lead a full-length strip shows: the named segment it follows most closely over that segment's time."""
+    times = np.arange(round(PAGE_SECONDS * FS)) / FS
+    strip = read_box(mask, _row_boxes(row, 1, ("strip",), *band)[0], times)
+    best, best_r = None, RHYTHM_MATCH
+    for box in named:
+        segment = read_box(mask, box, times)
+        seen = np.isfinite(segment) & np.isfinite(strip)
+        if seen.sum() < FS // 2 or np.std(segment[seen]) == 0 or np.std(strip[seen]) == 0:
+            continue
+        r = float(np.corrcoef(segment[seen], strip[seen])[0, 1])
+        if r > best_r:
+            best, best_r = box.lead, r
+    return best
+
+
+def digitise_sheet(gray: np.ndarray, px_per_mm: float) -> tuple[Layout, Digitised]:
+    """A cleaned page's layout and its 12 leads read back."""
+    layout = find_layout(gray, px_per_mm)
+    return layout, read_boxes(ink(gray), layout.boxes)
