@@ -92,9 +92,14 @@ def _draw_grid(image: np.ndarray, style: PaperStyle, box_mm: tuple[float, float,
 
 
 def _polyline(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, style: PaperStyle) -> None:
+    """The pen through the points; it lifts over a missing (NaN) sample rather than drawing it at zero."""
     points = np.stack([xs, ys], axis=1) * 16.0  # 4 fractional bits for sub-pixel placement
+    shown = np.isfinite(points).all(axis=1)
+    runs = [points] if shown.all() else [run for run in np.split(points, np.flatnonzero(np.diff(shown)) + 1)
+                                          if np.isfinite(run).all() and len(run) > 1]
     thickness = max(1, round(_mm_to_px(style.trace_mm, style.dpi)))
-    cv2.polylines(image, [points.astype(np.int32)], False, style.trace_bgr, thickness, cv2.LINE_AA, shift=4)
+    cv2.polylines(image, [run.astype(np.int32) for run in runs], False, style.trace_bgr, thickness, cv2.LINE_AA,
+                  shift=4)
 
 
 def _label(image: np.ndarray, text: str, x_px: float, y_px: float, style: PaperStyle, scale: float = 1.0) -> None:

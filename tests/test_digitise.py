@@ -154,3 +154,27 @@ def test_digitise_writes_a_waveform_files_own_recording_and_reads_a_scan_of_it(c
     assert ",," in rows[1]  # a 3x4 page shows V1 only from 5 s: empty, not zero
     refused = cli("digitise", str(samples["bad-random-bytes.pdf"]), "--out", str(out), check=False)
     assert refused.returncode == 1 and "unsupported_type" in refused.stdout + refused.stderr
+
+
+def test_digitised_dicom_keeps_the_source_study_and_marks_unshown_samples(cli: Cli, samples, tmp_path) -> None:
+    """A derived 12-lead waveform object: the source's patient and study, unshown samples as the padding value,
+    which our own decoder reads back as gaps (drawn as gaps, never as 0 mV)."""
+    import pydicom
+
+    from ingest.decode import decode
+
+    out = tmp_path / "out"
+    cli("digitise", str(samples["ecg-waveform.dcm"]), "--out", str(out), "--format", "dicom")
+    cli("digitise", str(samples["ecg-scan.png"]), "--out", str(out), "--format", "dicom")
+    source = pydicom.dcmread(samples["ecg-waveform.dcm"])
+    derived = pydicom.dcmread(out / "ecg-waveform-p1.dcm")
+    assert derived.PatientID == source.PatientID and derived.StudyInstanceUID == source.StudyInstanceUID
+    assert derived.SeriesInstanceUID != source.SeriesInstanceUID
+    assert derived.WaveformSequence[0].WaveformOriginality == "DERIVED"
+    scan = pydicom.dcmread(out / "ecg-scan-p1.dcm")
+    assert "WaveformPaddingValue" in scan.WaveformSequence[0] and "3x4" in scan.SeriesDescription
+    _, (page,) = decode(out / "ecg-scan-p1.dcm")
+    unshown = dict(zip(STANDARD_LEADS, np.isnan(page.signals).mean(axis=1), strict=True))
+    assert unshown["II"] == 0 and unshown["V1"] == pytest.approx(0.75, abs=0.01)
+    assert np.nanmax(np.abs(page.signals)) < 10  # no padding value read as -81.92 mV
+    assert (page.image < 128).any()  # drawn, with its gaps

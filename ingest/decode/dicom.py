@@ -45,7 +45,7 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # and its multi-frame variants 
 # Modalities that are pictures of anatomy, never a printed ECG.
 IMAGING_MODALITIES = {"CT", "MR", "PT", "NM", "US", "XA", "RF", "MG", "CR", "DX", "IO", "PX", "OP", "OPT", "SEG",
                       "RTIMAGE", "RTDOSE", "RTSTRUCT", "RTPLAN", "SM", "BMD"}
-_METADATA = {"PatientID": "patient_id", "AccessionNumber": "accession_number",
+METADATA_TAGS = {"PatientID": "patient_id", "AccessionNumber": "accession_number",
              "StudyInstanceUID": "study_instance_uid", "AcquisitionDateTime": "acquisition_time",
              "Manufacturer": "manufacturer", "ManufacturerModelName": "device_model",
              "DeviceSerialNumber": "device_serial", "Modality": "modality", "SOPClassUID": "sop_class_uid"}
@@ -53,7 +53,7 @@ _METADATA = {"PatientID": "patient_id", "AccessionNumber": "accession_number",
 
 def _metadata(ds: pydicom.Dataset) -> dict[str, str]:
     """Identifiers for the document record; they go to the database only, never into a log line."""
-    found = {key: str(ds.get(tag)) for tag, key in _METADATA.items() if ds.get(tag) not in (None, "")}
+    found = {key: str(ds.get(tag)) for tag, key in METADATA_TAGS.items() if ds.get(tag) not in (None, "")}
     if "acquisition_time" not in found and ds.get("ContentDate"):
         found["acquisition_time"] = f"{ds.ContentDate}{ds.get('ContentTime', '')}"
     return found
@@ -116,6 +116,20 @@ def _rhythm_group(ds: pydicom.Dataset) -> tuple[int, pydicom.Dataset]:
                                       int(g[1].NumberOfWaveformSamples)))
 
 
+def _padding_missing(group: pydicom.Dataset, samples: np.ndarray) -> np.ndarray:
+    """Samples equal to the group's Waveform Padding Value were not recorded (a digitised page shows each lead for
+    a few seconds): NaN, drawn as a gap, never as a value."""
+    padding = group.get("WaveformPaddingValue")
+    if padding is None or int(group.WaveformBitsAllocated) != 16:
+        return samples
+    signed = str(group.get("WaveformSampleInterpretation", "SS")) == "SS"
+    value = int.from_bytes(bytes(padding)[:2], "little", signed=signed)
+    raw = np.frombuffer(group.WaveformData, "<i2" if signed else "<u2")[: samples.size].reshape(samples.shape[::-1]).T
+    samples = samples.astype(np.float64, copy=True)
+    samples[raw == value] = np.nan
+    return samples
+
+
 def _waveform_page(ds: pydicom.Dataset, limits: DecodeLimits, working_copy: bool = False) -> Page:
     index, group = _rhythm_group(ds)
     # The header's size, checked before pydicom allocates the samples (a bomb never inflates).
@@ -124,7 +138,7 @@ def _waveform_page(ds: pydicom.Dataset, limits: DecodeLimits, working_copy: bool
     if fs <= 0:
         raise IngestError(Reason.CORRUPT, f"waveform sampling frequency {fs} is not positive")
     samples = ds.waveform_array(index).T  # channels x samples, sensitivity and baseline applied
-    samples = samples[:, :round(PAGE_SECONDS * fs)]
+    samples = _padding_missing(group, samples)[:, :round(PAGE_SECONDS * fs)]
     channels = group.ChannelDefinitionSequence
     leads = [_lead_name(c) for c in channels]
     scale = np.array([_UNIT_TO_MV.get(str(c.ChannelSensitivityUnitsSequence[0].CodeValue), 1e-3)

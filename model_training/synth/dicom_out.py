@@ -9,32 +9,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from model_training.dicom_waveform import ECG_12_LEAD, new_dataset, waveform_group
 from model_training.synth.signals import Record
 
-ECG_12_LEAD = "1.2.840.10008.5.1.4.1.1.9.1.1"
+__all__ = ["ECG_12_LEAD", "ENCAPSULATED_PDF", "SECONDARY_CAPTURE", "waveform_dataset", "write_encapsulated_pdf",
+           "write_secondary_capture", "write_waveform"]
+
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
-# SCP-ECG lead codes, as cart vendors and pydicom's own example use them.
-SCPECG_CODES = {"I": "5.6.3-9-1", "II": "5.6.3-9-2", "V1": "5.6.3-9-3", "V2": "5.6.3-9-4", "V3": "5.6.3-9-5",
-                "V4": "5.6.3-9-6", "V5": "5.6.3-9-7", "V6": "5.6.3-9-8", "III": "5.6.3-9-61", "aVR": "5.6.3-9-62",
-                "aVL": "5.6.3-9-63", "aVF": "5.6.3-9-64"}
-MICROVOLTS_PER_UNIT = 2.5
 
 
 def _base(sop_class: str, modality: str, record: Record) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = modality
+    ds = new_dataset(sop_class, modality)
     ds.PatientName = f"SYNTHETIC^{record.seed}"
     ds.PatientID = f"SYN{record.seed}"
     ds.PatientSex = record.params.get("sex", "O")
@@ -49,40 +38,10 @@ def _base(sop_class: str, modality: str, record: Record) -> Dataset:
     return ds
 
 
-def _code(value: str, scheme: str, meaning: str, version: str | None = None) -> Dataset:
-    item = Dataset()
-    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
-    if version:
-        item.CodingSchemeVersion = version
-    return item
-
-
 def waveform_dataset(record: Record) -> Dataset:
-    """12-Lead ECG Waveform Storage: int16 samples at 2.5 uV per unit, SCP-ECG lead codes."""
+    """12-Lead ECG Waveform Storage of the record (`model_training.dicom_waveform`)."""
     ds = _base(ECG_12_LEAD, "ECG", record)
-    group = Dataset()
-    group.WaveformOriginality = "ORIGINAL"
-    group.NumberOfWaveformChannels = len(record.leads)
-    group.NumberOfWaveformSamples = record.signals.shape[1]
-    group.SamplingFrequency = float(record.fs)
-    group.MultiplexGroupLabel = "RHYTHM"
-    channels = []
-    for lead in record.leads:
-        channel = Dataset()
-        channel.ChannelSourceSequence = Sequence([_code(SCPECG_CODES[lead], "SCPECG", f"Lead {lead}", "1.3")])
-        channel.ChannelSensitivity = MICROVOLTS_PER_UNIT
-        channel.ChannelSensitivityUnitsSequence = Sequence([_code("uV", "UCUM", "microvolt", "1.4")])
-        channel.ChannelSensitivityCorrectionFactor = 1
-        channel.ChannelBaseline = 0
-        channel.ChannelSampleSkew = 0
-        channel.WaveformBitsStored = 16
-        channels.append(channel)
-    group.ChannelDefinitionSequence = Sequence(channels)
-    group.WaveformBitsAllocated = 16
-    group.WaveformSampleInterpretation = "SS"
-    units = np.clip(np.round(record.signals * 1000.0 / MICROVOLTS_PER_UNIT), -32768, 32767).astype("<i2")
-    group.WaveformData = units.T.tobytes()  # multiplexed: sample by sample, channels interleaved
-    ds.WaveformSequence = Sequence([group])
+    ds.WaveformSequence = Sequence([waveform_group(record.signals, record.fs, record.leads)])
     return ds
 
 

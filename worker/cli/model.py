@@ -243,14 +243,14 @@ def preprocess_command(
                          f"{result.scale_source.replace('_', ' ')}" if result.px_per_mm else "scale unknown"))
 
 
-DIGITISE_FORMATS = ("wfdb", "csv")
+DIGITISE_FORMATS = ("wfdb", "csv", "dicom")
 
 
 @app.command("digitise")
 def digitise_command(
     file: Annotated[Path, typer.Argument(help="any input the worker reads: PDF, DICOM, vendor XML, image")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for the signals (default: beside FILE)")] = None,
-    format: Annotated[str, typer.Option("--format", help="wfdb or csv")] = "wfdb",
+    format: Annotated[str, typer.Option("--format", help="wfdb, csv or dicom")] = "wfdb",
 ) -> None:
     """Each page's 12 leads as signals (mV, 500 Hz): a waveform file's own recording, or a drawn page read back.
 
@@ -263,7 +263,7 @@ def digitise_command(
     from ingest.render import STANDARD_LEADS
     from model_training.digitise.classical import FS, Digitised
     from model_training.digitise.page import digitise_image
-    from model_training.digitise.write import write_csv, write_wfdb
+    from model_training.digitise.write import write_csv, write_dicom, write_wfdb
 
     if format not in DIGITISE_FORMATS:
         raise typer.BadParameter(f"unknown format {format!r}; one of {', '.join(DIGITISE_FORMATS)}")
@@ -294,8 +294,13 @@ def digitise_command(
             digitised, source, layout = reading.digitised, "page", reading.layout.name
         partly = [f"{lead} {share:.0%}" for lead, share in digitised.read.items() if share < 0.95]
         comments = [f"ecg-intake digitise: {source}", f"layout: {layout}"]
-        written = (write_wfdb(folder, name, digitised, comments) if format == "wfdb"
-                   else write_csv(folder / f"{name}.csv", digitised))
+        if format == "wfdb":
+            written = write_wfdb(folder, name, digitised, comments)
+        elif format == "csv":
+            written = write_csv(folder / f"{name}.csv", digitised)
+        else:
+            written = write_dicom(folder / f"{name}.dcm", digitised, page.metadata,
+                                  f"ECG digitised by ecg-intake ({source}, {layout})")
         read = sum(share >= 0.5 for share in digitised.read.values())
         table.add_row(str(page.page_no), source, layout, f"{read} of 12", ", ".join(partly) or "-", str(written))
     out.print(table)
