@@ -399,14 +399,23 @@ def bench_preprocess(
 def bench_digitise(
     n: Annotated[int, typer.Option("--n", help="records, each drawn in a random style of our renderer")] = 40,
     dpi: int = 200,
+    family_pages: Annotated[int, typer.Option(help="pages per drawing family and artifact level")] = 20,
+    families: Annotated[str, typer.Option(help="comma-separated drawing families")] = "ours,ecgplot,dicomplot,"
+                                                                                      "wfdbplot",
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
 ) -> None:
     """SNR (dB) of each lead read back by the classical digitiser against the true signal, per layout, on clean
     and photometrically damaged pages: with the geometry known, and found on the page as `digitise` does."""
-    from model_training.bench.digitise import CONDITIONS, METHODS
+    from model_training.bench.digitise import CONDITIONS, FAMILY_ARTIFACTS, METHODS, family_bench
     from model_training.bench.digitise import digitise_bench as run_bench
+    from model_training.synth.families import FAMILIES
 
+    chosen = tuple(f.strip() for f in families.split(",") if f.strip())
+    unknown = set(chosen) - set(FAMILIES)
+    if unknown:
+        raise typer.BadParameter(f"unknown families {sorted(unknown)}; one of {', '.join(FAMILIES)}")
     result = run_bench(n, dpi)
+    result["families"] = family_bench(family_pages, dpi, chosen)
     table = Table(title=f"bench digitise: {result['method']}, {n} pages of {result['family']} at {dpi} dpi")
     for column in ("geometry", "condition", "layout", "leads", "median dB", "10th pct dB", ">= 12 dB"):
         table.add_column(column, justify="left" if column in ("geometry", "condition", "layout") else "right")
@@ -418,6 +427,18 @@ def bench_digitise(
                               f"{row['p10_db']:.1f}", f"{row['share_at_least_12_db']:.2f}")
     out.print(table)
     out.print(f"layout found right: {result['layout_found']}; seconds per page: {result['seconds_per_page']}")
+    by_family = Table(title=f"found on the page, {family_pages} pages per family and artifact level")
+    for column in ("family", "artifacts", "median dB", "10th pct dB", ">= 12 dB", "unread leads", "layout claimed",
+                   "layout right"):
+        by_family.add_column(column, justify="left" if column in ("family", "artifacts") else "right")
+    for family, levels in result["families"].items():
+        for artifacts in FAMILY_ARTIFACTS:
+            row = levels[artifacts]
+            right = "-" if row["layout_right"] is None else f"{row['layout_right']:.2f}"
+            by_family.add_row(family, artifacts, f"{row['median_db']:.1f}", f"{row['p10_db']:.1f}",
+                              f"{row['share_at_least_12_db']:.2f}", str(row["unread"]), f"{row['layout_claimed']:.2f}",
+                              right)
+    out.print(by_family)
     save_json(result, json_out)
 
 

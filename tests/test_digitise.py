@@ -99,7 +99,7 @@ def test_an_erased_lead_is_unread_never_flat(record) -> None:
 
 def test_bench_digitise_reports_snr_per_layout_and_lead(cli: Cli, tmp_path) -> None:
     out = tmp_path / "digitise.json"
-    cli("bench", "digitise", "--n", "2", "--json", str(out))
+    cli("bench", "digitise", "--n", "2", "--family-pages", "1", "--families", "ours,wfdbplot", "--json", str(out))
     result = json.loads(out.read_text())
     assert result["benchmark"] == "digitise" and result["records"] == 2
     assert set(result["layout_found"]) == {"clean", "photometric"}
@@ -108,6 +108,9 @@ def test_bench_digitise_reports_snr_per_layout_and_lead(cli: Cli, tmp_path) -> N
         assert clean["leads"] == 24 and set(result[method]["per_lead"]["clean"]) == set(STANDARD_LEADS)
         assert sum(row["leads"] for row in result[method]["per_layout"]["clean"].values()) == 24
     assert result["known"]["overall"]["clean"]["median_db"] > 5
+    assert set(result["families"]) == {"ours", "wfdbplot"}
+    for levels in result["families"].values():
+        assert set(levels) == {"none", "heavy"} and all(level["leads"] == 12 for level in levels.values())
 
 
 @pytest.mark.parametrize(("layout", "rhythm"), [("3x4", ("II",)), ("3x4", ()), ("6x2", ()), ("12x1", ()),

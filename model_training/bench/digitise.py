@@ -6,6 +6,9 @@ Two readings of each page: `known`, with the geometry the renderer drew by (an u
 threshold-and-centroid reading itself), and `found`, the whole path `ecg-intake digitise` takes (cleaned as
 intake cleans, layout found on the page, leads read at the working resolution), with the share of pages whose
 layout was found right.
+
+Then `found` on every drawing family (ours, ecg_plot, dicom-ecg-plot, wfdb's plotter), clean and with the
+training set's heavy artifacts (warps and crops included): pages drawn by code we did not write.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ingest.render import paper_geometry, render_paper
 from model_training.digitise.classical import FS, digitise_known
 from model_training.digitise.page import digitise_image
 from model_training.digitise.score import snr_per_lead
+from model_training.synth.families import FAMILIES, render_family
 from model_training.synth.paper import ARTIFACTS, random_style
 from model_training.synth.signals import generate_record
 
@@ -25,6 +29,11 @@ SEED_BASE = 8_800_000  # records and page styles of this benchmark, apart from a
 PHOTOMETRIC = ("shadow", "crease", "stains", "stamp", "handwriting", "low_contrast", "blur", "scanner_noise",
                "jpeg")
 CONDITIONS = ("clean", "photometric")
+FAMILY_ARTIFACTS = ("none", "heavy")
+# Each family's own layout names as ours; None: no standard layout (then only whether one was claimed is scored).
+LAYOUT_NAMES = {"ecgplot-12lead+rhythm": "3x4", "ecgplot-12lead": "3x4", "ecgplot-columns": "6x2",
+                "ecgplot-limb-chest": None, "dicomplot-3x4_1": "3x4", "dicomplot-3x4": "3x4",
+                "dicomplot-6x2": "6x2", "dicomplot-12x1": "12x1", "wfdbplot-12x1": "12x1"}
 METHODS = ("known", "found")
 
 
@@ -37,9 +46,11 @@ def damaged(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _summary(values: list[float]) -> dict[str, float]:
-    finite = np.array([v for v in values if np.isfinite(v)] or [np.nan])
-    return {"median_db": round(float(np.median(finite)), 2), "p10_db": round(float(np.percentile(finite, 10)), 2),
-            "share_at_least_12_db": round(float(np.mean(finite >= 12)), 3), "leads": len(values)}
+    """A lead left unread scores 0 dB, as an empty lead scored in the challenge (its noise is the signal)."""
+    scored = np.nan_to_num(np.array(values or [np.nan], dtype=float), nan=0.0, posinf=99.0)
+    return {"median_db": round(float(np.median(scored)), 2), "p10_db": round(float(np.percentile(scored, 10)), 2),
+            "share_at_least_12_db": round(float(np.mean(scored >= 12)), 3), "leads": len(values),
+            "unread": int(np.isnan(np.array(values, dtype=float)).sum())}
 
 
 def digitise_bench(n: int = 40, dpi: int = 200) -> dict:
@@ -85,3 +96,27 @@ def digitise_bench(n: int = 40, dpi: int = 200) -> dict:
                "per_lead": {c: {lead: _summary(vs) for lead, vs in snrs[m][c].items()} for c in CONDITIONS}}
            for m in METHODS},
     }
+
+
+def family_bench(n: int = 20, dpi: int = 200, families: tuple[str, ...] = FAMILIES) -> dict:
+    """`found` on `n` pages of each family, clean and heavily damaged: SNR, layouts claimed and found right."""
+    result: dict[str, dict] = {}
+    for family in families:
+        result[family] = {}
+        for artifacts in FAMILY_ARTIFACTS:
+            snrs: list[float] = []
+            claimed: list[bool] = []
+            right: list[bool] = []
+            for index in range(n):
+                record = generate_record(SEED_BASE + 10_000 + index)
+                image, style = render_family(record, SEED_BASE + 10_000 + index, family, artifacts, dpi)
+                reading = digitise_image(image)
+                expected = style.layout if family == "ours" else LAYOUT_NAMES.get(style.layout)
+                claimed.append(reading.layout.name is not None)
+                if expected is not None:
+                    right.append(reading.layout.name == expected)
+                snrs.extend(snr_per_lead(record.signals, reading.digitised.signals, FS,
+                                         reading.digitised.leads).values())
+            result[family][artifacts] = {**_summary(snrs), "layout_claimed": round(float(np.mean(claimed)), 3),
+                                         "layout_right": round(float(np.mean(right)), 3) if right else None}
+    return result
