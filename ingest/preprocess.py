@@ -40,6 +40,7 @@ CANVAS_MM = 280.0  # the model input's width in millimetres of paper: a 10 s str
 STRIP_MM = 250.0  # ten seconds at 25 mm/s, the width of every standard 12-lead layout
 GRID_TOLERANCE = 1.15  # how far the grid's pitch may lie from the trace width's rough figure
 PX_PER_MM_RANGE = (1.5, 16.0)  # at working resolution; outside it a periodicity is not a grid
+MIN_AREA_MM = 60.0  # strokes narrower than this together are pulses or a stray mark, not 10 s of trace
 # Columns summed into one sample of the skew search's coarse and fine copies (a row projection needs few):
 # wider blocks smear a line tilted by the skew over more rows and move near-tied fine candidates.
 SKEW_BLOCKS = (4, 2)
@@ -385,6 +386,14 @@ def _strokes(ink: np.ndarray, px_per_mm: float) -> np.ndarray:
     return stats[((width >= 12 * px_per_mm) | (height >= 7 * px_per_mm)) & (fill < 0.22)]
 
 
+def _width(strokes: np.ndarray) -> int:
+    """How far across the page the strokes reach, in pixels (0 for none)."""
+    if len(strokes) == 0:
+        return 0
+    lefts = strokes[:, cv2.CC_STAT_LEFT]
+    return int((lefts + strokes[:, cv2.CC_STAT_WIDTH]).max() - lefts.min())
+
+
 def find_trace_area(gray: np.ndarray, px_per_mm: float | None = None, pad_mm: float = 3.0) -> TraceArea:
     """The box around the long trace strokes and calibration pulses; header text, logos and margins stay out.
 
@@ -394,7 +403,9 @@ def find_trace_area(gray: np.ndarray, px_per_mm: float | None = None, pad_mm: fl
     """
     ppm = px_per_mm or gray.shape[1] / 290.0
     strokes = _strokes(cv2.threshold(gray, 127, 1, cv2.THRESH_BINARY_INV)[1], ppm)
-    if len(strokes) == 0:  # a hairline downscaled to the working copy is grey and broken: lenient ink, joined
+    if _width(strokes) < MIN_AREA_MM * ppm:
+        # A hairline downscaled to the working copy is grey and broken: lenient ink, joined. Also when only the
+        # calibration pulses stood out (a thin coloured pen): a box around them alone holds no trace.
         strokes = _strokes(cv2.dilate(cv2.threshold(gray, 169, 1, cv2.THRESH_BINARY_INV)[1], np.ones((3, 3), np.uint8)),
                            ppm)
     if len(strokes) == 0:
