@@ -147,8 +147,9 @@ def _waveform_page(ds: pydicom.Dataset, limits: DecodeLimits, working_copy: bool
     if len(keep) < 12:
         raise IngestError(Reason.NOT_ECG, f"waveform has {len(keep)} of the 12 standard leads")
     names = [leads[i] for i in keep]
-    image = render_paper(samples[keep] * scale[keep], fs, names, working_style() if working_copy else None)
-    signals = np.vstack([samples[keep[names.index(lead)]] * scale[keep[names.index(lead)]] for lead in STANDARD_LEADS])
+    millivolts = samples[keep] * scale[keep]
+    image = render_paper(millivolts, fs, names, working_style() if working_copy else None)
+    signals = millivolts[[names.index(lead) for lead in STANDARD_LEADS]]
     return Page(image=image, page_no=1, source="dicom-waveform", metadata={"sampling_frequency": fs},
                 signals=signals)
 

@@ -19,6 +19,7 @@ from ingest.preprocess import brightest_channel
 from ingest.render import PAGE_SECONDS, STANDARD_LEADS, PageGeometry
 
 FS = 500  # what every digitised signal is sampled at
+TIMES = np.arange(round(PAGE_SECONDS * FS)) / FS  # the sample times of every digitised signal
 INK_LEVEL = 0.45  # from the darkest ink (0) to the paper (1): darker than this in every channel is ink
 BRIGHT_LEVEL = 0.8
 
@@ -112,15 +113,14 @@ def read_box(mask: np.ndarray, box: PixelBox, times: np.ndarray) -> np.ndarray:
 def read_boxes(mask: np.ndarray, boxes: Sequence[PixelBox], leads: Sequence[str] = STANDARD_LEADS) -> Digitised:
     """Every lead of `boxes` read from the ink `mask`; a lead drawn twice (a segment and a rhythm strip) is the
     mean of its readings where both saw it."""
-    times = np.arange(round(PAGE_SECONDS * FS)) / FS
     readings: dict[str, list[np.ndarray]] = {lead: [] for lead in leads}
-    drawn = {lead: np.zeros(times.size, bool) for lead in leads}
+    drawn = {lead: np.zeros(TIMES.size, bool) for lead in leads}
     for box in boxes:
         if box.lead not in readings:
             continue
-        readings[box.lead].append(read_box(mask, box, times))
-        drawn[box.lead] |= (times >= box.start_s) & (times <= box.stop_s)
-    signals = np.full((len(leads), times.size), np.nan)
+        readings[box.lead].append(read_box(mask, box, TIMES))
+        drawn[box.lead] |= (box.start_s <= TIMES) & (box.stop_s >= TIMES)
+    signals = np.full((len(leads), TIMES.size), np.nan)
     read = {}
     for index, lead in enumerate(leads):
         if readings[lead]:

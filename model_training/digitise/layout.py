@@ -22,7 +22,7 @@ import numpy as np
 from scipy.signal import find_peaks
 
 from ingest.render import LAYOUTS, PAGE_SECONDS
-from model_training.digitise.classical import FS, Digitised, PixelBox, read_box, read_boxes
+from model_training.digitise.classical import FS, TIMES, Digitised, PixelBox, read_box, read_boxes
 
 GAIN_MM_MV = 10.0
 SPLITS = {"3x4": 4, "6x2": 2, "12x1": 1, "2x6": 6}
@@ -75,9 +75,8 @@ def _rows_from_profile(mask: np.ndarray, px_per_mm: float) -> list[float]:
     return [float(p) for p in peaks]
 
 
-def find_rows(gray: np.ndarray, px_per_mm: float) -> list[Row]:
-    """Every row of traces, top to bottom."""
-    mask = ink(gray)
+def find_rows(mask: np.ndarray, px_per_mm: float) -> list[Row]:
+    """Every row of traces in the ink `mask`, top to bottom."""
     pulses = sorted(_pulses(mask, px_per_mm), key=lambda p: p[1])
     stroke = max(1, round(0.3 * px_per_mm))
     rows = []
@@ -118,9 +117,7 @@ def _band(rows: list[Row], index: int) -> tuple[int, int]:
 
 def _row_reading(mask: np.ndarray, row: Row, band: tuple[int, int]) -> np.ndarray:
     """A whole row read as one 10 s trace (mV, `FS`), whatever segments it holds."""
-    box = PixelBox("row", 0.0, PAGE_SECONDS - 1 / FS, row.left, (row.right - row.left) / PAGE_SECONDS,
-                   row.baseline, row.px_per_mv, *band)
-    return read_box(mask, box, np.arange(round(PAGE_SECONDS * FS)) / FS)
+    return read_box(mask, _row_boxes(row, 1, ("row",), *band)[0], TIMES)
 
 
 def _beats(reading: np.ndarray) -> list[tuple[float, np.ndarray]]:
@@ -159,12 +156,12 @@ def _split_score(beats: list[tuple[float, np.ndarray]], columns: int) -> float:
     return float(np.mean(within) - np.mean(across))
 
 
-def find_layout(gray: np.ndarray, px_per_mm: float) -> Layout:
-    """The layout whose rows and cuts fit the page best; `name` None when no row count fits a standard one."""
-    mask = ink(gray)
-    rows = find_rows(gray, px_per_mm)
+def find_layout(mask: np.ndarray, px_per_mm: float) -> Layout:
+    """The layout whose rows and cuts fit the ink `mask` best; `name` None when no row count fits a standard one."""
+    rows = find_rows(mask, px_per_mm)
     bands = [_band(rows, i) for i in range(len(rows))]
-    beats = [_beats(_row_reading(mask, row, band)) for row, band in zip(rows, bands, strict=True)]
+    readings = [_row_reading(mask, row, band) for row, band in zip(rows, bands, strict=True)]
+    beats = [_beats(reading) for reading in readings]
     scores = [{columns: _split_score(row_beats, columns) for columns in set(SPLITS.values())} for row_beats in beats]
     best: tuple[float, str] | None = None
     for name, layout_rows in LAYOUTS.items():
@@ -185,9 +182,10 @@ def find_layout(gray: np.ndarray, px_per_mm: float) -> Layout:
     boxes: list[PixelBox] = []
     for i, names in enumerate(layout_rows):
         boxes += _row_boxes(rows[i], SPLITS[name], names, *bands[i])
+    segments = [(box.lead, read_box(mask, box, TIMES)) for box in boxes]
     unnamed = 0
     for i in range(len(layout_rows), len(rows)):
-        lead = _rhythm_name(mask, rows[i], bands[i], boxes)
+        lead = _rhythm_name(readings[i], segments)
         if lead is None:
             unnamed += 1
             continue
@@ -195,23 +193,21 @@ def find_layout(gray: np.ndarray, px_per_mm: float) -> Layout:
     return Layout(name, tuple(rows), tuple(boxes), unnamed)
 
 
-def _rhythm_name(mask: np.ndarray, row: Row, band: tuple[int, int], named: list[PixelBox]) -> str | None:
+def _rhythm_name(strip: np.ndarray, segments: list[tuple[str, np.ndarray]]) -> str | None:
     """The lead a full-length strip shows: the named segment it follows most closely over that segment's time."""
-    times = np.arange(round(PAGE_SECONDS * FS)) / FS
-    strip = read_box(mask, _row_boxes(row, 1, ("strip",), *band)[0], times)
     best, best_r = None, RHYTHM_MATCH
-    for box in named:
-        segment = read_box(mask, box, times)
+    for lead, segment in segments:
         seen = np.isfinite(segment) & np.isfinite(strip)
         if seen.sum() < FS // 2 or np.std(segment[seen]) == 0 or np.std(strip[seen]) == 0:
             continue
         r = float(np.corrcoef(segment[seen], strip[seen])[0, 1])
         if r > best_r:
-            best, best_r = box.lead, r
+            best, best_r = lead, r
     return best
 
 
 def digitise_sheet(gray: np.ndarray, px_per_mm: float) -> tuple[Layout, Digitised]:
     """A cleaned page's layout and its 12 leads read back."""
-    layout = find_layout(gray, px_per_mm)
-    return layout, read_boxes(ink(gray), layout.boxes)
+    mask = ink(gray)
+    layout = find_layout(mask, px_per_mm)
+    return layout, read_boxes(mask, layout.boxes)

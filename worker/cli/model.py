@@ -260,7 +260,7 @@ def digitise_command(
 
     from ingest.decode import decode
     from ingest.reasons import IngestError
-    from ingest.render import STANDARD_LEADS
+    from ingest.render import PAGE_SECONDS, STANDARD_LEADS
     from model_training.digitise.classical import FS, Digitised
     from model_training.digitise.page import digitise_image
     from model_training.digitise.write import write_csv, write_dicom, write_wfdb
@@ -283,7 +283,8 @@ def digitise_command(
         if page.signals is not None:
             fs = round(float(page.metadata["sampling_frequency"]))
             signals = page.signals if fs == FS else resample_poly(page.signals, FS, fs, axis=1)
-            digitised = Digitised(signals[:, : 10 * FS], STANDARD_LEADS, dict.fromkeys(STANDARD_LEADS, 1.0), FS)
+            digitised = Digitised(signals[:, : round(PAGE_SECONDS * FS)], STANDARD_LEADS,
+                                  dict.fromkeys(STANDARD_LEADS, 1.0), FS)
             source, layout = "recording", "-"
         else:
             reading = digitise_image(page.image)
