@@ -21,8 +21,10 @@ A4_WIDTH_MM = 297.0
 
 @dataclass(frozen=True)
 class PageReading:
-    """A page read back; `layout.name` is None when no standard layout fitted (then no lead was read)."""
+    """A page read back; `layout.name` is None when no standard layout fitted (then no lead was read). `sheet` is
+    the cleaned full page the leads were read from: the layout's pixel boxes are in its coordinates."""
 
+    sheet: np.ndarray
     layout: Layout
     digitised: Digitised
     px_per_mm: float
@@ -38,4 +40,4 @@ def digitise_image(image: np.ndarray) -> PageReading:
     if px_per_mm is None or not PX_PER_MM_RANGE[0] <= px_per_mm <= PX_PER_MM_RANGE[1]:
         px_per_mm, source = sheet.shape[1] / A4_WIDTH_MM, "page_width"  # a guess: the sheet as wide as A4
     layout, digitised = digitise_sheet(sheet, px_per_mm)
-    return PageReading(layout, digitised, px_per_mm, source)
+    return PageReading(sheet, layout, digitised, px_per_mm, source)
