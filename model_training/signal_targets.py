@@ -3,7 +3,7 @@
 A synthetic or PTB-XL page is drawn from a known 12-lead signal. From that signal come
   beats         each lead's median beat (QRS at 0.4 s of a 1.05 s window) averaged to `BEAT_SAMPLES`
                 points of 25 ms, in mV: the Q waves, ST levels and voltages the findings live in
-  measurements  the caliper measurements of `synth.measure` (rate, intervals, axis, voltages, ST, Q)
+  measurements  the caliper measurements of `model_training.measure` (rate, intervals, axis, voltages, ST, Q)
 The auxiliary head regresses both from the image, and the signal teacher reads the measurements.
 A page without a signal (a scanned folder page) has a row of NaN and takes no part in either loss.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_training.synth.measure import BEAT_AFTER_S, BEAT_BEFORE_S, Measurements, filtered_beat, measure_filtered
+from model_training.measure import BEAT_AFTER_S, BEAT_BEFORE_S, Measurements, filtered_beat, measure_filtered
 from model_training.synth.signals import Record
 
 LEADS = 12

@@ -10,11 +10,11 @@ import torch
 
 from model_training.bundle import load_model
 from model_training.config import TrainConfig
+from model_training.measure import LEAD_INDEX, measure
 from model_training.model import create_model
 from model_training.pages import Source, load_pages, load_targets
 from model_training.signal_targets import BEAT_SAMPLES, LEADS, WIDTH, measurement_columns, record_targets
 from model_training.synth.dataset import item_seed, write_dataset
-from model_training.synth.measure import LEAD_INDEX, measure
 from model_training.synth.signals import generate_record
 from model_training.train import Trainer, train
 

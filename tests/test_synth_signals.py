@@ -1,6 +1,6 @@
 """The synthetic 12-lead generator: determinism, lead physics, prevalence, and validity by blind measurement.
 
-Validity is judged by `model_training.synth.measure`, which sees only the signal. Its own accuracy is
+Validity is judged by `model_training.measure`, which sees only the signal. Its own accuracy is
 checked here against the generator's ground truth on normal records, so each criterion below carries
 the measurement's stated tolerance rather than a hidden one.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model_training.measure import measure
 from model_training.synth.features import feature_table, fit_feature_models, predict_feature_models
-from model_training.synth.measure import measure
 from model_training.synth.signals import DEFAULT_PREVALENCE, LABELS, LEADS, draw_labels, generate_record
 from model_training.synth.validity import CHECKS, Check, measured, share
 
@@ -94,7 +94,7 @@ def test_beat_detection_agrees_with_neurokit2() -> None:
     """
     import neurokit2 as nk
 
-    from model_training.synth.measure import qrs_locations
+    from model_training.measure import qrs_locations
 
     for findings in ({}, {"AF": "fibrillation"}, {"CD": "lbbb"}):
         for seed in range(5000, 5010):

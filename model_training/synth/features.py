@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from model_training.synth.measure import measure
+from model_training.measure import measure
 from model_training.synth.signals import generate_record
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model_training.synth.measure import Measurements, measure
+from model_training.measure import Measurements, measure
 from model_training.synth.signals import generate_record
 
 

@@ -11,7 +11,7 @@ Three families, each laid out the way real exports are (so the fixtures exercise
   GLIST_TS time base, and a REPRESENTATIVE_BEAT derived series.
 
 Every writer takes `signals_mv` (12, n) in `ingest.render.STANDARD_LEADS` order, in millivolts, and `fs` in Hz,
-and returns the file's bytes. Measurements left out are measured from the signal (`synth.measure`).
+and returns the file's bytes. Measurements left out are measured from the signal (`model_training.measure`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from ingest.render import STANDARD_LEADS
-from model_training.synth.measure import measure, median_beat, qrs_locations
+from model_training.measure import measure, median_beat, qrs_locations
 from model_training.synth.xli import xli_encode
 
 MUSE_UV_PER_BIT = 4.88
@@ -61,7 +61,7 @@ def to_counts(signals_mv: np.ndarray, uv_per_count: float) -> np.ndarray:
 
 
 def plausible_measurements(signals_mv: np.ndarray, fs: float) -> dict[str, int]:
-    """Global measurements as an ECG cart would print them, measured from the signal by `synth.measure`.
+    """Global measurements as an ECG cart would print them, measured from the signal by `model_training.measure`.
 
     `measure` gives rate, PR, QRS, QTc (Bazett) and the QRS axis; QT comes back from QTc and the RR interval.
     P and T axes are not measured, so they are left out. A signal that cannot be measured gives {}.
