@@ -23,7 +23,7 @@ page costs a few tens of milliseconds on one core.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -60,6 +60,9 @@ class Cleaned:
     scale_source: str = "none"  # "grid", "trace_width" or "none"
     trace_area_found: bool = False
     work_factor: int = 1  # the integer downscale from input pixels to working resolution
+    # input pixel (x, y, 1) -> pixel of the full-page stages after the page warp and deskew (before the crop):
+    # what lets a reading of the cleaned sheet be drawn on the original, or a drawing's truth follow the page
+    sheet_transform: np.ndarray = field(default_factory=lambda: np.eye(3))
 
 
 def work_factor(width: int) -> int:
@@ -144,13 +147,18 @@ def find_page(gray: np.ndarray) -> np.ndarray | None:
     return corners / scale
 
 
-def warp_page(gray: np.ndarray, corners: np.ndarray) -> np.ndarray:
+def page_warp(corners: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """The homography that flattens the sheet with these corners, and the (width, height) it fills."""
     tl, tr, br, bl = corners
     width = int(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl)))
     height = int(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))
     target = np.float32([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]])
-    matrix = cv2.getPerspectiveTransform(corners.astype(np.float32), target)
-    return cv2.warpPerspective(gray, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=255)
+    return cv2.getPerspectiveTransform(corners.astype(np.float32), target), (width, height)
+
+
+def warp_page(gray: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    matrix, size = page_warp(corners)
+    return cv2.warpPerspective(gray, matrix, size, flags=cv2.INTER_LINEAR, borderValue=255)
 
 
 def flatten_illumination(gray: np.ndarray) -> np.ndarray:
@@ -216,9 +224,12 @@ def estimate_skew(flat_luminance: np.ndarray, below: int = 235) -> float:
     return round(angle, 2)
 
 
+def _rotation(shape: tuple[int, ...], angle: float) -> np.ndarray:
+    return cv2.getRotationMatrix2D((shape[1] / 2, shape[0] / 2), angle, 1.0)
+
+
 def rotate(gray: np.ndarray, angle: float) -> np.ndarray:
-    centre = (gray.shape[1] / 2, gray.shape[0] / 2)
-    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    matrix = _rotation(gray.shape, angle)
     return cv2.warpAffine(gray, matrix, (gray.shape[1], gray.shape[0]), flags=cv2.INTER_LINEAR, borderValue=255)
 
 
@@ -455,6 +466,8 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
         return stage
 
     factor = work_factor(image.shape[1])
+    # INTER_AREA by an integer factor maps pixel centres: x' = (x + 0.5) / factor - 0.5
+    sheet = np.array([[1 / factor, 0, 0.5 / factor - 0.5], [0, 1 / factor, 0.5 / factor - 0.5], [0, 0, 1]])
     if factor >= 2:  # an integer factor keeps INTER_AREA on its fast path
         image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
     gray = brightest_channel(image)
@@ -463,6 +476,7 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
     record("input", gray)
     corners = find_page(gray) if "page" in steps else None
     if corners is not None:
+        sheet = page_warp(corners)[0] @ sheet
         gray = record("page", warp_page(gray, corners))
         luminance = warp_page(luminance, corners) if luminance is not gray else gray
     shared = luminance is gray  # a grayscale page: one image serves both, flattened and rotated once
@@ -475,6 +489,7 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
     if "deskew" in steps:
         skew = estimate_skew(flat_luminance)
         if abs(skew) >= 0.1:
+            sheet = np.vstack([_rotation(gray.shape, skew), [0, 0, 1]]) @ sheet
             rotated = rotate(gray, skew)
             flat_luminance = rotated if flat_luminance is gray else rotate(flat_luminance, skew)
             gray = rotated
@@ -491,7 +506,7 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
     result = letterbox(keep_thin_traces(gray, size, max_scale), size, max_scale)
     record("model_input", result)
     return Cleaned(image=result, stages=stages, skew_deg=skew, page_found=corners is not None, px_per_mm=px_per_mm,
-                   scale_source=source, trace_area_found=area.found, work_factor=factor)
+                   scale_source=source, trace_area_found=area.found, work_factor=factor, sheet_transform=sheet)
 
 
 def thumbnail(image: np.ndarray, width: int) -> np.ndarray:

@@ -7,7 +7,7 @@ so the model sees one drawing convention from both sides.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -161,6 +161,32 @@ def paper_geometry(style: PaperStyle, fs: float, leads: Sequence[str]) -> PageGe
                         grid_box)
 
 
+def _draw_traces(page: np.ndarray, geometry: PageGeometry, by_name: dict[str, np.ndarray], fs: float,
+                 style: PaperStyle) -> None:
+    """What the pen draws of the signal: each row's calibration pulse and every lead segment."""
+    px = _mm_to_px(1.0, style.dpi)
+    pulse_mm = geometry.pulse_width_mm
+    for box in geometry.boxes:
+        if box.start == 0:  # the row's first segment: its calibration pulse before it
+            pulse_x = np.array([0, 0.5, 0.5, pulse_mm - 0.5, pulse_mm - 0.5, pulse_mm]) + geometry.pulse_x_mm
+            pulse_y = np.array([0, 0, 1, 1, 0, 0]) * -style.gain_mm_mv + box.baseline_mm
+            _polyline(page, pulse_x * px, pulse_y * px, style)
+        trace = by_name[box.lead][box.start:box.stop]
+        t_mm = geometry.trace_x0_mm + (box.start + np.arange(trace.size)) / fs * style.speed_mm_s
+        _polyline(page, t_mm * px, (box.baseline_mm - trace * style.gain_mm_mv) * px, style)
+
+
+def trace_mask(signals_mv: np.ndarray, fs: float, leads: Sequence[str], style: PaperStyle) -> np.ndarray:
+    """The pixels of `render_paper`'s page that the signal's pen covers (traces and calibration pulses, not the
+    grid, labels or separators), as 0-255 coverage: the exact truth a trace segmenter learns from."""
+    width_mm, height_mm = style.paper_mm
+    mask = np.zeros((round(_mm_to_px(height_mm, style.dpi)), round(_mm_to_px(width_mm, style.dpi)), 3), np.uint8)
+    by_name = {name: np.asarray(signals_mv[i], dtype=np.float64) for i, name in enumerate(leads)}
+    _draw_traces(mask, paper_geometry(style, fs, list(by_name)), by_name, fs,
+                 replace(style, trace_bgr=(255, 255, 255)))
+    return mask[:, :, 0]
+
+
 def render_paper(
     signals_mv: np.ndarray, fs: float, leads: Sequence[str], style: PaperStyle | None = None
 ) -> np.ndarray:
@@ -188,16 +214,9 @@ def render_paper(
         _label(page, text, style.header_left_mm * px, (2.0 + line_mm * (text_row + 1)) * px, style,
                scale=style.header_scale)
 
-    pulse_mm = geometry.pulse_width_mm
+    _draw_traces(page, geometry, by_name, fs, style)
     for box in geometry.boxes:
         baseline_mm = box.baseline_mm
-        if box.start == 0:  # the row's first segment: its calibration pulse before it
-            pulse_x = np.array([0, 0.5, 0.5, pulse_mm - 0.5, pulse_mm - 0.5, pulse_mm]) + geometry.pulse_x_mm
-            pulse_y = np.array([0, 0, 1, 1, 0, 0]) * -style.gain_mm_mv + baseline_mm
-            _polyline(page, pulse_x * px, pulse_y * px, style)
-        trace = by_name[box.lead][box.start:box.stop]
-        t_mm = geometry.trace_x0_mm + (box.start + np.arange(trace.size)) / fs * style.speed_mm_s
-        _polyline(page, t_mm * px, (baseline_mm - trace * style.gain_mm_mv) * px, style)
         _label(page, box.lead, (box.x0_mm + 1.0) * px, (baseline_mm - min(0.35 * box.row_height_mm, 6.0)) * px,
                style)
         if box.start > 0:
