@@ -1,7 +1,8 @@
 """Measure an ECG the way a cardiologist's calipers would, from the signal alone.
 
 Used to check that generated records really meet the criteria their labels claim (the generator's own
-parameters are never consulted) and to train the feature baseline that proves the classes are learnable.
+parameters are never consulted), to train the feature baseline that proves the classes are learnable, and to
+measure every stored page's waveform (`measure_page`: leads drawn only in part, as a paper page shows them).
 Method: band-pass, detect QRS complexes on the summed spatial slope, build a median beat, then find
 QRS onset/offset, P wave and T end on the median beat's spatial velocity.
 """
@@ -57,14 +58,23 @@ def _bandpass(signals: np.ndarray, fs: int, low: float, high: float) -> np.ndarr
     return sosfiltfilt(sos, signals, axis=1)
 
 
-def qrs_locations(signals: np.ndarray, fs: int) -> np.ndarray:
-    """Sample indices of QRS complexes: peaks of the summed squared slope across all leads."""
+def qrs_energy(signals: np.ndarray, fs: int) -> np.ndarray:
+    """The summed squared slope of the 5-30 Hz signals across leads, smoothed over 40 ms (one sample shorter)."""
     filtered = _bandpass(signals, fs, 5.0, 30.0)
     energy = (np.diff(filtered, axis=1) ** 2).sum(axis=0)
     width = max(1, int(0.04 * fs))
-    energy = np.convolve(energy, np.ones(width) / width, mode="same")
+    return np.convolve(energy, np.ones(width) / width, mode="same")
+
+
+def energy_peaks(energy: np.ndarray, fs: int) -> np.ndarray:
+    """The QRS complexes in a `qrs_energy` trace: its peaks at least 250 ms apart and a quarter of its top."""
     peaks, _ = find_peaks(energy, distance=int(0.25 * fs), height=0.25 * np.percentile(energy, 99.5))
     return peaks
+
+
+def qrs_locations(signals: np.ndarray, fs: int) -> np.ndarray:
+    """Sample indices of QRS complexes: peaks of the summed squared slope across all leads."""
+    return energy_peaks(qrs_energy(signals, fs), fs)
 
 
 def _first_below(values: np.ndarray, start: int, step: int, threshold: float, run: int) -> int:
@@ -79,6 +89,12 @@ def _first_below(values: np.ndarray, start: int, step: int, threshold: float, ru
 
 
 BEAT_BEFORE_S, BEAT_AFTER_S = 0.4, 0.65  # the median beat's window around each QRS
+T_DELAY_S = 0.06  # the T wave is looked for from this long after the QRS ends
+
+
+def t_search_s(rr_s: float) -> float:
+    """How long after `T_DELAY_S` the T wave's end is looked for: not into the next beat."""
+    return min(0.55, 0.8 * rr_s)
 
 
 def median_beat(x: np.ndarray, peaks: np.ndarray, fs: int) -> np.ndarray:
@@ -148,8 +164,8 @@ def measure_filtered(x: np.ndarray, peaks: np.ndarray, beat: np.ndarray, fs: int
             if depth > q_depth:
                 q_depth, q_width = depth, width
 
-    t_start = offset + int(0.06 * fs)
-    t_mag = np.sqrt((centred[:, t_start : t_start + int(min(0.55, 0.8 * rr_mean) * fs)] ** 2).sum(axis=0))
+    t_start = offset + int(T_DELAY_S * fs)
+    t_mag = np.sqrt((centred[:, t_start : t_start + int(t_search_s(rr_mean) * fs)] ** 2).sum(axis=0))
     t_peak = int(np.argmax(t_mag[: int(0.45 * fs)]))
     t_end = _first_below(t_mag, t_peak, 1, 0.15 * t_mag[t_peak], run)
     qt_s = (t_start + t_end - onset) / fs
@@ -188,3 +204,100 @@ def measure_filtered(x: np.ndarray, peaks: np.ndarray, beat: np.ndarray, fs: int
         atrial_power=float(band / total),
         n_beats=int(peaks.size),
     )
+
+
+GAP_S = 0.1  # a gap this short inside a read trace is bridged by a straight line (a faint stretch of ink)
+MIN_RHYTHM_S = 2.0  # the shortest stretch of time beats are counted on
+MIN_INTERVAL_LEADS = 3  # fewer leads with a median beat give no intervals: one lead's QRS can hide its onset
+
+
+@dataclass(frozen=True)
+class PageMeasurements:
+    """The calipers' global measurements of a page whose leads may be only partly drawn; a value the page does
+    not allow (too few beats or leads) is None, never a guess. `leads` names the leads that had a median beat."""
+
+    heart_rate: float | None
+    pr_ms: float | None
+    qrs_ms: float | None
+    qt_ms: float | None
+    qtc_ms: float | None
+    axis_deg: float | None
+    beats: int
+    leads: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {k: v for k, v in asdict(self).items() if k != "leads"}
+
+
+def _bridged(lead: np.ndarray, fs: int) -> tuple[int, int, np.ndarray]:
+    """The longest stretch of `lead` with no gap over `GAP_S`, its short gaps filled: (start, stop, values)."""
+    seen = np.flatnonzero(np.isfinite(lead))
+    if seen.size < 2:
+        return 0, 0, lead[:0]
+    breaks = np.flatnonzero(np.diff(seen) > GAP_S * fs)
+    firsts, lasts = np.r_[seen[0], seen[breaks + 1]], np.r_[seen[breaks], seen[-1]]
+    longest = int(np.argmax(lasts - firsts))
+    start, stop = int(firsts[longest]), int(lasts[longest]) + 1
+    inside = seen[(seen >= start) & (seen < stop)]
+    return start, stop, np.interp(np.arange(start, stop), inside, lead[inside])
+
+
+def _page_peaks(windows: list[tuple[int, int, np.ndarray]], samples: int, fs: int) -> np.ndarray:
+    """QRS complexes in the longest stretch of time some lead was read: `qrs_energy` of each lead over its own
+    window, averaged over the leads read at each moment. One lead alone places a beat on whichever of its R and
+    S slopes is steeper, which shifts from beat to beat and smears the median beats."""
+    total, count = np.zeros(samples), np.zeros(samples)
+    for start, stop, values in windows:
+        if stop - start > 3 * int(0.04 * fs):
+            total[start : stop - 1] += qrs_energy(values[None], fs)
+            count[start : stop - 1] += 1
+    covered = np.r_[False, count > 0, False]
+    edges = np.flatnonzero(np.diff(covered.astype(np.int8)))
+    if not edges.size:
+        return np.zeros(0, int)
+    firsts, lasts = edges[::2], edges[1::2]
+    longest = int(np.argmax(lasts - firsts))
+    start, stop = int(firsts[longest]), int(lasts[longest])
+    if stop - start < MIN_RHYTHM_S * fs:
+        return np.zeros(0, int)
+    return energy_peaks(total[start:stop] / count[start:stop], fs) + start
+
+
+def measure_page(signals: np.ndarray, fs: int, leads: tuple[str, ...] = tuple(LEAD_INDEX)) -> PageMeasurements:
+    """`measure` for a digitised page (leads x samples, mV, NaN where a lead was not drawn or not read).
+
+    A 3x4 page shows every lead for 2.5 s only, at the same time as its rhythm strip: beats are found on the
+    leads read at each moment, and each lead's median beat is built from the beats inside its own window. The
+    median beats, zero where a lead has none, then go through `measure_filtered`: a missing lead adds nothing
+    to the spatial velocity that places the QRS and the T end.
+    """
+    if signals.ndim != 2 or signals.shape[0] != len(leads):
+        raise ValueError(f"signals shape {signals.shape} does not match {len(leads)} leads")
+    windows = [_bridged(np.asarray(lead, np.float64), fs) for lead in signals]
+    peaks = _page_peaks(windows, signals.shape[1], fs)
+    if peaks.size < 2:
+        return PageMeasurements(None, None, None, None, None, None, int(peaks.size), ())
+    before, after = int(BEAT_BEFORE_S * fs), int(BEAT_AFTER_S * fs)
+    x = np.zeros((len(LEAD_INDEX), signals.shape[1]))
+    beat = np.zeros((len(LEAD_INDEX), before + after))
+    measured = []
+    for name, (start, stop, values) in zip(leads, windows, strict=True):
+        local = peaks[(peaks - before >= start) & (peaks + after <= stop)] - start
+        if name not in LEAD_INDEX or not local.size:
+            continue
+        filtered = _bandpass(values[None], fs, 0.5, 40.0)
+        x[LEAD_INDEX[name], start:stop] = filtered[0]
+        beat[LEAD_INDEX[name]] = median_beat(filtered, local, fs)[0]
+        measured.append(name)
+    rate = 60.0 * fs / float(np.diff(peaks).mean())
+    if len(measured) < MIN_INTERVAL_LEADS:
+        return PageMeasurements(rate, None, None, None, None, None, int(peaks.size), tuple(measured))
+    found = measure_filtered(x, peaks, beat, fs)
+    has_p = bool({"II", "V1", "aVF"} & set(measured))
+    has_axis = {"I", "aVF"} <= set(measured)
+    qt_ms = float(found.qtc_ms * np.sqrt(60.0 / rate))
+    # a T wave still above threshold where the search stops has no end on this page (too few beats, wander)
+    t_found = qt_ms < found.qrs_ms + 1000 * (T_DELAY_S + t_search_s(60.0 / rate)) - 4000 / fs
+    return PageMeasurements(rate, found.pr_ms if has_p else None, found.qrs_ms, qt_ms if t_found else None,
+                            found.qtc_ms if t_found else None, found.axis_deg if has_axis else None,
+                            int(peaks.size), tuple(measured))
