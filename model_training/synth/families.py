@@ -21,9 +21,12 @@ only in how the chart is drawn.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
-from model_training.synth.paper import PageStyle, apply_artifacts, render_page
+from ingest.render import render_paper, trace_mask
+from model_training.synth.paper import PAGE_STREAM, PageStyle, apply_artifacts, random_style
 from model_training.synth.signals import Record
 
 FAMILIES = ("ours", "ecgplot", "dicomplot", "wfdbplot")
@@ -42,6 +45,30 @@ _ECGPLOT_PENS = ["#172331", "#000000", "#1f3a93", "#3b3b3b", "#5a1010"]
 _ECGPLOT_LAYOUTS = ("12lead+rhythm", "12lead", "columns", "limb-chest")
 
 
+@dataclass(frozen=True)
+class Drawing:
+    """A family's page before any artifact, with the pen's 0-255 trace coverage when asked for, and the page's
+    random stream where the artifacts continue it (so a page is the same whether its mask was drawn or not)."""
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    style: PageStyle
+    rng: np.random.Generator
+
+
+def _damaged(drawing: Drawing, artifacts: str) -> tuple[np.ndarray, PageStyle]:
+    image, applied = apply_artifacts(drawing.image, artifacts, drawing.rng)
+    return image, replace(drawing.style, artifacts=applied)
+
+
+def _ours_drawing(record: Record, page_seed: int, dpi: int | None, with_mask: bool) -> Drawing:
+    rng = np.random.default_rng([page_seed, PAGE_STREAM])
+    style, page = random_style(rng, dpi)
+    image = render_paper(record.signals, record.fs, record.leads, style)
+    mask = trace_mask(record.signals, record.fs, record.leads, style) if with_mask else None
+    return Drawing(image, mask, page, rng)
+
+
 def _figure_bgr(figure, dpi: int) -> np.ndarray:
     """A Matplotlib figure rasterised at `dpi` as a BGR page, whichever package built it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -50,6 +77,39 @@ def _figure_bgr(figure, dpi: int) -> np.ndarray:
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:, :, 2::-1])  # RGBA -> BGR
+
+
+def _is_trace(line) -> bool:
+    """A pen trace or calibration pulse: a polyline of several points moving both ways. Grid lines, ticks, lead
+    separators and frames are straight lines of two points (or not lines at all)."""
+    x = np.asarray(line.get_xdata(), dtype=float)
+    y = np.asarray(line.get_ydata(), dtype=float)
+    return x.size >= 4 and np.nanmax(x) > np.nanmin(x) and np.nanmax(y) > np.nanmin(y)
+
+
+def _figure_trace_mask(figure, dpi: int) -> np.ndarray:
+    """The figure's trace lines alone, rasterised as `_figure_bgr` drew them: their 0-255 coverage. Everything
+    else is hidden, so the figure is spent afterwards."""
+    from matplotlib.axes import Axes
+    from matplotlib.lines import Line2D
+
+    traces = {id(line) for line in figure.findobj(Line2D) if _is_trace(line)}
+    for artist in figure.findobj():
+        if id(artist) in traces:
+            artist.set_color("black")
+        elif artist is not figure and not isinstance(artist, Axes):
+            artist.set_visible(False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure.set_dpi(dpi)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:, :, 3])
+
+
+def _figure_page(figure, dpi: int, with_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    image = _figure_bgr(figure, dpi)
+    return image, _figure_trace_mask(figure, dpi) if with_mask else None
 
 
 def _ecgplot_chart(record: Record, rng: np.random.Generator):
@@ -80,13 +140,22 @@ def render_ecgplot(record: Record, page_seed: int, artifacts: str = "heavy", dpi
                    ) -> tuple[np.ndarray, PageStyle]:
     """`record` drawn by the ecg_plot package at `dpi` (random 100-300 if None), then our artifacts."""
 
+    drawing = _ecgplot_drawing(record, page_seed, dpi, with_mask=False)
+    return _damaged(drawing, artifacts)
+
+
+def _ecgplot_drawing(record: Record, page_seed: int, dpi: int | None, with_mask: bool) -> Drawing:
+    from matplotlib import pyplot
+
     rng = np.random.default_rng([page_seed, 0xEC6])
     chart, layout, grid = _ecgplot_chart(record, rng)
     dpi = dpi or int(rng.choice([100, 150, 200, 250, 300], p=[0.15, 0.2, 0.35, 0.15, 0.15]))
     figure, _ = chart.to_matplotlib()
-    image = _figure_bgr(figure, dpi)
-    image, applied = apply_artifacts(image, artifacts, rng)
-    return image, PageStyle(f"ecgplot-{layout}", grid, "chart", dpi, applied)
+    try:
+        image, mask = _figure_page(figure, dpi, with_mask)
+    finally:
+        pyplot.close(figure)
+    return Drawing(image, mask, PageStyle(f"ecgplot-{layout}", grid, "chart", dpi, ()), rng)
 
 
 _DICOMPLOT_LAYOUTS = ("3x4_1", "3x4", "6x2", "12x1")
@@ -95,6 +164,10 @@ _DICOMPLOT_LAYOUTS = ("3x4_1", "3x4", "6x2", "12x1")
 def render_dicomplot(record: Record, page_seed: int, artifacts: str = "heavy", dpi: int | None = None
                      ) -> tuple[np.ndarray, PageStyle]:
     """`record` as a DICOM waveform, printed by the dicom-ecg-plot package at `dpi`, then our artifacts."""
+    return _damaged(_dicomplot_drawing(record, page_seed, dpi, with_mask=False), artifacts)
+
+
+def _dicomplot_drawing(record: Record, page_seed: int, dpi: int | None, with_mask: bool) -> Drawing:
     import io
 
     from ecg.ecg import ECG  # dicom-ecg-plot's import name
@@ -111,16 +184,19 @@ def render_dicomplot(record: Record, page_seed: int, artifacts: str = "heavy", d
     chart = ECG(buffer, paper=paper)
     try:
         chart.draw(layout, mm_mv=10.0, minor_axis=bool(rng.random() < 0.7), interpretation=False)
-        image = _figure_bgr(chart._plotter.fig, dpi)  # the package saves only at 300 DPI; draw it at ours
+        image, mask = _figure_page(chart._plotter.fig, dpi, with_mask)  # it saves only at 300 DPI; draw at ours
     finally:
         chart.close()
-    image, applied = apply_artifacts(image, artifacts, rng)
-    return image, PageStyle(f"dicomplot-{layout}", "red", paper, dpi, applied)
+    return Drawing(image, mask, PageStyle(f"dicomplot-{layout}", "red", paper, dpi, ()), rng)
 
 
 def render_wfdbplot(record: Record, page_seed: int, artifacts: str = "heavy", dpi: int | None = None
                     ) -> tuple[np.ndarray, PageStyle]:
     """`record` drawn by wfdb's plotter, its axes set to paper scale, at `dpi`, then our artifacts."""
+    return _damaged(_wfdbplot_drawing(record, page_seed, dpi, with_mask=False), artifacts)
+
+
+def _wfdbplot_drawing(record: Record, page_seed: int, dpi: int | None, with_mask: bool) -> Drawing:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,22 +217,26 @@ def render_wfdbplot(record: Record, page_seed: int, artifacts: str = "heavy", dp
             height_mm = axis.get_position().height * height_in * 25.4
             centre = float(np.median(trace))
             axis.set_ylim(centre - height_mm / 20, centre + height_mm / 20)  # 10 mm per mV
-        image = _figure_bgr(figure, dpi)
+        image, mask = _figure_page(figure, dpi, with_mask)
     finally:
         pyplot.close(figure)
-    image, applied = apply_artifacts(image, artifacts, rng)
-    return image, PageStyle("wfdbplot-12x1", "red", "chart", dpi, applied)
+    return Drawing(image, mask, PageStyle("wfdbplot-12x1", "red", "chart", dpi, ()), rng)
+
+
+_DRAWINGS = {"ours": _ours_drawing, "ecgplot": _ecgplot_drawing, "dicomplot": _dicomplot_drawing,
+             "wfdbplot": _wfdbplot_drawing}
+
+
+def drawing_with_mask(record: Record, page_seed: int, family: str, dpi: int | None = None) -> Drawing:
+    """The page `render_family` draws for these arguments, before artifacts, with its exact trace mask."""
+    if family not in _DRAWINGS:
+        raise ValueError(f"unknown drawing family {family!r}; available: {', '.join(FAMILIES)}")
+    return _DRAWINGS[family](record, page_seed, dpi, with_mask=True)
 
 
 def render_family(record: Record, page_seed: int, family: str = "ours", artifacts: str = "heavy",
                   dpi: int | None = None) -> tuple[np.ndarray, PageStyle]:
     """A page of `record` in drawing family `family`; `page_seed` decides everything visual."""
-    if family == "ours":
-        return render_page(record, page_seed, artifacts, dpi)
-    if family == "ecgplot":
-        return render_ecgplot(record, page_seed, artifacts, dpi)
-    if family == "dicomplot":
-        return render_dicomplot(record, page_seed, artifacts, dpi)
-    if family == "wfdbplot":
-        return render_wfdbplot(record, page_seed, artifacts, dpi)
-    raise ValueError(f"unknown drawing family {family!r}; available: {', '.join(FAMILIES)}")
+    if family not in _DRAWINGS:
+        raise ValueError(f"unknown drawing family {family!r}; available: {', '.join(FAMILIES)}")
+    return _damaged(_DRAWINGS[family](record, page_seed, dpi, with_mask=False), artifacts)

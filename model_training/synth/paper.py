@@ -311,10 +311,13 @@ def apply_artifacts(image: np.ndarray, level: str, rng: np.random.Generator) -> 
     return image, tuple(applied)
 
 
+PAGE_STREAM = 0x9A9E5  # a page's random stream: [page_seed, PAGE_STREAM]
+
+
 def render_page(record: Record, page_seed: int, artifacts: str = "heavy", dpi: int | None = None
                 ) -> tuple[np.ndarray, PageStyle]:
     """A printed-and-scanned page of `record`; `page_seed` drives everything visual and nothing else."""
-    rng = np.random.default_rng([page_seed, 0x9A9E5])
+    rng = np.random.default_rng([page_seed, PAGE_STREAM])
     style, page = random_style(rng, dpi)
     image = render_paper(record.signals, record.fs, record.leads, style)
     image, applied = apply_artifacts(image, artifacts, rng)
