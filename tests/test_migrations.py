@@ -56,3 +56,18 @@ def test_review_sessions_revision_downgrades_and_upgrades_again(tmp_path: Path, 
         upgrade(url)
         diff, tables = _diff_and_tables(url)
         assert current_revision(url) == head_revision() and diff == [] and {"sessions", "login_failures"} <= set(tables)
+
+
+def test_waveforms_revision_downgrades_and_upgrades_again(tmp_path: Path, postgres_url: str) -> None:
+    """0006 adds `waveforms` and `waveform_readings` only, and takes them away again."""
+    from alembic import command
+
+    from worker.db.migrate import alembic_config
+
+    for url in (f"sqlite:///{tmp_path / 'db.sqlite'}", postgres_url):
+        upgrade(url)
+        command.downgrade(alembic_config(url), "0005")
+        assert not {"waveforms", "waveform_readings"} & set(_diff_and_tables(url)[1])
+        upgrade(url)
+        diff, tables = _diff_and_tables(url)
+        assert diff == [] and {"waveforms", "waveform_readings"} <= set(tables)

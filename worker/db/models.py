@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -205,3 +206,52 @@ class JobLock(Base):
     holder: Mapped[str] = mapped_column(String(255))
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Waveform(Base):
+    """One lead of one page as signals: the waveform file's own samples ("source"), or the lead read back from
+    the drawn page by the digitiser named in `method`. `samples` are float32 little-endian mV at `fs`, NaN where
+    the page did not show the lead or it could not be read; `quality` is `model_training.digitise.quality`'s."""
+
+    __tablename__ = "waveforms"
+    __table_args__ = (UniqueConstraint("page_id", "lead"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"), index=True)
+    lead: Mapped[str] = mapped_column(String(8))
+    method: Mapped[str] = mapped_column(String(32), doc='"source", or the digitiser that read the page')
+    fs: Mapped[int] = mapped_column(Integer)
+    samples: Mapped[bytes] = mapped_column(LargeBinary)
+    read_share: Mapped[float] = mapped_column(Float, doc="share of the time the lead was drawn that was read")
+    quality: Mapped[str] = mapped_column(String(16), doc="source, read, partial or unread")
+    layout: Mapped[str | None] = mapped_column(String(16), doc="the page layout the lead was read in (3x4, ...)")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WaveformReading(Base):
+    """One per page once its waveform is stored: how it was got, whether that worked, and the calipers'
+    measurements on it (None where the page did not allow one).
+
+    A table of its own rather than columns of `pages`: `pages` carries triggers that a SQLite batch copy would
+    drop and is read by every worklist query, while this is written once, later, by the digitise task, and its
+    presence is what makes that task idempotent."""
+
+    __tablename__ = "waveform_readings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"), unique=True)
+    method: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), doc="source, read, no_layout or failed")
+    message: Mapped[str | None] = mapped_column(Text, doc="why a page was not read")
+    layout: Mapped[str | None] = mapped_column(String(16))
+    heart_rate: Mapped[float | None] = mapped_column(Float, doc="beats per minute")
+    pr_ms: Mapped[float | None] = mapped_column(Float)
+    qrs_ms: Mapped[float | None] = mapped_column(Float)
+    qt_ms: Mapped[float | None] = mapped_column(Float)
+    qtc_ms: Mapped[float | None] = mapped_column(Float, doc="Bazett")
+    axis_deg: Mapped[float | None] = mapped_column(Float, doc="frontal QRS axis")
+    beats: Mapped[int] = mapped_column(Integer, default=0)
+    trace_path: Mapped[str | None] = mapped_column(Text, doc="the page with its leads drawn back, PNG")
+    wfdb_path: Mapped[str | None] = mapped_column(Text, doc="the WFDB header beside the page images")
+    seconds: Mapped[float] = mapped_column(Float, doc="what reading the page took")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
