@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 QUEUES = ("ingest", "infer", "train")
 INTAKE_TASK = "ecg_intake.intake_file"
 CLASSIFY_TASK = "ecg_intake.classify_document"
+DIGITISE_TASK = "ecg_intake.digitise_document"
 RETRAIN_TASK = "ecg_intake.retrain"
 TASK_ROUTES = {
     INTAKE_TASK: {"queue": "ingest"},
     CLASSIFY_TASK: {"queue": "infer"},
+    DIGITISE_TASK: {"queue": "ingest"},  # CPU work on the original, like decoding
     RETRAIN_TASK: {"queue": "train"},
 }
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ingest.watch import Claim, Watcher
 
 SETTLE_AFTER_FAILURE_S = 10  # after a task failed for good, how long no file may settle before giving up
+WAVEFORMS_WAIT_S = 120  # `--once` stops waiting for waveforms when no document's were stored for this long
 
 
 @dataclass
@@ -259,8 +260,13 @@ def _run_once(settings: Settings, watcher: Watcher, log_level: str, on_claimed: 
         return OnceOutcome(claimed=0)
     settling = Settling()
     settling.connect()
+
+    def stop() -> None:
+        _wait_for_waveforms(settings, datetime.fromtimestamp(started, UTC))
+        worker.stop(in_sighandler=False)
+
     threading.Thread(target=_wait_until_settled, name="once-waiter", daemon=True,
-                     args=(claims, settling, watcher, reports, lambda: worker.stop(in_sighandler=False))).start()
+                     args=(claims, settling, watcher, reports, stop)).start()
     try:
         worker.start()
     finally:
@@ -269,6 +275,25 @@ def _run_once(settings: Settings, watcher: Watcher, log_level: str, on_claimed: 
     return OnceOutcome(claimed=len(claims), left=sum(c.claimed.exists() for c in claims),
                        failures=_internal_errors_since(settings, started) or settling.failures,
                        faults=settling.faults)
+
+
+def _wait_for_waveforms(settings: Settings, since: datetime) -> None:
+    """The documents archived since `since` have their waveforms stored too: the digitise task runs after
+    classification. One left waiting is done by the next `run`, its message kept in the queue."""
+    from worker.db.queries import unread_pages_since
+    from worker.db.session import session_scope
+
+    if not settings.digitise:
+        return
+    left, changed = None, time.monotonic()
+    while time.monotonic() - changed < WAVEFORMS_WAIT_S:
+        with session_scope(settings.sqlalchemy_url) as session:
+            now_left = unread_pages_since(session, since)
+        if not now_left:
+            return
+        if now_left != left:
+            left, changed = now_left, time.monotonic()
+        time.sleep(0.2)
 
 
 def _internal_errors_since(settings: Settings, started: float) -> list[str]:

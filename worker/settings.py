@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     ingest_concurrency: int = Field(0, ge=0, description="files `run` decodes at once, each in its own decoder "
                                                          "process; 0: one per CPU core")
     allow_permission_only_pdf: bool = Field(False, description="accept encrypted PDFs that open without a password")
+    digitise: bool = Field(True, description="read every stored page back as 12-lead signals (a waveform file's "
+                           "own recording, else the drawing read back), with its measurements, trace and WFDB")
     engine: EngineKind = "auto"
     engine_cache: Path | None = Field(None, description="compiled engines and exported ONNX files; default "
                                                         "<home>/engines")

@@ -1,6 +1,7 @@
 """Celery tasks: thin wrappers that hand work to `worker.intake` and `worker.classify`.
 
-No task waits for another's result; `intake_file` enqueues `classify_document` and returns.
+No task waits for another's result; `intake_file` enqueues `classify_document` and returns, and
+`classify_document` enqueues `digitise_document` once the original lies in the archive.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from ingest.correlation import KEY_DIGITS, working_on
 from ingest.decode.isolated import Decoder
 from ingest.reasons import InstallationError
 from ingest.watch import Claim, claim_id
-from worker.celery_app import CLASSIFY_TASK, INTAKE_TASK, RETRAIN_TASK
+from worker.celery_app import CLASSIFY_TASK, DIGITISE_TASK, INTAKE_TASK, RETRAIN_TASK
 from worker.classify import classify
 from worker.db.queries import document_by_sha
 from worker.db.session import session_scope
 from worker.intake import give_up, intake
 from worker.serving import serving_engine
 from worker.settings import get_settings
+from worker.waveforms import digitise_document as store_waveforms
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,12 @@ class _IntakeTask(Task):
         give_up(get_settings(), claim, exc)
 
 
-class _ClassifyTask(Task):
+class _DocumentTask(Task):
     def correlation_id(self, args: tuple) -> str:
         return args[0][:KEY_DIGITS]
+
+
+class _ClassifyTask(_DocumentTask):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         (sha256,) = args
@@ -117,8 +122,18 @@ def intake_file(claim: dict[str, str]) -> str | None:
 
 @shared_task(name=CLASSIFY_TASK, base=_ClassifyTask, **RETRY)
 def classify_document(sha256: str) -> int:
+    settings = get_settings()
     with serving_engine() as (engine, model_version_id):
-        return classify(get_settings(), engine, model_version_id, sha256, decoder_for_worker())
+        classified = classify(settings, engine, model_version_id, sha256, decoder_for_worker())
+    if settings.digitise:
+        digitise_document.delay(sha256)
+    return classified
+
+
+@shared_task(name=DIGITISE_TASK, base=_DocumentTask, **RETRY)
+def digitise_document(sha256: str) -> int:
+    """The document's waveforms; a failure here is logged by Celery and never touches the file."""
+    return store_waveforms(get_settings(), sha256, decoder_for_worker())
 
 
 @shared_task(name=RETRAIN_TASK)

@@ -31,6 +31,7 @@ from ingest.reasons import Reason
 from model_training.manifest import LABEL_NAME
 from worker.db.models import (
     Document,
+    DocumentStatus,
     Event,
     LoginFailure,
     ModelStatus,
@@ -40,6 +41,8 @@ from worker.db.models import (
     Review,
     ReviewSession,
     User,
+    Waveform,
+    WaveformReading,
 )
 
 
@@ -463,3 +466,24 @@ def forget_login_failures(session: Session, key: str) -> None:
 
 def prune_login_failures(session: Session, before: datetime) -> None:
     session.execute(delete(LoginFailure).where(LoginFailure.at < before))
+
+
+def read_page_ids(session: Session, page_ids: Iterable[int]) -> set[int]:
+    """Pages whose waveform is stored already: a second digitise run skips them."""
+    return set(session.scalars(select(WaveformReading.page_id).where(WaveformReading.page_id.in_(list(page_ids)))))
+
+
+def waveform_reading(session: Session, page_id: int) -> WaveformReading | None:
+    return session.scalar(select(WaveformReading).where(WaveformReading.page_id == page_id))
+
+
+def page_waveforms(session: Session, page_id: int) -> list[Waveform]:
+    """The page's stored leads, in the order they were stored (the standard order)."""
+    return list(session.scalars(select(Waveform).where(Waveform.page_id == page_id).order_by(Waveform.id)))
+
+
+def unread_pages_since(session: Session, since: datetime) -> int:
+    """Pages of documents done since `since` whose waveform is not stored yet (`run --once` waits for them)."""
+    return session.scalar(select(func.count()).select_from(Page).join(Document).outerjoin(
+        WaveformReading, WaveformReading.page_id == Page.id).where(
+        Document.status == DocumentStatus.DONE, Document.processed_at >= since, WaveformReading.id.is_(None)))
