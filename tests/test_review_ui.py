@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from ingest.render import STANDARD_LEADS
 from model_training.manifest import LABELS
 from tests.helpers.review import DEVICE_READING, IDENTIFIER, PAGES, PASSWORD, THRESHOLDS, Http, ReviewSite
 from worker.db import queries
@@ -156,8 +157,17 @@ def test_a_viewer_sees_no_patient_identifiers(review_site: ReviewSite, viewer: H
     assert viewer.get(f"/api/pages/{review_site.pages['unsure']}").json()["device_reading"] is None
     assert viewer.get("/api/results", params={"patient": f"{IDENTIFIER}00"}).status == 403
     assert viewer.get(f"/api/pages/{page_id}/images/original").status == 403  # the sheet's printed header
+    assert viewer.get(f"/api/pages/{page_id}/images/trace").status == 403  # drawn on the whole sheet
     assert viewer.get(f"/api/pages/{page_id}/images/cleaned").status == 200
     assert reviewer.get(f"/api/pages/{page_id}/images/original").status == 200
+    assert reviewer.get(f"/api/pages/{page_id}/images/trace").status == 200
+    assert "trace" not in detail["images"] and "trace" in reviewer.get(f"/api/pages/{page_id}").json()["images"]
+    waveform = detail["waveform"]
+    assert waveform["method"] == "classical" and waveform["status"] == "read" and waveform["layout"]
+    assert list(waveform["leads"]) == list(STANDARD_LEADS) and set(waveform["measurements"]) == {
+        "heart_rate", "pr_ms", "qrs_ms", "qt_ms", "qtc_ms", "axis_deg"}
+    assert 40 < waveform["measurements"]["heart_rate"] < 150
+    assert viewer.get(f"/api/pages/{review_site.pages['unsure']}").json()["waveform"] is None
 
 
 def test_a_viewer_sees_no_review_comment_or_reviewer_name(review_site: ReviewSite, viewer: Http,
@@ -308,6 +318,11 @@ def test_reviewer_corrects_labels_in_the_browser(review_site: ReviewSite, tmp_pa
         page.wait_for_url(f"**/pages/{urgent}?*")
         reading = page.inner_text("#device-reading")  # the device's own answer beside the model's
         assert "Left bundle branch block" in reading and "132" in reading and "QTc" in reading
+        page.wait_for_function("() => { const i = document.getElementById('trace');"
+                               " return i.complete && i.naturalWidth > 0; }")  # its leads read back
+        measured = page.inner_text("#waveform")
+        assert "Heart rate" in measured and "QTc" in measured and "read back from the page" in measured
+        assert re.search(r"Heart rate\s+\d+", measured) and page.locator("#waveform li.read").count() >= 6
         assert page.locator("#gradcam").count() == 0  # no empty image until the overlay is asked for
         page.keyboard.press("g")  # Grad-CAM, computed on demand with the bundle's model
         page.wait_for_function("() => { const i = document.getElementById('gradcam');"

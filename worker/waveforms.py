@@ -120,27 +120,41 @@ def digitise_document(settings: Settings, sha256: str, decoder: Decoder) -> int:
     except (IngestError, OSError) as exc:
         log.error("document %s: its original could not be decoded again for its waveforms: %s", sha256[:12], exc)
         by_number, missing = {}, f"the original could not be decoded again: {exc}"
-    rows = []
-    for page_no, (page_id, folder) in sorted(todo.items()):
-        started = time.perf_counter()
-        page = by_number.get(page_no)
-        waveform = page_waveform(page) if page is not None else unread(missing)
-        measured = _measured(waveform.digitised)
-        files = _write_files(folder, page_no, waveform)
-        rows.append((page_id, waveform, measured, files, time.perf_counter() - started))
+    pages = [read_page(page_id, folder, page_no, by_number.get(page_no), missing)
+             for page_no, (page_id, folder) in sorted(todo.items())]
     with session_scope(settings.sqlalchemy_url) as session:
-        for row in rows:
-            record_waveform(session, *row)
+        for page in pages:
+            record_waveform(session, page)
         try:
             session.commit()
         except IntegrityError:  # another run stored these pages a moment ago
             session.rollback()
             return 0
-    for page_id, waveform, _, _, seconds in rows:
-        read = sum(share >= 0.5 for share in waveform.digitised.read.values())
-        log.info("document %s page %d: waveform %s (%s), %d of 12 leads, %.2f s", sha256[:12], page_id,
-                 waveform.status, waveform.layout or waveform.method, read, seconds)
-    return len(rows)
+    for page in pages:
+        read = sum(share >= 0.5 for share in page.waveform.digitised.read.values())
+        log.info("document %s page id %d: waveform %s (%s), %d of 12 leads, %.2f s", sha256[:12], page.page_id,
+                 page.waveform.status, page.waveform.layout or page.waveform.method, read, page.seconds)
+    return len(pages)
+
+
+@dataclass(frozen=True)
+class ReadPage:
+    """What is stored for one page: its waveform, its measurements, its files and what reading it took."""
+
+    page_id: int
+    waveform: PageWaveform
+    measured: PageMeasurements
+    files: dict[str, str | None]
+    seconds: float
+
+
+def read_page(page_id: int, folder: Path, page_no: int, page: DecodedPage | None, missing: str = "") -> ReadPage:
+    """One decoded page's waveform, measured, its files written into `folder`; `missing`: why there is no page."""
+    started = time.perf_counter()
+    waveform = page_waveform(page) if page is not None else unread(missing)
+    measured = _measured(waveform.digitised)
+    files = _write_files(folder, page_no, waveform)
+    return ReadPage(page_id, waveform, measured, files, time.perf_counter() - started)
 
 
 def _measured(digitised: Digitised) -> PageMeasurements:
@@ -167,9 +181,9 @@ def _write_files(folder: Path, page_no: int, waveform: PageWaveform) -> dict[str
     return files
 
 
-def record_waveform(session: Session, page_id: int, waveform: PageWaveform, measured: PageMeasurements,
-                    files: dict[str, str | None], seconds: float) -> None:
+def record_waveform(session: Session, page: ReadPage) -> None:
     """One `waveforms` row per lead and the page's `waveform_readings` row."""
+    page_id, waveform = page.page_id, page.waveform
     digitised = waveform.digitised
     for lead, signal in zip(digitised.leads, digitised.signals, strict=True):
         share = digitised.read[lead]
@@ -179,7 +193,7 @@ def record_waveform(session: Session, page_id: int, waveform: PageWaveform, meas
                              quality=quality, layout=waveform.layout))
     session.add(WaveformReading(page_id=page_id, method=waveform.method, status=waveform.status,
                                 message=waveform.message, layout=waveform.layout,
-                                **measured.as_dict(), seconds=seconds, **files))
+                                **page.measured.as_dict(), seconds=page.seconds, **page.files))
 
 
 def samples(row: Waveform) -> np.ndarray:

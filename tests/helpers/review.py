@@ -33,6 +33,7 @@ from worker.db.models import Document, ModelVersion, Page, Prediction
 from worker.db.session import session_scope
 from worker.review.auth import hash_password
 from worker.settings import Settings
+from worker.waveforms import read_page, record_waveform
 
 PASSWORD = "correct horse battery"
 USERS = {"vera": "viewer", "ada": "admin"}  # rita, the reviewer, is added through the CLI
@@ -123,7 +124,8 @@ class Http:
 
 
 def fill_review_database(db_url: str, folder: Path, bundle_dir: Path) -> tuple[dict[str, int], dict[str, str]]:
-    """Four predicted pages of one real 12-lead recording, cleaned as intake cleans, and one quarantined file."""
+    """Four predicted pages of one real 12-lead recording, cleaned as intake cleans (the first with its waveform
+    read back), and one quarantined file."""
     prepared = Preparation(size=(384, 512))(DecodedPage(reference_page(1600), 1, "cardiology"))
     now = datetime.now(UTC)
     ids, shas = {}, {}
@@ -154,6 +156,9 @@ def fill_review_database(db_url: str, folder: Path, bundle_dir: Path) -> tuple[d
                                                         labels=labels, engine="cpu", latency_ms=5.0)])
             session.flush()
             ids[name] = page.id
+            if muse:  # its waveform read back from the drawn page, as the digitise task stores it
+                record_waveform(session, read_page(page.id, folder, page.page_no, DecodedPage(
+                    reference_page(1600), 1, "cardiology")))
         admin = queries.user_named(session, "ada")
         queries.add_review(session, page_id=ids["done"], reviewer_id=admin.id, labels=["MI"], comment="old MI")
         session.add(Document(sha256="f" * 64, path="/in/er/broken.pdf", current_path="/quarantine/broken.pdf",

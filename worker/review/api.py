@@ -87,12 +87,14 @@ def page_detail(session: Session, page_id: int, user: SessionUser, serving: tupl
     """A page's row, its labels and thresholds, and image URLs, with its `view_page` audit event."""
     row = records.page_or_404(session, page_id)
     records.audit(session, user, "view_page", row)
-    images = {kind: f"/api/pages/{page_id}/images/{kind}" for kind in records.image_kinds(user)}
+    waveform, trace_path = records.waveform(session, page_id)
+    images = {kind: f"/api/pages/{page_id}/images/{kind}" for kind in records.image_kinds(user)
+              if kind != "trace" or trace_path}
     labels = records.page_labels(row, serving)
     reading = device_reading(queries.source_metadata(session, row["document_id"]))
     return row, PageDetail(page=visible_row(row, user), labels=labels,
                            thresholds=records.thresholds(session, row, labels), images=images,
-                           device_reading=reading)
+                           device_reading=reading, waveform=waveform)
 
 
 @router.get("/pages/{page_id}", response_model=PageDetail, response_model_exclude_unset=True)
@@ -106,11 +108,14 @@ def page(page_id: PageId, labels: Labels, user: SessionUser = Depends(current_us
             responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
 def image(request: Request, page_id: PageId, kind: records.ImageKind, user: SessionUser = Depends(current_user),
           session: Session = DB) -> FileResponse:
-    """The original sheet's thumbnail (reviewers and admins), the cleaned model input, or its Grad-CAM
-    overlay (an RGBA PNG, computed on first request and cached)."""
+    """The original sheet's thumbnail (reviewers and admins), the cleaned model input, its Grad-CAM overlay (an
+    RGBA PNG, computed on first request and cached), or the trace: the page with its leads read back (reviewers
+    and admins)."""
     if kind not in records.image_kinds(user):
-        raise HTTPException(403, "the original sheet can show patient identifiers: reviewers and admins only")
+        raise HTTPException(403, f"the {kind} sheet can show patient identifiers: reviewers and admins only")
     row = records.page_or_404(session, page_id)
+    if kind == "trace":
+        row = {**row, "trace_path": records.waveform(session, page_id)[1]}
     cleaned = records.stored_image(row, "cleaned" if kind == "gradcam" else kind)
     try:
         path = cleaned

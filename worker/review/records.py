@@ -14,10 +14,12 @@ from worker import metrics
 from worker.db import queries
 from worker.db.models import Review
 from worker.review.auth import SessionUser
+from worker.review.schemas import WAVEFORM_MEASUREMENTS, WaveformSummary
 from worker.serving import serving_bundle
 
-ImageKind = Literal["original", "cleaned", "gradcam"]
+ImageKind = Literal["original", "cleaned", "gradcam", "trace"]
 IMAGE_KINDS: tuple[str, ...] = get_args(ImageKind)
+WHOLE_SHEETS = ("original", "trace")  # a whole sheet can show a printed header with the patient's name and id
 
 
 def audit(session: Session, user: SessionUser | str, action: str, row: dict[str, Any] | None = None,
@@ -71,14 +73,14 @@ def save_review(session: Session, user: SessionUser, row: dict[str, Any], labels
 
 
 def image_kinds(user: SessionUser) -> tuple[str, ...]:
-    """The thumbnail of the original sheet can show a printed header with the patient's name and id, so
-    viewers get the cleaned trace area and its Grad-CAM only."""
-    return IMAGE_KINDS if user.sees_identifiers else IMAGE_KINDS[1:]
+    """The thumbnail of the original sheet and the trace (drawn on the whole cleaned sheet) can show a printed
+    header with the patient's name and id, so viewers get the cleaned trace area and its Grad-CAM only."""
+    return tuple(kind for kind in IMAGE_KINDS if user.sees_identifiers or kind not in WHOLE_SHEETS)
 
 
 def stored_image(row: dict[str, Any], kind: str) -> Path:
-    """The stored file of an original (thumbnail) or cleaned page; 404 when it is gone."""
-    value = row.get("thumbnail_path" if kind == "original" else "image_path")
+    """The stored file of an original (thumbnail), cleaned or trace page; 404 when it is gone."""
+    value = row.get({"original": "thumbnail_path", "trace": "trace_path"}.get(kind, "image_path"))
     path = Path(value) if value else None
     if path is None or not path.is_file():
         raise HTTPException(404, f"the {kind} image of this page is not stored")
@@ -89,3 +91,15 @@ def model_bundle(session: Session, row: dict[str, Any], request: Request) -> Pat
     """The bundle of the model that read the page (Grad-CAM explains that model); the serving one otherwise."""
     version = queries.model_version_named(session, row["model_version"]) if row.get("model_version") else None
     return Path(version.bundle_path) if version is not None else serving_bundle(request.app.state.settings)
+
+
+def waveform(session: Session, page_id: int) -> tuple[WaveformSummary | None, str | None]:
+    """The page's stored waveform as the API shows it, and its trace image's path; (None, None) until stored."""
+    reading = queries.waveform_reading(session, page_id)
+    if reading is None:
+        return None, None
+    summary = WaveformSummary(method=reading.method, status=reading.status, message=reading.message,
+                              layout=reading.layout,
+                              measurements={key: getattr(reading, key) for key in WAVEFORM_MEASUREMENTS},
+                              leads={row.lead: row.quality for row in queries.page_waveforms(session, page_id)})
+    return summary, reading.trace_path

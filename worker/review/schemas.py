@@ -84,14 +84,34 @@ def device_reading(metadata: dict[str, Any]) -> DeviceReading | None:
                          derived_leads=[str(s) for s in metadata.get("derived_leads") or []])
 
 
+# The calipers' measurements on the page's own waveform (`waveform_readings`): key -> (name, unit).
+WAVEFORM_MEASUREMENTS = {"heart_rate": ("Heart rate", "bpm"), "pr_ms": ("PR", "ms"), "qrs_ms": ("QRS", "ms"),
+                         "qt_ms": ("QT", "ms"), "qtc_ms": ("QTc", "ms"), "axis_deg": ("QRS axis", "°")}
+
+
+class WaveformSummary(BaseModel):
+    """The page's 12 leads as stored: how they were got, how well each was read, what was measured on them."""
+
+    method: str = Field(description='"source" (the file\'s own recording) or the digitiser that read the page')
+    status: str = Field(description="source, read, no_layout or failed")
+    message: str | None = Field(None, description="why the page was not read")
+    layout: str | None = Field(None, description="the layout the leads were read in, e.g. 3x4")
+    measurements: dict[str, float | None] = Field(description="any of " + ", ".join(WAVEFORM_MEASUREMENTS)
+                                                  + "; null where the page did not allow it")
+    leads: dict[str, str] = Field(description="lead -> quality: source, read (90 % or more of its drawn time), "
+                                              "partial (50 % or more) or unread")
+
+
 class PageDetail(BaseModel):
     page: ResultRow
     labels: list[str] = Field(description="the labels of the model that read the page (else the serving model's), "
                                           "in its order: the order of reviews and of the keys 1-9")
     thresholds: dict[str, float] = Field(description="the model's threshold per label (0.5 where none is stored)")
-    images: dict[str, str] = Field(description="image kind -> URL: original (reviewers and admins), cleaned, gradcam")
+    images: dict[str, str] = Field(description="image kind -> URL: original (reviewers and admins), cleaned, gradcam, "
+                                               "trace (the page with its leads read back; reviewers and admins)")
     device_reading: DeviceReading | None = Field(None, description="the recording device's own measurements and "
                                                                    "statements, where its file carried them")
+    waveform: WaveformSummary | None = Field(None, description="the page's 12-lead waveform, once stored")
 
 
 class ReviewIn(BaseModel):

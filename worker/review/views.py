@@ -38,7 +38,7 @@ from worker.review.filters import (
     worklist_cursor,
     worklist_filters,
 )
-from worker.review.schemas import DEVICE_MEASUREMENTS
+from worker.review.schemas import DEVICE_MEASUREMENTS, WAVEFORM_MEASUREMENTS
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -154,7 +154,8 @@ def page(request: Request, page_id: api.PageId, labels: Labels, at: Position = N
     return render(request, "page.html", user=user, detail=detail, row=detail.page, bars=bars, chosen=set(chosen),
                   at=at, qs=qs, prev_url=prev_url, next_url=next_url,
                   can_review=user.has_role("reviewer"), reading=detail.device_reading,
-                  measurement_names=DEVICE_MEASUREMENTS)
+                  measurement_names=DEVICE_MEASUREMENTS, waveform=detail.waveform,
+                  waveform_names=WAVEFORM_MEASUREMENTS)
 
 
 @router.post("/pages/{page_id}/review")
