@@ -136,6 +136,43 @@ def train(
     out.print_json(json.dumps(summary))
 
 
+@app.command("train-digitiser")
+def train_digitiser(
+    pages: Annotated[int, typer.Option(help="training pages per drawing family")] = 160,
+    steps: Annotated[int, typer.Option(help="optimiser steps (12 crops of 192 px each)")] = 2000,
+    held_out: Annotated[str, typer.Option(help="the drawing family left out of training, scored apart")] = "wfdbplot",
+    directory: Annotated[Path | None, typer.Option("--out", help="where the weights go (default: the shipped "
+                                                   "models/digitiser)")] = None,
+    workers: Annotated[int, typer.Option(help="processes drawing the pages")] = max(1, (os.cpu_count() or 1)),
+) -> None:
+    """Train the digitiser's trace segmenter on every drawing family but `--held-out`, with exact trace masks."""
+    from rich.progress import Progress
+
+    from model_training.digitise.segment import SEGMENTER_DIR, dice_score, make_pages, train_segmenter
+    from model_training.synth.families import FAMILIES
+
+    if held_out not in FAMILIES:
+        raise typer.BadParameter(f"{held_out!r} is not a drawing family ({', '.join(FAMILIES)})")
+    families = tuple(f for f in FAMILIES if f != held_out)
+    console.print(f"drawing {pages} pages of each of {', '.join(families)} ...")
+    train_pages = make_pages(families, pages, 0, workers)
+    checks = {family: make_pages((family,), 6, 900_000 + 1000 * index, workers)
+              for index, family in enumerate(FAMILIES)}
+    info = {"families": list(families), "held_out_family": held_out, "pages_per_family": pages,
+            "command": " ".join(["ecg-intake", *sys.argv[1:]])}
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("training", total=steps)
+        segmenter = train_segmenter(train_pages, [p for pages_ in checks.values() for p in pages_], steps, info,
+                                    progress=lambda step, loss: bar.update(task, completed=step + 1,
+                                                                           description=f"loss {loss:.3f}"))
+    segmenter.info["dice_per_family"] = {
+        family: round(sum(dice_score(segmenter.probabilities(x), y) for x, y in pages_) / len(pages_), 4)
+        for family, pages_ in checks.items()}
+    segmenter.save(directory or SEGMENTER_DIR)
+    console.print(f"saved to {directory or SEGMENTER_DIR}")
+    out.print_json(json.dumps(segmenter.info))
+
+
 def _overrides(items: list[str] | None) -> dict[str, Any]:
     """`--set key=value` pairs; JSON values (numbers, lists, objects, true/false/null) are parsed."""
     found: dict[str, Any] = {}
@@ -404,9 +441,10 @@ def bench_digitise(
                                                                                       "wfdbplot",
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON here")] = None,
 ) -> None:
-    """SNR (dB) of each lead read back by the classical digitiser against the true signal, per layout, on clean
-    and photometrically damaged pages: with the geometry known, and found on the page as `digitise` does."""
-    from model_training.bench.digitise import CONDITIONS, FAMILY_ARTIFACTS, METHODS, family_bench
+    """SNR (dB) of each lead read back against the true signal, per layout, on clean and photometrically damaged
+    pages of our renderer: with the geometry known, and found on the page as `digitise` does (classical threshold
+    and learned segmenter); then on every drawing family, clean and heavily damaged."""
+    from model_training.bench.digitise import CONDITIONS, FAMILY_ARTIFACTS, FOUND, METHODS, family_bench
     from model_training.bench.digitise import digitise_bench as run_bench
     from model_training.synth.families import FAMILIES
 
@@ -416,9 +454,9 @@ def bench_digitise(
         raise typer.BadParameter(f"unknown families {sorted(unknown)}; one of {', '.join(FAMILIES)}")
     result = run_bench(n, dpi)
     result["families"] = family_bench(family_pages, dpi, chosen)
-    table = Table(title=f"bench digitise: {result['method']}, {n} pages of {result['family']} at {dpi} dpi")
-    for column in ("geometry", "condition", "layout", "leads", "median dB", "10th pct dB", ">= 12 dB"):
-        table.add_column(column, justify="left" if column in ("geometry", "condition", "layout") else "right")
+    table = Table(title=f"bench digitise: {n} pages of {result['family']} at {dpi} dpi")
+    for column in ("reading", "condition", "layout", "leads", "median dB", "10th pct dB", ">= 12 dB"):
+        table.add_column(column, justify="left" if column in ("reading", "condition", "layout") else "right")
     for method in METHODS:
         for condition in CONDITIONS:
             rows = [("all", result[method]["overall"][condition]), *result[method]["per_layout"][condition].items()]
@@ -428,16 +466,18 @@ def bench_digitise(
     out.print(table)
     out.print(f"layout found right: {result['layout_found']}; seconds per page: {result['seconds_per_page']}")
     by_family = Table(title=f"found on the page, {family_pages} pages per family and artifact level")
-    for column in ("family", "artifacts", "median dB", "10th pct dB", ">= 12 dB", "unread leads", "layout claimed",
-                   "layout right"):
-        by_family.add_column(column, justify="left" if column in ("family", "artifacts") else "right")
+    for column in ("family", "artifacts", "reading", "median dB", "10th pct dB", ">= 12 dB", "unread leads",
+                   "layout claimed", "layout right"):
+        by_family.add_column(column, justify="left" if column in ("family", "artifacts", "reading") else "right")
     for family, levels in result["families"].items():
         for artifacts in FAMILY_ARTIFACTS:
-            row = levels[artifacts]
-            right = "-" if row["layout_right"] is None else f"{row['layout_right']:.2f}"
-            by_family.add_row(family, artifacts, f"{row['median_db']:.1f}", f"{row['p10_db']:.1f}",
-                              f"{row['share_at_least_12_db']:.2f}", str(row["unread"]), f"{row['layout_claimed']:.2f}",
-                              right)
+            for method in FOUND:
+                row = levels[artifacts][method]
+                right = "-" if row["layout_right"] is None else f"{row['layout_right']:.2f}"
+                name = f"{family} (held out)" if levels["held_out"] else family
+                by_family.add_row(name, artifacts, method, f"{row['median_db']:.1f}", f"{row['p10_db']:.1f}",
+                                  f"{row['share_at_least_12_db']:.2f}", str(row["unread"]),
+                                  f"{row['layout_claimed']:.2f}", right)
     out.print(by_family)
     save_json(result, json_out)
 

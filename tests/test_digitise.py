@@ -102,15 +102,20 @@ def test_bench_digitise_reports_snr_per_layout_and_lead(cli: Cli, tmp_path) -> N
     cli("bench", "digitise", "--n", "2", "--family-pages", "1", "--families", "ours,wfdbplot", "--json", str(out))
     result = json.loads(out.read_text())
     assert result["benchmark"] == "digitise" and result["records"] == 2
-    assert set(result["layout_found"]) == {"clean", "photometric"}
-    for method in ("known", "found"):
+    assert set(result["layout_found"]) == {"classical", "learned"}
+    assert set(result["layout_found"]["learned"]) == {"clean", "photometric"}
+    assert result["segmenter"]["held_out_family"] == "wfdbplot"
+    for method in ("known", "classical", "learned"):
         clean = result[method]["overall"]["clean"]
         assert clean["leads"] == 24 and set(result[method]["per_lead"]["clean"]) == set(STANDARD_LEADS)
         assert sum(row["leads"] for row in result[method]["per_layout"]["clean"].values()) == 24
     assert result["known"]["overall"]["clean"]["median_db"] > 5
     assert set(result["families"]) == {"ours", "wfdbplot"}
+    assert result["families"]["wfdbplot"]["held_out"] and not result["families"]["ours"]["held_out"]
     for levels in result["families"].values():
-        assert set(levels) == {"none", "heavy"} and all(level["leads"] == 12 for level in levels.values())
+        for level in ("none", "heavy"):
+            assert set(levels[level]) == {"classical", "learned", "learned+einthoven"}
+            assert all(reading["leads"] == 12 for reading in levels[level].values())
 
 
 @pytest.mark.parametrize(("layout", "rhythm"), [("3x4", ("II",)), ("3x4", ()), ("6x2", ()), ("12x1", ()),

@@ -45,9 +45,12 @@ def ink_mask(image: np.ndarray) -> np.ndarray:
     return (darkest < ink + INK_LEVEL * (paper - ink)) & (brightest < ink + BRIGHT_LEVEL * (paper - ink))
 
 
-def _column_centres(mask: np.ndarray, x_from: int, x_to: int, top: int, bottom: int, start_y: float) -> np.ndarray:
-    """Per column from `x_from` to `x_to` (inclusive), the centre row of the ink run nearest the previous one."""
-    centres = np.full(x_to - x_from + 1, np.nan)
+def _column_runs(mask: np.ndarray, x_from: int, x_to: int, top: int, bottom: int, start_y: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per column from `x_from` to `x_to` (inclusive), the first and last row of the ink run nearest the previous
+    run's centre (NaN where the column has no ink)."""
+    firsts_out = np.full(x_to - x_from + 1, np.nan)
+    lasts_out = np.full(x_to - x_from + 1, np.nan)
     previous = start_y
     band = mask[top:bottom]
     for offset, x in enumerate(range(x_from, x_to + 1)):
@@ -59,8 +62,26 @@ def _column_centres(mask: np.ndarray, x_from: int, x_to: int, top: int, bottom: 
         lasts = np.r_[rows[breaks], rows[-1]] + top
         distance = np.maximum(0, np.maximum(firsts - previous, previous - lasts))
         nearest = int(np.argmin(distance))
-        previous = centres[offset] = (firsts[nearest] + lasts[nearest]) / 2
-    return centres
+        firsts_out[offset], lasts_out[offset] = firsts[nearest], lasts[nearest]
+        previous = (firsts[nearest] + lasts[nearest]) / 2
+    return firsts_out, lasts_out
+
+
+def _column_values(firsts: np.ndarray, lasts: np.ndarray) -> np.ndarray:
+    """The trace's row in each column. A column the pen crosses on its way up or down holds the trace's middle;
+    a column at a peak or a trough (both neighbours' runs on one side) holds the extreme, a pen's half-width
+    inside the run's outer edge: a column's centre there would cut every sharp wave short."""
+    centres = (firsts + lasts) / 2
+    lengths = lasts - firsts + 1
+    half_pen = np.nanmedian(lengths) / 2 if np.isfinite(lengths).any() else 0.0
+    before, after = np.roll(centres, 1), np.roll(centres, -1)
+    before[0], after[-1] = np.nan, np.nan
+    peak = (before > centres) & (after > centres) & (lengths > 2 * half_pen + 1)
+    trough = (before < centres) & (after < centres) & (lengths > 2 * half_pen + 1)
+    values = centres.copy()
+    values[peak] = firsts[peak] + half_pen - 0.5
+    values[trough] = lasts[trough] - half_pen + 0.5
+    return values
 
 
 @dataclass(frozen=True)
@@ -97,7 +118,7 @@ def read_box(mask: np.ndarray, box: PixelBox, times: np.ndarray) -> np.ndarray:
     values = np.full(times.size, np.nan)
     if x_to <= x_from or bottom <= top:
         return values
-    centres = _column_centres(mask, x_from, x_to, top, bottom, box.baseline)
+    centres = _column_values(*_column_runs(mask, x_from, x_to, top, bottom, box.baseline))
     column_times = box.start_s + (np.arange(x_from, x_to + 1) - box.x0) / box.px_per_s
     seen = np.isfinite(centres)
     if seen.sum() < 2:

@@ -14,7 +14,7 @@ It reads the trace area `ingest.preprocess.clean` hands over (deskewed, grid sup
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 import cv2
@@ -28,6 +28,10 @@ GAIN_MM_MV = 10.0
 SPLITS = {"3x4": 4, "6x2": 2, "12x1": 1, "2x6": 6}
 RHYTHM_MATCH = 0.8  # correlation a rhythm strip needs with a named segment to take its name
 QRS_HALF_S = 0.06
+SPEED_MM_S = 25.0
+GAP_MM = 3.0  # a blank this wide across a row's band separates two panels (a QRS is never this flat and empty)
+MIN_PANEL_MM = 15.0
+PANEL_WEIGHT = 0.5
 PRIOR = {"3x4": 0.05, "6x2": 0.03, "12x1": 0.02, "2x6": 0.0}  # how common each is in clinics: breaks near-ties
 
 
@@ -40,6 +44,7 @@ class Row:
     right: int
     px_per_mv: float
     pulse: bool
+    panels: tuple[tuple[int, int], ...] = ()  # (first, last) column of each span of trace between blank gaps
 
 
 @dataclass(frozen=True)
@@ -53,18 +58,25 @@ class Layout:
 
 
 def ink(gray: np.ndarray) -> np.ndarray:
+    """The classical trace mask of a cleaned sheet: whatever is darker than mid-grey."""
     return gray < 128
 
 
 def _pulses(mask: np.ndarray, px_per_mm: float) -> list[tuple[int, int, int, int]]:
-    """(x, y, w, h) of calibration pulses: an open box about 5 mm wide and 10 mm tall in the page's left part."""
+    """(x, y, w, h) of calibration pulses: an open box about 5 mm wide and 10 mm tall in the page's left part,
+    flat along its top (a tall, narrow QRS is not), standing in one column with the other pulses."""
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8, cv2.CV_32S)
     found = []
+    edge = max(1, round(0.6 * px_per_mm))
     for x, y, w, h, area in stats[1:count]:
         if (6.5 * px_per_mm <= h <= 14 * px_per_mm and 2.5 * px_per_mm <= w <= 9 * px_per_mm
-                and x < 0.25 * mask.shape[1] and area < 0.6 * w * h):
+                and x < 0.25 * mask.shape[1] and area < 0.6 * w * h
+                and mask[y: y + edge, x: x + w].any(axis=0).mean() >= 0.6):
             found.append((int(x), int(y), int(w), int(h)))
-    return found
+    if not found:
+        return []
+    column = np.median([x for x, *_ in found])
+    return [pulse for pulse in found if abs(pulse[0] - column) <= 3 * px_per_mm]
 
 
 def _rows_from_profile(mask: np.ndarray, px_per_mm: float) -> list[float]:
@@ -83,7 +95,8 @@ def find_rows(mask: np.ndarray, px_per_mm: float) -> list[Row]:
     if len(pulses) >= 2:
         for x, y, w, h in pulses:
             baseline = y + h - stroke / 2
-            band = mask[max(0, round(baseline - 4 * px_per_mm)): round(baseline + 4 * px_per_mm)]
+            # a printer may put the trace's level a few mm above the pulse's foot
+            band = mask[max(0, round(baseline - 8 * px_per_mm)): round(baseline + 4 * px_per_mm)]
             after = np.flatnonzero(band[:, x + w + max(1, round(0.5 * px_per_mm)):].any(axis=0))
             if after.size == 0:
                 continue
@@ -99,9 +112,32 @@ def find_rows(mask: np.ndarray, px_per_mm: float) -> list[Row]:
     return rows
 
 
-def _row_boxes(row: Row, columns: int, names: tuple[str, ...], top: int, bottom: int) -> list[PixelBox]:
-    px_per_s = (row.right - row.left) / PAGE_SECONDS
+def _panels(mask: np.ndarray, row: Row, band: tuple[int, int], px_per_mm: float) -> tuple[tuple[int, int], ...]:
+    """The spans of a row's trace between blank gaps of `GAP_MM` or more (a chart printed as separate panels);
+    spans narrower than `MIN_PANEL_MM` are labels or stray marks, not a lead."""
+    inked = mask[max(0, band[0]): band[1], row.left: row.right + 1].any(axis=0)
+    columns = np.flatnonzero(inked)
+    if columns.size == 0:
+        return ()
+    breaks = np.flatnonzero(np.diff(columns) > GAP_MM * px_per_mm)
+    spans = zip(np.r_[columns[0], columns[breaks + 1]], np.r_[columns[breaks], columns[-1]], strict=True)
+    return tuple((row.left + int(a), row.left + int(b)) for a, b in spans if b - a >= MIN_PANEL_MM * px_per_mm)
+
+
+def _row_boxes(row: Row, columns: int, names: tuple[str, ...], top: int, bottom: int,
+               px_per_mm: float | None = None) -> list[PixelBox]:
+    """A row cut into `columns` segments. A row printed as that many separate panels is cut at its panels, each
+    taken as 10 s (all starting at 0) where it is about 250 mm wide, else as its share of the 10 s in turn; an
+    unbroken row is cut evenly."""
     step = PAGE_SECONDS / columns
+    if columns > 1 and len(row.panels) == columns and px_per_mm:
+        widths = [b - a for a, b in row.panels]
+        full = min(widths) / (SPEED_MM_S * px_per_mm) > 0.75 * PAGE_SECONDS
+        span = PAGE_SECONDS if full else step
+        return [PixelBox(name, 0.0 if full else c * step, (0.0 if full else c * step) + span - 1 / FS, a,
+                         (b - a) / span, row.baseline, row.px_per_mv, top, bottom)
+                for c, (name, (a, b)) in enumerate(zip(names, row.panels, strict=True))]
+    px_per_s = (row.right - row.left) / PAGE_SECONDS
     return [PixelBox(name, c * step, (c + 1) * step - 1 / FS, row.left + c * step * px_per_s, px_per_s,
                      row.baseline, row.px_per_mv, top, bottom) for c, name in enumerate(names)]
 
@@ -160,6 +196,7 @@ def find_layout(mask: np.ndarray, px_per_mm: float) -> Layout:
     """The layout whose rows and cuts fit the ink `mask` best; `name` None when no row count fits a standard one."""
     rows = find_rows(mask, px_per_mm)
     bands = [_band(rows, i) for i in range(len(rows))]
+    rows = [replace(row, panels=_panels(mask, row, band, px_per_mm)) for row, band in zip(rows, bands, strict=True)]
     readings = [_row_reading(mask, row, band) for row, band in zip(rows, bands, strict=True)]
     beats = [_beats(reading) for reading in readings]
     scores = [{columns: _split_score(row_beats, columns) for columns in set(SPLITS.values())} for row_beats in beats]
@@ -171,6 +208,9 @@ def find_layout(mask: np.ndarray, px_per_mm: float) -> Layout:
         columns = SPLITS[name]
         # its rows cut as it says, the strips under it uncut, and a prior for how common the layout is
         score = sum(scores[i][columns] for i in range(n)) / n
+        # rows printed as separate panels say how many columns there are
+        score += sum(PANEL_WEIGHT * (1 if len(row.panels) == columns else -1) for row in rows[:n]
+                     if len(row.panels) > 1) / n
         score -= sum(max(row.values()) for row in scores[n:]) / max(1, len(rows) - n)
         score += PRIOR[name]
         if best is None or score > best[0]:
@@ -181,7 +221,7 @@ def find_layout(mask: np.ndarray, px_per_mm: float) -> Layout:
     layout_rows = LAYOUTS[name]
     boxes: list[PixelBox] = []
     for i, names in enumerate(layout_rows):
-        boxes += _row_boxes(rows[i], SPLITS[name], names, *bands[i])
+        boxes += _row_boxes(rows[i], SPLITS[name], names, *bands[i], px_per_mm)
     segments = [(box.lead, read_box(mask, box, TIMES)) for box in boxes]
     unnamed = 0
     for i in range(len(layout_rows), len(rows)):
@@ -206,8 +246,7 @@ def _rhythm_name(strip: np.ndarray, segments: list[tuple[str, np.ndarray]]) -> s
     return best
 
 
-def digitise_sheet(gray: np.ndarray, px_per_mm: float) -> tuple[Layout, Digitised]:
-    """A cleaned page's layout and its 12 leads read back."""
-    mask = ink(gray)
+def digitise_mask(mask: np.ndarray, px_per_mm: float) -> tuple[Layout, Digitised]:
+    """A cleaned page's layout and its 12 leads read back from its trace `mask`."""
     layout = find_layout(mask, px_per_mm)
     return layout, read_boxes(mask, layout.boxes)
