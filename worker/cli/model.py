@@ -292,7 +292,7 @@ def digitise_command(
                 unreadable += 1
                 table.add_row(str(page.page_no), "page", "none found", "0", "all", "nothing")
                 continue
-            digitised, source, layout = reading.digitised, "page", reading.layout.name
+            digitised, source, layout = reading.digitised, f"page, {reading.method}", reading.layout.name
         partly = [f"{lead} {share:.0%}" for lead, share in digitised.read.items() if share < 0.95]
         comments = [f"ecg-intake digitise: {source}", f"layout: {layout}"]
         if format == "wfdb":
