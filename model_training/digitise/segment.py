@@ -136,7 +136,6 @@ def shipped_segmenter() -> Segmenter | None:
     """The segmenter shipped with the code, or None where the models folder holds none."""
     if not (SEGMENTER_DIR / "segmenter.safetensors").is_file():
         return None
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     return Segmenter.load()
 
 
