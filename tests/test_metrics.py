@@ -138,9 +138,11 @@ def test_worker_and_watcher_count_their_own_events(cli: Cli, home: Path, tmp_pat
             found = _samples(urls["worker"])
             return (_total(found, "ecg_intake_pages_classified_total") == 3
                     and _value(found, "ecg_intake_quarantined_total", reason="unsupported_type") == 1
-                    and _value(found, "ecg_intake_retrain_outcomes_total", outcome="skipped") == 1)
+                    and _value(found, "ecg_intake_retrain_outcomes_total", outcome="skipped") == 1
+                    and _value(found, "ecg_intake_stage_seconds_count", stage="digitise") == 2)
 
-        _wait(done, "three pages classified, one file quarantined, one retraining skipped", processes, tmp_path)
+        _wait(done, "three pages classified and digitised, one file quarantined, one retraining skipped",
+              processes, tmp_path)
         worker, watcher = _samples(urls["worker"]), _samples(urls["watch"])
 
         assert _value(watcher, "ecg_intake_files_received_total", source=SOURCE) == 3
@@ -152,8 +154,8 @@ def test_worker_and_watcher_count_their_own_events(cli: Cli, home: Path, tmp_pat
         assert _total(worker, "ecg_intake_quarantined_total") == 1
         assert _total(worker, "ecg_intake_retrain_outcomes_total") == 1
         counts = {stage: _value(worker, "ecg_intake_stage_seconds_count", stage=stage)
-                  for stage in ("hash", "decode", "page_files", "inference")}
-        assert counts == {"hash": 3, "decode": 3, "page_files": 2, "inference": 2}
+                  for stage in ("hash", "decode", "page_files", "inference", "digitise")}
+        assert counts == {"hash": 3, "decode": 3, "page_files": 2, "inference": 2, "digitise": 2}
         assert _value(worker, "ecg_intake_stage_seconds_bucket", stage="decode", le="+Inf") == 3
         assert _total(worker, "ecg_intake_installation_faults_total") == 0
         for samples in (worker, watcher):

@@ -32,6 +32,7 @@ from model_training.digitise.page import digitise_image
 from model_training.digitise.quality import SOURCE, lead_quality
 from model_training.digitise.write import write_wfdb
 from model_training.measure import PageMeasurements, measure_page
+from worker import metrics
 from worker.db.models import DocumentStatus, Waveform, WaveformReading
 from worker.db.queries import document_by_sha, read_page_ids
 from worker.db.session import session_scope
@@ -113,15 +114,8 @@ def digitise_document(settings: Settings, sha256: str, decoder: Decoder) -> int:
         original = Path(document.current_path)
     if not todo:
         return 0
-    try:
-        _, decoded = decoder.decode(original)
-        by_number = {page.page_no: page for page in decoded}
-        missing = "the original no longer has this page"
-    except (IngestError, OSError) as exc:
-        log.error("document %s: its original could not be decoded again for its waveforms: %s", sha256[:12], exc)
-        by_number, missing = {}, f"the original could not be decoded again: {exc}"
-    pages = [read_page(page_id, folder, page_no, by_number.get(page_no), missing)
-             for page_no, (page_id, folder) in sorted(todo.items())]
+    with metrics.stage("digitise"):
+        pages = _read_pages(sha256, original, todo, decoder)
     with session_scope(settings.sqlalchemy_url) as session:
         for page in pages:
             record_waveform(session, page)
@@ -135,6 +129,19 @@ def digitise_document(settings: Settings, sha256: str, decoder: Decoder) -> int:
         log.info("document %s page id %d: waveform %s (%s), %d of 12 leads, %.2f s", sha256[:12], page.page_id,
                  page.waveform.status, page.waveform.layout or page.waveform.method, read, page.seconds)
     return len(pages)
+
+
+def _read_pages(sha256: str, original: Path, todo: dict[int, tuple[int, Path]], decoder: Decoder) -> list[ReadPage]:
+    """Decode the original again and read the pages of `todo` (page number -> page id, page folder)."""
+    try:
+        _, decoded = decoder.decode(original)
+        by_number = {page.page_no: page for page in decoded}
+        missing = "the original no longer has this page"
+    except (IngestError, OSError) as exc:
+        log.error("document %s: its original could not be decoded again for its waveforms: %s", sha256[:12], exc)
+        by_number, missing = {}, f"the original could not be decoded again: {exc}"
+    return [read_page(page_id, folder, page_no, by_number.get(page_no), missing)
+            for page_no, (page_id, folder) in sorted(todo.items())]
 
 
 @dataclass(frozen=True)
