@@ -89,6 +89,7 @@ def test_a_dicom_waveform_stores_its_own_recording(installation: Settings, tmp_p
     stored = _stored(installation, sha256)
     (page,) = decode(source)[1]
     assert [lead[:4] for lead in stored["leads"]] == [(name, "source", 1000, "source") for name in STANDARD_LEADS]
+    assert {lead[4] for lead in stored["leads"]} == {1.0}  # every sample held
     np.testing.assert_array_equal(np.stack([lead[6] for lead in stored["leads"]]),
                                   page.signals.astype(np.float32))
     reading = stored["reading"]

@@ -29,7 +29,7 @@ from ingest.render import STANDARD_LEADS
 from model_training.digitise.classical import FS, TIMES, Digitised
 from model_training.digitise.overlay import draw_trace
 from model_training.digitise.page import digitise_image
-from model_training.digitise.quality import SOURCE, lead_quality
+from model_training.digitise.quality import PARTIAL_SHARE, SOURCE, lead_quality
 from model_training.digitise.write import write_wfdb
 from model_training.measure import PageMeasurements, measure_page
 from worker import metrics
@@ -65,11 +65,12 @@ class PageWaveform:
 
 
 def from_recording(page: DecodedPage) -> PageWaveform:
-    """A waveform file's page: its own samples at its own rate, every lead known."""
+    """A waveform file's page: its own samples at its own rate; its read share is the share of samples the file
+    holds (a DICOM waveform's padding value decodes as a gap)."""
     fs = round(float(page.metadata["sampling_frequency"]))
     signals = np.asarray(page.signals, dtype=np.float64)
-    return PageWaveform(Digitised(signals, STANDARD_LEADS, dict.fromkeys(STANDARD_LEADS, 1.0), fs), SOURCE,
-                        ReadingStatus.SOURCE)
+    held = {lead: float(np.isfinite(signal).mean()) for lead, signal in zip(STANDARD_LEADS, signals, strict=True)}
+    return PageWaveform(Digitised(signals, STANDARD_LEADS, held, fs), SOURCE, ReadingStatus.SOURCE)
 
 
 def unread(message: str, method: str = READ_METHOD) -> PageWaveform:
@@ -125,7 +126,7 @@ def digitise_document(settings: Settings, sha256: str, decoder: Decoder) -> int:
             session.rollback()
             return 0
     for page in pages:
-        read = sum(share >= 0.5 for share in page.waveform.digitised.read.values())
+        read = sum(share >= PARTIAL_SHARE for share in page.waveform.digitised.read.values())
         log.info("document %s page id %d: waveform %s (%s), %d of 12 leads, %.2f s", sha256[:12], page.page_id,
                  page.waveform.status, page.waveform.layout or page.waveform.method, read, page.seconds)
     return len(pages)
