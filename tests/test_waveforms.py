@@ -110,12 +110,13 @@ def test_a_drawn_page_is_read_back_measured_and_drawn_again_and_a_second_run_cha
     stored = _stored(installation, sha256)
     assert stored["status"] == DocumentStatus.DONE and "archive" in Path(stored["current_path"]).parts
     assert [lead[0] for lead in stored["leads"]] == list(STANDARD_LEADS)
-    assert {lead[1:3] for lead in stored["leads"]} == {("classical", 500)}
+    (method,) = {lead[1] for lead in stored["leads"]}
+    assert method in ("learned", "classical") and {lead[2] for lead in stored["leads"]} == {500}
     assert {lead[5] for lead in stored["leads"]} == {"3x4"}
     assert [lead[3] for lead in stored["leads"]] == ["read"] * 12  # a clean page: every lead read whole
     assert all(np.isfinite(lead[6]).sum() >= 0.25 * lead[6].size for lead in stored["leads"])
     reading = stored["reading"]
-    assert reading["status"] == "read" and reading["layout"] == "3x4"
+    assert reading["status"] == "read" and reading["layout"] == "3x4" and reading["method"] == method
     assert abs(reading["heart_rate"] - measure(record.signals, record.fs).heart_rate) <= 10
     assert reading["qrs_ms"] is not None and reading["axis_deg"] is not None
     folder = Path(stored["page"]).parent

@@ -27,7 +27,6 @@ from worker.db.session import session_scope
 from worker.intake import give_up, intake
 from worker.serving import serving_engine
 from worker.settings import get_settings
-from worker.waveforms import digitise_document as store_waveforms
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,10 @@ def classify_document(sha256: str) -> int:
 
 @shared_task(name=DIGITISE_TASK, base=_DocumentTask, **RETRY)
 def digitise_document(sha256: str) -> int:
-    """The document's waveforms; a failure here is logged by Celery and never touches the file."""
+    """The document's waveforms; a failure here is logged by Celery and never touches the file. The digitiser
+    (and the segmenter's torch) loads with the first of these tasks, not with every worker."""
+    from worker.waveforms import digitise_document as store_waveforms
+
     return store_waveforms(get_settings(), sha256, decoder_for_worker())
 
 

@@ -39,7 +39,7 @@ from worker.db.session import session_scope
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
-READ_METHOD = "classical"  # the digitiser `digitise_image` runs today
+NOT_READ = "none"  # the method of a page no digitiser finished reading
 SAMPLE_DTYPE = np.dtype("<f4")
 
 
@@ -73,7 +73,7 @@ def from_recording(page: DecodedPage) -> PageWaveform:
     return PageWaveform(Digitised(signals, STANDARD_LEADS, held, fs), SOURCE, ReadingStatus.SOURCE)
 
 
-def unread(message: str, method: str = READ_METHOD) -> PageWaveform:
+def unread(message: str, method: str = NOT_READ) -> PageWaveform:
     """A page none of whose leads could be read, and why."""
     signals = np.full((len(STANDARD_LEADS), TIMES.size), np.nan)
     return PageWaveform(Digitised(signals, STANDARD_LEADS, dict.fromkeys(STANDARD_LEADS, 0.0), FS), method,
@@ -85,7 +85,7 @@ def read_back(page: DecodedPage) -> PageWaveform:
     reading = digitise_image(page.image)
     status = ReadingStatus.READ if reading.layout.name else ReadingStatus.NO_LAYOUT
     message = None if reading.layout.name else "no standard layout found (3x4, 6x2, 12x1, 2x6)"
-    return PageWaveform(reading.digitised, READ_METHOD, status, reading.layout.name, draw_trace(reading), message)
+    return PageWaveform(reading.digitised, reading.method, status, reading.layout.name, draw_trace(reading), message)
 
 
 def page_waveform(page: DecodedPage) -> PageWaveform:

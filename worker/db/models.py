@@ -219,7 +219,8 @@ class Waveform(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"), index=True)
     lead: Mapped[str] = mapped_column(String(8))
-    method: Mapped[str] = mapped_column(String(32), doc='"source", or the digitiser that read the page')
+    method: Mapped[str] = mapped_column(String(32), doc='"source"; for a drawn page "learned" or "classical" '
+                                        '("none": not read)')
     fs: Mapped[int] = mapped_column(Integer)
     samples: Mapped[bytes] = mapped_column(LargeBinary)
     read_share: Mapped[float] = mapped_column(Float, doc="share of the time the lead was drawn that was read")
