@@ -166,3 +166,20 @@ def test_the_embedded_run_stores_waveforms_before_once_returns(cli: Cli, home: P
                                  .join(Waveform, Waveform.page_id == Page.id)
                                  .group_by(Document.status, WaveformReading.status)).all()
     assert stored == [(DocumentStatus.DONE, "read", 12)]
+
+
+def test_an_original_gone_from_the_archive_records_a_failed_reading(installation: Settings, tmp_path: Path) -> None:
+    """The task never raises over a page it cannot read: the reason is stored, the leads are unread."""
+    record = generate_record(SEED)
+    path = tmp_path / "scan.png"
+    cv2.imwrite(str(path), render_paper(record.signals, record.fs, STANDARD_LEADS, PaperStyle(dpi=100)))
+    sha256 = _take_in(installation, path, tmp_path)
+    archived = Path(_stored(installation, sha256)["current_path"])
+    archived.rename(tmp_path / "kept-aside.png")
+    assert digitise_document(installation, sha256, _decoder(installation)) == 1
+    stored = _stored(installation, sha256)
+    assert stored["status"] == DocumentStatus.DONE
+    assert {lead[1:4] for lead in stored["leads"]} == {("none", 500, "unread")}
+    reading = stored["reading"]
+    assert reading["status"] == "failed" and "could not be decoded again" in reading["message"]
+    assert (reading["trace_path"], reading["wfdb_path"], reading["heart_rate"]) == (None, None, None)
