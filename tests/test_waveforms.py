@@ -26,6 +26,7 @@ from model_training.synth.signals import generate_record
 from tests.helpers.cli import Cli
 from tests.helpers.intake import drop_and_claim
 from worker import tasks
+from worker.celery_app import DIGITISE_TASK, get_producer
 from worker.db.migrate import upgrade
 from worker.db.models import Document, DocumentStatus, Page, Waveform, WaveformReading
 from worker.db.session import session_scope
@@ -49,11 +50,13 @@ def installation(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: py
     for key, value in env.items():
         monkeypatch.setenv(f"ECG_INTAKE_{key}", value)
     get_settings.cache_clear()
+    get_producer.cache_clear()  # the classify task sends the digitise task into this home's queue
     settings = get_settings()
     settings.ensure_dirs()
     upgrade(settings.sqlalchemy_url)
     yield settings
     get_settings.cache_clear()
+    get_producer.cache_clear()
 
 
 def _take_in(settings: Settings, path: Path, tmp_path: Path) -> str:
@@ -63,6 +66,13 @@ def _take_in(settings: Settings, path: Path, tmp_path: Path) -> str:
     assert found is not None and found.status == DocumentStatus.DECODED
     assert tasks.classify_document(found.sha256) == 1
     return found.sha256
+
+
+def _digitise_messages(settings: Settings) -> int:
+    """Digitise tasks waiting in the embedded queue (the message headers name the task)."""
+    folder = settings.broker_dir / "queue"  # made when the first message is sent
+    return sum(DIGITISE_TASK in path.read_text(errors="replace")
+               for path in folder.iterdir() if path.is_file()) if folder.is_dir() else 0
 
 
 def _stored(settings: Settings, sha256: str) -> dict:
@@ -105,6 +115,7 @@ def test_a_drawn_page_is_read_back_measured_and_drawn_again_and_a_second_run_cha
     path = tmp_path / "scan.png"
     cv2.imwrite(str(path), render_paper(record.signals, record.fs, STANDARD_LEADS, PaperStyle(dpi=100)))
     sha256 = _take_in(installation, path, tmp_path)
+    assert _digitise_messages(installation) == 1  # sent by the classify task, for an ingest worker
     assert digitise_document(installation, sha256, _decoder(installation)) == 1
 
     stored = _stored(installation, sha256)
@@ -183,3 +194,11 @@ def test_an_original_gone_from_the_archive_records_a_failed_reading(installation
     reading = stored["reading"]
     assert reading["status"] == "failed" and "could not be decoded again" in reading["message"]
     assert (reading["trace_path"], reading["wfdb_path"], reading["heart_rate"]) == (None, None, None)
+
+
+def test_with_digitising_off_the_classify_task_sends_nothing(installation: Settings, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECG_INTAKE_DIGITISE", "false")
+    get_settings.cache_clear()
+    _take_in(get_settings(), Path(get_testdata_file("waveform_ecg.dcm")), tmp_path)
+    assert _digitise_messages(get_settings()) == 0

@@ -101,6 +101,12 @@ def submit_retrain(actor: str) -> None:
     get_producer().send_task(RETRAIN_TASK, args=[actor], queue="train")
 
 
+def submit_digitise(sha256: str) -> None:
+    """After classification: the document's waveforms, on the ingest queue, sent by name through the producer
+    (a task called in-process, as the tests call it, has no worker's app to send with)."""
+    get_producer().send_task(DIGITISE_TASK, args=[sha256])
+
+
 def submit_claim(claim: Claim) -> None:
     """The watcher's callback: one message per claimed file on the ingest queue, sent by task name."""
     get_producer().send_task(INTAKE_TASK, args=[claim.to_message()])

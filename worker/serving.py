@@ -101,10 +101,12 @@ def serving_manifest(settings: Settings) -> Manifest:
 
 @dataclass
 class _Loaded:
-    """One loaded champion: its engine, its model_versions id, and how many tasks are using it now."""
+    """One loaded champion: its engine, its model_versions id and bundle, and how many tasks are using it now.
+    The bundle tells apart two registries' champions of the same id (one process over two databases)."""
 
     engine: Engine
     model_version_id: int
+    bundle_dir: Path
     users: int = 0
 
 
@@ -118,11 +120,12 @@ def _current() -> _Loaded:
     global _loaded
     settings = get_settings()
     found = champion(settings)
-    if _loaded is None or _loaded.model_version_id != found.model_version_id:
+    if _loaded is None or (_loaded.model_version_id, _loaded.bundle_dir) != (found.model_version_id,
+                                                                              found.bundle_dir):
         engine = load_engine(found.bundle_dir, settings.engine, settings.torch_threads, settings.batch_size,
                              cache_dir=settings.engine_cache_dir)
         old, _loaded = _loaded, _Loaded(BatchingEngine(engine, settings.batch_size, settings.max_wait_ms, _callers),
-                                        found.model_version_id)
+                                        found.model_version_id, found.bundle_dir)
         if old is not None:
             log.info("now serving %s (was %s); tasks already running finish on the old model",
                      engine.manifest.model_version, old.engine.manifest.model_version)

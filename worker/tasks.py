@@ -20,7 +20,7 @@ from ingest.correlation import KEY_DIGITS, working_on
 from ingest.decode.isolated import Decoder
 from ingest.reasons import InstallationError
 from ingest.watch import Claim, claim_id
-from worker.celery_app import CLASSIFY_TASK, DIGITISE_TASK, INTAKE_TASK, RETRAIN_TASK
+from worker.celery_app import CLASSIFY_TASK, DIGITISE_TASK, INTAKE_TASK, RETRAIN_TASK, submit_digitise
 from worker.classify import classify
 from worker.db.queries import document_by_sha
 from worker.db.session import session_scope
@@ -125,7 +125,7 @@ def classify_document(sha256: str) -> int:
     with serving_engine() as (engine, model_version_id):
         classified = classify(settings, engine, model_version_id, sha256, decoder_for_worker())
     if settings.digitise:
-        digitise_document.delay(sha256)
+        submit_digitise(sha256)
     return classified
 
 
