@@ -32,6 +32,7 @@ SPEED_MM_S = 25.0
 GAP_MM = 3.0  # a blank this wide across a row's band separates two panels (a QRS is never this flat and empty)
 MIN_PANEL_MM = 15.0
 PANEL_WEIGHT = 0.5
+MIN_ROW_COVER = 0.4
 PRIOR = {"3x4": 0.05, "6x2": 0.03, "12x1": 0.02, "2x6": 0.0}  # how common each is in clinics: breaks near-ties
 
 
@@ -87,29 +88,44 @@ def _rows_from_profile(mask: np.ndarray, px_per_mm: float) -> list[float]:
     return [float(p) for p in peaks]
 
 
-def find_rows(mask: np.ndarray, px_per_mm: float) -> list[Row]:
-    """Every row of traces in the ink `mask`, top to bottom."""
-    pulses = sorted(_pulses(mask, px_per_mm), key=lambda p: p[1])
-    stroke = max(1, round(0.3 * px_per_mm))
-    rows = []
-    if len(pulses) >= 2:
-        for x, y, w, h in pulses:
-            baseline = y + h - stroke / 2
-            # a printer may put the trace's level a few mm above the pulse's foot
-            band = mask[max(0, round(baseline - 8 * px_per_mm)): round(baseline + 4 * px_per_mm)]
-            after = np.flatnonzero(band[:, x + w + max(1, round(0.5 * px_per_mm)):].any(axis=0))
-            if after.size == 0:
-                continue
-            left = x + w + max(1, round(0.5 * px_per_mm)) + int(after[0])
-            right = int(np.flatnonzero(band.any(axis=0))[-1])
-            rows.append(Row(baseline, left, right, float(h - stroke), True))
-        return rows
+def _profile_rows(mask: np.ndarray, px_per_mm: float, px_per_mv: float) -> list[Row]:
+    """Rows from the ink profile; a band whose ink covers under `MIN_ROW_COVER` of the widest row's columns is a
+    stain, a stamp or a note, not a trace."""
+    found = []
     for baseline in _rows_from_profile(mask, px_per_mm):
         band = mask[max(0, round(baseline - 3 * px_per_mm)): round(baseline + 3 * px_per_mm)]
         columns = np.flatnonzero(band.any(axis=0))
         if columns.size:
-            rows.append(Row(baseline, int(columns[0]), int(columns[-1]), GAIN_MM_MV * px_per_mm, False))
-    return rows
+            found.append((columns.size, Row(baseline, int(columns[0]), int(columns[-1]), px_per_mv, False)))
+    widest = max((cover for cover, _ in found), default=0)
+    return [row for cover, row in found if cover >= MIN_ROW_COVER * widest]
+
+
+def find_rows(mask: np.ndarray, px_per_mm: float) -> list[Row]:
+    """Every row of traces in the ink `mask`, top to bottom: a row per calibration pulse, and a row wherever the
+    ink profile shows one far from every pulse's (a pulse cut off or faded, or a printer that draws none)."""
+    pulses = sorted(_pulses(mask, px_per_mm), key=lambda p: p[1])
+    if len(pulses) < 2:
+        return _profile_rows(mask, px_per_mm, GAIN_MM_MV * px_per_mm)
+    stroke = max(1, round(0.3 * px_per_mm))
+    rows = []
+    for x, y, w, h in pulses:
+        baseline = y + h - stroke / 2
+        # a printer may put the trace's level a few mm above the pulse's foot
+        band = mask[max(0, round(baseline - 8 * px_per_mm)): round(baseline + 4 * px_per_mm)]
+        after = np.flatnonzero(band[:, x + w + max(1, round(0.5 * px_per_mm)):].any(axis=0))
+        if after.size == 0:
+            continue
+        left = x + w + max(1, round(0.5 * px_per_mm)) + int(after[0])
+        right = int(np.flatnonzero(band.any(axis=0))[-1])
+        rows.append(Row(baseline, left, right, float(h - stroke), True))
+    if not rows:
+        return rows
+    gain = float(np.median([row.px_per_mv for row in rows]))
+    width = float(np.median([row.right - row.left for row in rows]))
+    extra = [row for row in _profile_rows(mask, px_per_mm, gain)
+             if min(abs(row.baseline - r.baseline) for r in rows) > 8 * px_per_mm and row.right - row.left > width / 2]
+    return sorted(rows + extra, key=lambda row: row.baseline)
 
 
 def _panels(mask: np.ndarray, row: Row, band: tuple[int, int], px_per_mm: float) -> tuple[tuple[int, int], ...]:
@@ -244,6 +260,25 @@ def _rhythm_name(strip: np.ndarray, segments: list[tuple[str, np.ndarray]]) -> s
         if r > best_r:
             best, best_r = lead, r
     return best
+
+
+def trace_tilt(mask: np.ndarray, max_deg: float = 6.0) -> float:
+    """The angle (degrees, counter-clockwise as OpenCV rotates) that levels the rows of traces: the one whose
+    rows of ink pile up sharpest. The trace itself says it: a page whose grid cleaning could not level (a photo
+    at an angle, a grid too faint) still has its rows."""
+    ys, xs = np.nonzero(mask)
+    if ys.size < 100:
+        return 0.0
+    pick = np.random.default_rng(0).choice(ys.size, min(ys.size, 60_000), replace=False)
+    ys, xs = ys[pick].astype(float), xs[pick].astype(float) - mask.shape[1] / 2
+
+    def sharpness(angle: float) -> float:
+        levelled = ys - xs * np.tan(np.radians(angle))
+        counts = np.bincount(np.clip(levelled, 0, None).astype(int) // 2)
+        return float(np.sum(counts.astype(float) ** 2))
+
+    coarse = max(np.arange(-max_deg, max_deg + 1e-9, 0.25), key=sharpness)
+    return float(max(np.arange(coarse - 0.25, coarse + 0.25 + 1e-9, 0.05), key=sharpness))
 
 
 def digitise_mask(mask: np.ndarray, px_per_mm: float) -> tuple[Layout, Digitised]:

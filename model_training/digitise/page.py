@@ -14,12 +14,13 @@ from typing import Literal
 
 import numpy as np
 
-from ingest.preprocess import PX_PER_MM_RANGE, STEPS, clean
+from ingest.preprocess import PX_PER_MM_RANGE, STEPS, clean, rotate
 from model_training.digitise.classical import Digitised
-from model_training.digitise.layout import Layout, digitise_mask, ink
+from model_training.digitise.layout import Layout, digitise_mask, ink, trace_tilt
 from model_training.digitise.segment import TRACE_LEVEL, Segmenter, sheet_input, sheet_of, shipped_segmenter
 
 A4_WIDTH_MM = 297.0
+MIN_TILT_DEG = 0.2
 
 
 @dataclass(frozen=True)
@@ -50,5 +51,9 @@ def digitise_image(image: np.ndarray, segmenter: Segmenter | Literal["shipped"] 
         mask, method = ink(sheet), "classical"
     else:
         mask, method = segmenter.probabilities(sheet_input(image, cleaned)) >= TRACE_LEVEL, "learned"
+    tilt = trace_tilt(mask)
+    if abs(tilt) >= MIN_TILT_DEG:  # rows cleaning left askew: level the sheet and its trace together
+        sheet = rotate(sheet, tilt)
+        mask = rotate(np.where(mask, 0, 255).astype(np.uint8), tilt) < 128
     layout, digitised = digitise_mask(mask, px_per_mm)
     return PageReading(sheet, layout, digitised, px_per_mm, source, method)
