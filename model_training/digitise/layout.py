@@ -27,6 +27,7 @@ from model_training.digitise.classical import FS, TIMES, Digitised, PixelBox, re
 GAIN_MM_MV = 10.0
 SPLITS = {"3x4": 4, "6x2": 2, "12x1": 1, "2x6": 6}
 RHYTHM_MATCH = 0.8  # correlation a rhythm strip needs with a named segment to take its name
+RHYTHM_PRIOR = 0.1  # most printers put lead II under the layout
 QRS_HALF_S = 0.06
 SPEED_MM_S = 25.0
 GAP_MM = 3.0  # a blank this wide across a row's band separates two panels (a QRS is never this flat and empty)
@@ -113,18 +114,34 @@ def find_rows(mask: np.ndarray, px_per_mm: float) -> list[Row]:
         baseline = y + h - stroke / 2
         # a printer may put the trace's level a few mm above the pulse's foot
         band = mask[max(0, round(baseline - 8 * px_per_mm)): round(baseline + 4 * px_per_mm)]
-        after = np.flatnonzero(band[:, x + w + max(1, round(0.5 * px_per_mm)):].any(axis=0))
+        # the trace starts after the blank that follows the pulse (its foot may stand apart from its box)
+        inked = band[:, x + w:].any(axis=0)
+        blank = np.flatnonzero(~inked[: round(3 * px_per_mm)])
+        start = x + w + (int(blank[0]) if blank.size else max(1, round(0.5 * px_per_mm)))
+        after = np.flatnonzero(band[:, start:].any(axis=0))
         if after.size == 0:
             continue
-        left = x + w + max(1, round(0.5 * px_per_mm)) + int(after[0])
+        left = start + int(after[0])
         right = int(np.flatnonzero(band.any(axis=0))[-1])
         rows.append(Row(baseline, left, right, float(h - stroke), True))
     if not rows:
         return rows
     gain = float(np.median([row.px_per_mv for row in rows]))
     width = float(np.median([row.right - row.left for row in rows]))
-    extra = [row for row in _profile_rows(mask, px_per_mm, gain)
-             if min(abs(row.baseline - r.baseline) for r in rows) > 8 * px_per_mm and row.right - row.left > width / 2]
+    left = round(np.median([row.left for row in rows]))
+    profile = _profile_rows(mask, px_per_mm, gain)
+    if len(profile) < 2:
+        return rows
+    spacing = float(np.median(np.diff([row.baseline for row in profile])))
+
+    def on_the_grid(baseline: float) -> bool:  # rows are evenly spaced; a header's line falls between
+        steps = (baseline - rows[0].baseline) / spacing
+        return abs(steps - round(steps)) < 0.25
+
+    # with its trace from where the pulses' rows start (a pulse too close to its neighbours is still ink)
+    extra = [replace(row, left=max(row.left, left)) for row in profile
+             if row.right - row.left > width / 2 and on_the_grid(row.baseline)
+             and min(abs(row.baseline - r.baseline) for r in rows) > 8 * px_per_mm]
     return sorted(rows + extra, key=lambda row: row.baseline)
 
 
@@ -250,13 +267,15 @@ def find_layout(mask: np.ndarray, px_per_mm: float) -> Layout:
 
 
 def _rhythm_name(strip: np.ndarray, segments: list[tuple[str, np.ndarray]]) -> str | None:
-    """The lead a full-length strip shows: the named segment it follows most closely over that segment's time."""
+    """The lead a full-length strip shows: the named segment it follows most closely over that segment's time.
+    Two leads can look alike (II and aVF often do); lead II, the usual rhythm strip, wins unless another fits
+    clearly better."""
     best, best_r = None, RHYTHM_MATCH
     for lead, segment in segments:
         seen = np.isfinite(segment) & np.isfinite(strip)
         if seen.sum() < FS // 2 or np.std(segment[seen]) == 0 or np.std(strip[seen]) == 0:
             continue
-        r = float(np.corrcoef(segment[seen], strip[seen])[0, 1])
+        r = float(np.corrcoef(segment[seen], strip[seen])[0, 1]) + (RHYTHM_PRIOR if lead == "II" else 0.0)
         if r > best_r:
             best, best_r = lead, r
     return best
