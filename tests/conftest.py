@@ -52,6 +52,9 @@ def base_env(home: Path, bundle_dir: Path) -> dict[str, str]:
         "ECG_INTAKE_POLL_INTERVAL": "0.2",
         "ECG_INTAKE_TORCH_THREADS": "2",
         "ECG_INTAKE_INGEST_CONCURRENCY": "1",  # one ingest process per `run`; tests of several set their own
+        # reading a page back loads the segmenter and takes about a second a page in every `run`: the tests of
+        # digitising (test_waveforms, test_metrics, the review site) turn it on, as it is by default
+        "ECG_INTAKE_DIGITISE": "false",
         "PYTHONUNBUFFERED": "1",
     })
     return env

@@ -112,6 +112,7 @@ def test_worker_and_watcher_count_their_own_events(cli: Cli, home: Path, tmp_pat
     """The watcher queues three files before any worker runs (the queue's depth says so), then a worker takes them
     and a retraining request, and each process's /metrics counts what happened in it."""
     cli.env["ECG_INTAKE_BROKER_URL"] = own_redis.url
+    cli.env["ECG_INTAKE_DIGITISE"] = "true"
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     ports = {"watch": free_port(), "worker": free_port()}

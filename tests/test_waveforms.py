@@ -165,6 +165,7 @@ def test_a_blank_page_records_unread_leads_and_is_archived(installation: Setting
 
 def test_the_embedded_run_stores_waveforms_before_once_returns(cli: Cli, home: Path, tmp_path: Path) -> None:
     """`run --once`: the classifier sends the digitise task, the ingest worker runs it, `--once` waits for it."""
+    cli.env["ECG_INTAKE_DIGITISE"] = "true"
     record = generate_record(SEED)
     (tmp_path / "inbox").mkdir()
     cv2.imwrite(str(tmp_path / "inbox" / "scan.png"),
