@@ -157,6 +157,14 @@ def _panels(mask: np.ndarray, row: Row, band: tuple[int, int], px_per_mm: float)
     return tuple((row.left + int(a), row.left + int(b)) for a, b in spans if b - a >= MIN_PANEL_MM * px_per_mm)
 
 
+def _with_panels(row: Row, panels: tuple[tuple[int, int], ...]) -> Row:
+    """The row cut to where its panels of trace end: a speck or a sheet's shadowed edge beyond the last one does
+    not stretch the row's 10 s."""
+    if not panels:
+        return row
+    return replace(row, panels=panels, right=panels[-1][1])
+
+
 def _row_boxes(row: Row, columns: int, names: tuple[str, ...], top: int, bottom: int,
                px_per_mm: float | None = None) -> list[PixelBox]:
     """A row cut into `columns` segments. A row printed as that many separate panels is cut at its panels, each
@@ -229,7 +237,7 @@ def find_layout(mask: np.ndarray, px_per_mm: float) -> Layout:
     """The layout whose rows and cuts fit the ink `mask` best; `name` None when no row count fits a standard one."""
     rows = find_rows(mask, px_per_mm)
     bands = [_band(rows, i) for i in range(len(rows))]
-    rows = [replace(row, panels=_panels(mask, row, band, px_per_mm)) for row, band in zip(rows, bands, strict=True)]
+    rows = [_with_panels(row, _panels(mask, row, band, px_per_mm)) for row, band in zip(rows, bands, strict=True)]
     readings = [_row_reading(mask, row, band) for row, band in zip(rows, bands, strict=True)]
     beats = [_beats(reading) for reading in readings]
     scores = [{columns: _split_score(row_beats, columns) for columns in set(SPLITS.values())} for row_beats in beats]
