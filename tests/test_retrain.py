@@ -93,6 +93,7 @@ def _env(home: Path, bundle: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECG_INTAKE_")}
     return {**env, **RETRAIN_ENV, "ECG_INTAKE_HOME": str(home), "ECG_INTAKE_BUNDLE": str(bundle),
             "ECG_INTAKE_STABLE_SECONDS": "0.2", "ECG_INTAKE_POLL_INTERVAL": "0.2", "ECG_INTAKE_TORCH_THREADS": "2",
+            "ECG_INTAKE_DIGITISE": "false",  # 360 pages read back would add minutes; retraining reads none of it
             "PYTHONUNBUFFERED": "1"}
 
 
