@@ -74,6 +74,13 @@ def work_factor(width: int) -> int:
     return max(1, round(width / WORK_WIDTH))
 
 
+def downscale_matrix(factor: int) -> np.ndarray:
+    """The homography of an INTER_AREA downscale by an integer `factor`, which maps pixel centres:
+    x' = (x + 0.5) / factor - 0.5."""
+    shift = 0.5 / factor - 0.5
+    return np.array([[1 / factor, 0, shift], [0, 1 / factor, shift], [0, 0, 1]])
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 grayscale from grayscale, BGR or BGRA input (luminance, for display and tests)."""
     if image.dtype != np.uint8:
@@ -466,8 +473,7 @@ def clean(image: np.ndarray, size: tuple[int, int], steps: tuple[str, ...] = STE
         return stage
 
     factor = work_factor(image.shape[1])
-    # INTER_AREA by an integer factor maps pixel centres: x' = (x + 0.5) / factor - 0.5
-    sheet = np.array([[1 / factor, 0, 0.5 / factor - 0.5], [0, 1 / factor, 0.5 / factor - 0.5], [0, 0, 1]])
+    sheet = downscale_matrix(factor)
     if factor >= 2:  # an integer factor keeps INTER_AREA on its fast path
         image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
     gray = brightest_channel(image)

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ingest.preprocess import STEPS, Cleaned, clean
+from ingest.preprocess import STEPS, Cleaned, clean, downscale_matrix
 
 SEGMENTER_DIR = Path(__file__).resolve().parents[2] / "models" / "digitiser"
 SHEET_STAGES = ("grid", "creases", "deskew", "illumination", "page", "input")  # the first one present is read
@@ -49,8 +49,7 @@ def onto_sheet(array: np.ndarray, cleaned: Cleaned, shape: tuple[int, ...], bord
     factor = cleaned.work_factor
     if factor >= 2:
         array = cv2.resize(array, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
-    scale = np.array([[1 / factor, 0, 0.5 / factor - 0.5], [0, 1 / factor, 0.5 / factor - 0.5], [0, 0, 1]])
-    rest = cleaned.sheet_transform @ np.linalg.inv(scale)
+    rest = cleaned.sheet_transform @ np.linalg.inv(downscale_matrix(factor))
     fill = (border,) * (array.shape[2] if array.ndim == 3 else 1)
     return cv2.warpPerspective(array, rest, (shape[1], shape[0]), flags=cv2.INTER_LINEAR, borderValue=fill)
 
